@@ -1,0 +1,105 @@
+//! `start-job`: consumes `runtime:start_jobs` and runs the start operation for
+//! each entry, publishing one result per entry on `runtime:job_results`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use shared::adapters::redis::LeaseStore;
+use shared::bootstrap::Infra;
+use shared::config::Config;
+use shared::domain::{GameId, JobResult, OpSource, StartJob};
+use shared::start::{LobbyClient, StartRequest, StartService, StartSettings};
+use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler, StreamConsumer};
+use tokio_util::sync::CancellationToken;
+
+/// Turns start-job entries into start requests.
+pub struct StartJobHandler {
+    service: StartService,
+}
+
+#[async_trait]
+impl JobHandler for StartJobHandler {
+    fn game_id(&self, fields: &HashMap<String, String>) -> Option<GameId> {
+        fields.get("game_id").and_then(|g| GameId::parse(g).ok())
+    }
+
+    async fn handle(&self, entry_id: &str, fields: &HashMap<String, String>) -> JobDisposition {
+        let job = match StartJob::decode(fields) {
+            Ok(job) => job,
+            Err(malformed) => {
+                return JobDisposition::Malformed {
+                    result: malformed
+                        .game_id
+                        .as_deref()
+                        .map(|g| JobResult::malformed(g, &malformed.reason)),
+                    reason: malformed.reason,
+                }
+            }
+        };
+        let request = StartRequest {
+            game_id: job.game_id.clone(),
+            image_ref: job.image_ref,
+            op_source: OpSource::LobbyStream,
+            source_ref: entry_id.to_owned(),
+        };
+        let outcome = self.service.handle(&request).await;
+        JobDisposition::Done(outcome.job_result(&job.game_id))
+    }
+}
+
+/// Builds the start service from connected adapters.
+pub fn start_service(config: &Config, infra: &Infra) -> anyhow::Result<StartService> {
+    let lobby = match config.lobby_internal_base_url.as_str() {
+        "" => None,
+        url => Some(
+            LobbyClient::new(url, config.lobby_internal_timeout)
+                .context("RTMANAGER_LOBBY_INTERNAL_BASE_URL")?,
+        ),
+    };
+    Ok(StartService::new(
+        infra.engine.clone(),
+        infra.db.clone(),
+        infra.publisher.clone(),
+        LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
+        lobby,
+        StartSettings::from_config(config)?,
+        infra.metrics.clone(),
+    ))
+}
+
+pub fn consumer_settings(config: &Config) -> ConsumerSettings {
+    ConsumerSettings {
+        stream: config.start_jobs_stream.clone(),
+        dead_letter_stream: format!("{}:dead", config.start_jobs_stream),
+        group: config.start_jobs_group.clone(),
+        group_start_id: config.start_jobs_group_start_id.clone(),
+        consumer: config.consumer_name(),
+        concurrency: config.start_jobs_concurrency,
+        block: config.stream_block,
+        reclaim_idle: config.job_reclaim_idle,
+        shutdown_timeout: config.shutdown_timeout,
+    }
+}
+
+/// Consumes start jobs until `shutdown`; the outbox relay runs alongside and
+/// gets a last delivery attempt before returning.
+pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let service = start_service(&config, &infra)?;
+    let leases = service.leases().clone();
+    let consumer = StreamConsumer::new(
+        infra.redis.clone(),
+        infra.publisher.clone(),
+        leases,
+        StartJobHandler { service },
+        consumer_settings(&config),
+        infra.metrics.clone(),
+    );
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(infra.publisher.relay(infra.redis.clone()).run(relay_stop.clone()));
+    let consumed = consumer.run(shutdown).await;
+    relay_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    consumed
+}

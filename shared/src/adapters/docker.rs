@@ -1,0 +1,224 @@
+//! Docker adapter of [`ContainerEngine`], on bollard.
+//!
+//! bollard errors are mapped here, once: transport failures become
+//! [`EngineError::Unavailable`] (the `docker_unavailable` code), daemon answers
+//! become `NotFound`, `Conflict` or `Rejected`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkingConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::TryStreamExt;
+
+use crate::ports::{ContainerEngine, ContainerInfo, ContainerSpec, EngineError, ImageInfo, PullPolicy};
+
+/// Seconds bollard waits for one request; pulls stream, so this bounds a stall.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+#[derive(Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+}
+
+impl DockerEngine {
+    /// `unix:///var/run/docker.sock` or `tcp://host:port` (plain HTTP), as
+    /// `RTMANAGER_DOCKER_HOST`.
+    pub fn connect(host: &str) -> Result<Self, EngineError> {
+        let docker = if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| EngineError::Unavailable(format!("{host}: {e}")))?;
+        Ok(Self { docker })
+    }
+
+    /// The underlying client, for adapters that need more than the port.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+pub(crate) fn map_error(err: bollard::errors::Error) -> EngineError {
+    use bollard::errors::Error as E;
+    match err {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => match status_code {
+            404 => EngineError::NotFound(message),
+            409 => EngineError::Conflict(message),
+            _ => EngineError::Rejected(message),
+        },
+        E::JsonDataError { .. } | E::JsonSerdeError { .. } => EngineError::Rejected(err.to_string()),
+        other => EngineError::Unavailable(other.to_string()),
+    }
+}
+
+fn not_found_is_none<T>(res: Result<T, bollard::errors::Error>) -> Result<Option<T>, EngineError> {
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => match map_error(e) {
+            EngineError::NotFound(_) => Ok(None),
+            other => Err(other),
+        },
+    }
+}
+
+fn container_info(resp: bollard::models::ContainerInspectResponse) -> ContainerInfo {
+    let state = resp.state.unwrap_or_default();
+    let config = resp.config.unwrap_or_default();
+    ContainerInfo {
+        id: resp.id.unwrap_or_default(),
+        name: resp
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        image: config.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default(),
+        state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        health: state
+            .health
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| s != "none")
+            .unwrap_or_default(),
+        restart_count: resp.restart_count.unwrap_or(0),
+        exit_code: state.exit_code.unwrap_or(0),
+        oom_killed: state.oom_killed.unwrap_or(false),
+        started_at: state
+            .started_at
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .filter(|t| t.timestamp() > 0),
+    }
+}
+
+#[async_trait]
+impl ContainerEngine for DockerEngine {
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.docker.ping().await.map(drop).map_err(map_error)
+    }
+
+    async fn network_exists(&self, name: &str) -> Result<bool, EngineError> {
+        Ok(not_found_is_none(self.docker.inspect_network(name, None).await)?.is_some())
+    }
+
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), EngineError> {
+        let present = not_found_is_none(self.docker.inspect_image(image).await)?.is_some();
+        match policy {
+            PullPolicy::Never if present => return Ok(()),
+            PullPolicy::Never => {
+                return Err(EngineError::NotFound(format!(
+                    "image {image} is not present and the pull policy is never"
+                )))
+            }
+            PullPolicy::IfMissing if present => return Ok(()),
+            PullPolicy::IfMissing | PullPolicy::Always => {}
+        }
+        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        self.docker
+            .create_image(Some(options), None, None)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(|e| match map_error(e) {
+                EngineError::Unavailable(m) => EngineError::Unavailable(m),
+                other => EngineError::Rejected(format!("pull {image}: {other}")),
+            })
+    }
+
+    async fn inspect_image(&self, image: &str) -> Result<ImageInfo, EngineError> {
+        let resp = self.docker.inspect_image(image).await.map_err(map_error)?;
+        Ok(ImageInfo {
+            id: resp.id.unwrap_or_default(),
+            labels: resp.config.and_then(|c| c.labels).unwrap_or_default(),
+        })
+    }
+
+    async fn inspect_container(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<ContainerInfo>, EngineError> {
+        Ok(not_found_is_none(self.docker.inspect_container(id_or_name, None).await)?.map(container_info))
+    }
+
+    async fn run(&self, spec: &ContainerSpec) -> Result<ContainerInfo, EngineError> {
+        let host_config = HostConfig {
+            binds: Some(
+                spec.mounts
+                    .iter()
+                    .map(|m| format!("{}:{}:rw", m.host_path, m.container_path))
+                    .collect(),
+            ),
+            network_mode: Some(spec.network.clone()),
+            nano_cpus: Some(spec.limits.cpu.nano_cpus()),
+            memory: Some(spec.limits.memory.bytes()),
+            pids_limit: Some(spec.limits.pids.get()),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some(spec.log_driver.clone()),
+                config: (!spec.log_opts.is_empty()).then(|| spec.log_opts.clone()),
+            }),
+            // No host port is ever published: the engine is reached over the network.
+            publish_all_ports: Some(false),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            hostname: Some(spec.hostname.clone()),
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(spec.labels.clone()),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    spec.network.clone(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(map_error)?;
+        if let Err(start_err) = self.docker.start_container(&created.id, None).await {
+            // Never leave a created-but-not-started container behind.
+            let _ = self.remove(&created.id).await;
+            return Err(match map_error(start_err) {
+                EngineError::Unavailable(m) => EngineError::Unavailable(m),
+                other => EngineError::Rejected(format!("start container: {other}")),
+            });
+        }
+        match self.inspect_container(&created.id).await {
+            Ok(Some(info)) => Ok(info),
+            Ok(None) => Err(EngineError::Rejected(format!(
+                "container {} vanished right after start",
+                created.id
+            ))),
+            Err(e) => {
+                let _ = self.remove(&created.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.docker.start_container(id, None).await.map_err(map_error)
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(id, Some(options)).await.map_err(map_error) {
+            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
+            // A removal already under way is as good as done.
+            Err(EngineError::Conflict(m)) if m.contains("already in progress") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! PostgreSQL adapter: runtime records, the operation log, health snapshots.
+//!
+//! Queries are checked at run time (no live database at build time). The
+//! tables live in the schema the DSN's `search_path` names.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use crate::domain::{
+    ErrorCode, GameId, HealthEvent, OperationEntry, RuntimeRecord, RuntimeStatus, SnapshotStatus,
+};
+
+/// Migrations embedded at build time from the workspace's `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached in time: `service_unavailable`.
+    #[error("postgres unavailable: {0}")]
+    Unavailable(String),
+    /// The database answered with an error: `internal_error`.
+    #[error("postgres error: {0}")]
+    Query(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            Self::Query(_) | Self::Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Database(db) => Self::Query(db.to_string()),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => Self::Query(err.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A pool on the primary, with the helpers every process needs.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: PgPool,
+}
+
+impl Database {
+    /// Connects lazily-checked: `acquire_timeout` bounds how long an operation
+    /// waits when PostgreSQL is away, so it fails with `service_unavailable`
+    /// instead of hanging.
+    pub async fn connect(dsn: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = dsn
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Unavailable(format!("bad DSN: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations; an already-applied migration is a success.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Query(format!("migrations: {e}")))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub async fn get_record(&self, game_id: &GameId) -> Result<Option<RuntimeRecord>, StoreError> {
+        let row = sqlx::query(SELECT_RECORD)
+            .bind(game_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| record_from_row(&r)).transpose()
+    }
+
+    /// Appends one operation-log row outside any other transaction.
+    pub async fn append_operation(&self, entry: &OperationEntry) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        append_operation(&mut conn, entry).await
+    }
+}
+
+const SELECT_RECORD: &str = "SELECT game_id, status, current_container_id, current_image_ref, \
+    engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, last_op_at, created_at \
+    FROM runtime_records WHERE game_id = $1";
+
+pub(crate) fn record_from_row(row: &sqlx::postgres::PgRow) -> Result<RuntimeRecord, StoreError> {
+    let game_id: String = row.try_get("game_id")?;
+    let status: String = row.try_get("status")?;
+    Ok(RuntimeRecord {
+        game_id: GameId::parse(&game_id)
+            .map_err(|e| StoreError::Corrupt(format!("game_id {game_id:?}: {e}")))?,
+        status: RuntimeStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        current_container_id: row.try_get("current_container_id")?,
+        current_image_ref: row.try_get("current_image_ref")?,
+        engine_endpoint: row.try_get("engine_endpoint")?,
+        state_path: row.try_get("state_path")?,
+        docker_network: row.try_get("docker_network")?,
+        started_at: row.try_get("started_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+        removed_at: row.try_get("removed_at")?,
+        last_op_at: row.try_get("last_op_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Installs a `running` record for a fresh start. Compare-and-set: it inserts,
+/// or replaces a `stopped`/`removed` record (keeping its `created_at`), but
+/// never overwrites a `running` one. Returns whether the row was written.
+pub async fn upsert_running_record(
+    conn: &mut sqlx::PgConnection,
+    record: &RuntimeRecord,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO runtime_records (game_id, status, current_container_id, current_image_ref, \
+             engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, \
+             last_op_at, created_at) \
+         VALUES ($1, 'running', $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $8) \
+         ON CONFLICT (game_id) DO UPDATE SET status = 'running', \
+             current_container_id = EXCLUDED.current_container_id, \
+             current_image_ref = EXCLUDED.current_image_ref, \
+             engine_endpoint = EXCLUDED.engine_endpoint, state_path = EXCLUDED.state_path, \
+             docker_network = EXCLUDED.docker_network, started_at = EXCLUDED.started_at, \
+             stopped_at = NULL, removed_at = NULL, last_op_at = EXCLUDED.last_op_at \
+         WHERE runtime_records.status <> 'running'",
+    )
+    .bind(record.game_id.as_str())
+    .bind(&record.current_container_id)
+    .bind(&record.current_image_ref)
+    .bind(&record.engine_endpoint)
+    .bind(&record.state_path)
+    .bind(&record.docker_network)
+    .bind(record.started_at)
+    .bind(record.last_op_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn append_operation(
+    conn: &mut sqlx::PgConnection,
+    entry: &OperationEntry,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO operation_log (game_id, op_kind, op_source, source_ref, image_ref, \
+             container_id, outcome, error_code, error_message, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(entry.game_id.as_str())
+    .bind(entry.op_kind.as_str())
+    .bind(entry.op_source.as_str())
+    .bind(&entry.source_ref)
+    .bind(&entry.image_ref)
+    .bind(&entry.container_id)
+    .bind(entry.outcome.as_str())
+    .bind(entry.error_code.map(ErrorCode::as_str).unwrap_or(""))
+    .bind(&entry.error_message)
+    .bind(entry.started_at)
+    .bind(entry.finished_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the game's snapshot only with a later observation, so a late or
+/// replayed event never overwrites a newer one.
+pub async fn upsert_snapshot(
+    conn: &mut sqlx::PgConnection,
+    event: &HealthEvent,
+) -> Result<(), StoreError> {
+    let occurred_at: DateTime<Utc> = DateTime::from_timestamp_millis(event.occurred_at_ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("occurred_at_ms {}", event.occurred_at_ms)))?;
+    let event_type = event.details.event_type();
+    sqlx::query(
+        "INSERT INTO health_snapshots (game_id, container_id, status, event_type, details, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (game_id) DO UPDATE SET container_id = EXCLUDED.container_id, \
+             status = EXCLUDED.status, event_type = EXCLUDED.event_type, \
+             details = EXCLUDED.details, occurred_at = EXCLUDED.occurred_at, updated_at = now() \
+         WHERE health_snapshots.occurred_at < EXCLUDED.occurred_at",
+    )
+    .bind(event.game_id.as_str())
+    .bind(&event.container_id)
+    .bind(SnapshotStatus::of(event_type).as_str())
+    .bind(event_type.as_str())
+    .bind(sqlx::types::Json(event.details.to_json()))
+    .bind(occurred_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

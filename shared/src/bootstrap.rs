@@ -1,0 +1,61 @@
+//! Start-up shared by every job: connect, migrate, check, before taking work.
+//! Any failure is returned with a message naming what failed, and the job
+//! exits non-zero.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::adapters::docker::DockerEngine;
+use crate::adapters::postgres::Database;
+use crate::adapters::redis::RedisClient;
+use crate::config::Config;
+use crate::outbox::{Publisher, StreamNames};
+use crate::ports::ContainerEngine;
+use crate::telemetry::Metrics;
+
+/// The connected adapters a job is wired from.
+#[derive(Clone)]
+pub struct Infra {
+    pub db: Database,
+    pub redis: RedisClient,
+    pub engine: Arc<DockerEngine>,
+    pub publisher: Publisher,
+    pub metrics: Metrics,
+}
+
+/// Connects PostgreSQL (and runs migrations), Redis and Docker, and checks the
+/// Docker network when `check_network` is set.
+pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Infra> {
+    let db = Database::connect(config.postgres_primary_dsn.expose(), config.postgres_max_connections)
+        .await
+        .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
+    db.migrate().await.context("running database migrations")?;
+    let redis = RedisClient::connect(&config.redis_master_addr, &config.redis_password)
+        .await
+        .with_context(|| format!("connecting to Redis at {} (RTMANAGER_REDIS_MASTER_ADDR)", config.redis_master_addr))?;
+    redis.ping().await.context("pinging Redis")?;
+    let engine = DockerEngine::connect(&config.docker_host)
+        .with_context(|| format!("connecting to Docker at {} (RTMANAGER_DOCKER_HOST)", config.docker_host))?;
+    engine.ping().await.context("pinging Docker")?;
+    if check_network {
+        let exists = engine
+            .network_exists(&config.docker_network)
+            .await
+            .context("checking the Docker network")?;
+        anyhow::ensure!(
+            exists,
+            "Docker network {:?} does not exist (RTMANAGER_DOCKER_NETWORK); rtmanager never creates it",
+            config.docker_network
+        );
+    }
+    let metrics = Metrics::new();
+    let publisher = Publisher::new(db.clone(), StreamNames::from_config(config), metrics.clone());
+    Ok(Infra {
+        db,
+        redis,
+        engine: Arc::new(engine),
+        publisher,
+        metrics,
+    })
+}

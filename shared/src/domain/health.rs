@@ -1,0 +1,166 @@
+//! Health events of `runtime:health_events` (contracts/runtime-health.asyncapi.yaml).
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::operation::wire_enum;
+use super::GameId;
+
+wire_enum! {
+    /// The frozen `event_type` enum; adding a value is a contract bump.
+    EventType {
+        ContainerStarted => "container_started",
+        ContainerExited => "container_exited",
+        ContainerOom => "container_oom",
+        ContainerDisappeared => "container_disappeared",
+        InspectUnhealthy => "inspect_unhealthy",
+        ProbeFailed => "probe_failed",
+        ProbeRecovered => "probe_recovered",
+    }
+}
+
+/// The closed `details` object of each event type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthDetails {
+    ContainerStarted {
+        image_ref: String,
+    },
+    ContainerExited {
+        exit_code: i64,
+        oom: bool,
+    },
+    ContainerOom {
+        exit_code: i64,
+    },
+    ContainerDisappeared,
+    InspectUnhealthy {
+        restart_count: i64,
+        state: String,
+        health: String,
+    },
+    ProbeFailed {
+        consecutive_failures: i64,
+        last_status: i64,
+        last_error: String,
+    },
+    ProbeRecovered {
+        prior_failure_count: i64,
+    },
+}
+
+impl HealthDetails {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Self::ContainerStarted { .. } => EventType::ContainerStarted,
+            Self::ContainerExited { .. } => EventType::ContainerExited,
+            Self::ContainerOom { .. } => EventType::ContainerOom,
+            Self::ContainerDisappeared => EventType::ContainerDisappeared,
+            Self::InspectUnhealthy { .. } => EventType::InspectUnhealthy,
+            Self::ProbeFailed { .. } => EventType::ProbeFailed,
+            Self::ProbeRecovered { .. } => EventType::ProbeRecovered,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::ContainerStarted { image_ref } => json!({ "image_ref": image_ref }),
+            Self::ContainerExited { exit_code, oom } => json!({ "exit_code": exit_code, "oom": oom }),
+            Self::ContainerOom { exit_code } => json!({ "exit_code": exit_code }),
+            Self::ContainerDisappeared => json!({}),
+            Self::InspectUnhealthy {
+                restart_count,
+                state,
+                health,
+            } => json!({ "restart_count": restart_count, "state": state, "health": health }),
+            Self::ProbeFailed {
+                consecutive_failures,
+                last_status,
+                last_error,
+            } => json!({
+                "consecutive_failures": consecutive_failures,
+                "last_status": last_status,
+                "last_error": last_error,
+            }),
+            Self::ProbeRecovered {
+                prior_failure_count,
+            } => json!({ "prior_failure_count": prior_failure_count }),
+        }
+    }
+}
+
+/// One observation about a game's engine container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEvent {
+    pub game_id: GameId,
+    pub container_id: String,
+    /// Unix milliseconds when rtmanager (or the daemon, for Docker events) observed it.
+    pub occurred_at_ms: i64,
+    pub details: HealthDetails,
+}
+
+/// `health_snapshots.status`: `healthy` after `container_started` or
+/// `probe_recovered`, otherwise the event type itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SnapshotStatus(&'static str);
+
+impl SnapshotStatus {
+    pub fn of(event_type: EventType) -> Self {
+        match event_type {
+            EventType::ContainerStarted | EventType::ProbeRecovered => Self("healthy"),
+            other => Self(other.as_str()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl HealthEvent {
+    /// Flat stream fields: one per top-level property, `details` as JSON text,
+    /// integers as decimal strings.
+    pub fn stream_fields(&self) -> Vec<(String, String)> {
+        vec![
+            ("game_id".into(), self.game_id.to_string()),
+            ("container_id".into(), self.container_id.clone()),
+            (
+                "event_type".into(),
+                self.details.event_type().as_str().into(),
+            ),
+            ("occurred_at_ms".into(), self.occurred_at_ms.to_string()),
+            ("details".into(), self.details.to_json().to_string()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_status_is_healthy_only_after_start_or_recovery() {
+        assert_eq!(SnapshotStatus::of(EventType::ContainerStarted).as_str(), "healthy");
+        assert_eq!(SnapshotStatus::of(EventType::ProbeRecovered).as_str(), "healthy");
+        assert_eq!(SnapshotStatus::of(EventType::ProbeFailed).as_str(), "probe_failed");
+    }
+
+    #[test]
+    fn stream_fields_are_flat_with_json_details() {
+        let event = HealthEvent {
+            game_id: GameId::parse("g1").unwrap(),
+            container_id: "c".into(),
+            occurred_at_ms: 17,
+            details: HealthDetails::ContainerExited {
+                exit_code: 137,
+                oom: false,
+            },
+        };
+        let fields = event.stream_fields();
+        assert_eq!(fields[2], ("event_type".into(), "container_exited".into()));
+        assert_eq!(fields[3], ("occurred_at_ms".into(), "17".into()));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&fields[4].1).unwrap(),
+            json!({"exit_code": 137, "oom": false})
+        );
+    }
+}

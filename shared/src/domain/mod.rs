@@ -1,0 +1,21 @@
+//! Domain types: validated values and vocabularies. No I/O here.
+
+pub mod error_code;
+pub mod game_id;
+pub mod health;
+pub mod image_ref;
+pub mod intent;
+pub mod jobs;
+pub mod limits;
+pub mod operation;
+pub mod runtime;
+
+pub use error_code::ErrorCode;
+pub use game_id::{GameId, GameIdError};
+pub use health::{EventType, HealthDetails, HealthEvent, SnapshotStatus};
+pub use image_ref::{ImageRef, ImageRefError};
+pub use intent::{AdminIntent, NotificationType};
+pub use jobs::{JobResult, MalformedJob, StartJob};
+pub use limits::{CpuQuota, MemoryLimit, PidsLimit, ResourceLimits};
+pub use operation::{OpKind, OpSource, OperationEntry, Outcome};
+pub use runtime::{RuntimeRecord, RuntimeStatus};

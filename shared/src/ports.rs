@@ -1,0 +1,106 @@
+//! Ports: the seams between the lifecycle services and the outside world.
+//!
+//! Only the container engine is a trait: seed 004 wants the runtime to be
+//! replaceable (Docker today, Kubernetes later, which cannot run here).
+//! Redis and PostgreSQL adapters are concrete types configured by URL.
+//! Port types are ours; `bollard` types never cross this line.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::ResourceLimits;
+
+/// `if_missing` (default), `always` or `never`, as `RTMANAGER_IMAGE_PULL_POLICY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    IfMissing,
+    Always,
+    Never,
+}
+
+/// What went wrong talking to the container engine, mapped at the adapter edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The daemon could not be reached (socket missing, connection refused, I/O).
+    #[error("container engine unreachable: {0}")]
+    Unavailable(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A name is already in use, or the object is in a conflicting state.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The daemon answered with an error (bad spec, pull failure, start failure).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// One bind mount of a host directory into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub host_path: String,
+    pub container_path: String,
+}
+
+/// Everything needed to create and start one engine container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub hostname: String,
+    pub image: String,
+    pub network: String,
+    pub env: Vec<(String, String)>,
+    pub labels: HashMap<String, String>,
+    pub mounts: Vec<BindMount>,
+    pub log_driver: String,
+    pub log_opts: HashMap<String, String>,
+    pub limits: ResourceLimits,
+}
+
+/// The parts of `docker inspect` rtmanager reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    /// Docker `State.Status`: `created`, `running`, `exited`, ...
+    pub state: String,
+    /// Docker `State.Health.Status`; empty without a HEALTHCHECK.
+    pub health: String,
+    pub restart_count: i64,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// The parts of `docker image inspect` rtmanager reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// A container engine: Docker today.
+#[async_trait]
+pub trait ContainerEngine: Send + Sync + 'static {
+    /// Fails fast when the daemon is unreachable.
+    async fn ping(&self) -> Result<(), EngineError>;
+    /// `Ok(false)` when the network does not exist; rtmanager never creates it.
+    async fn network_exists(&self, name: &str) -> Result<bool, EngineError>;
+    /// Makes the image present according to the policy.
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), EngineError>;
+    async fn inspect_image(&self, image: &str) -> Result<ImageInfo, EngineError>;
+    /// Inspect by id or name; `Ok(None)` when there is no such container.
+    async fn inspect_container(&self, id_or_name: &str)
+        -> Result<Option<ContainerInfo>, EngineError>;
+    /// Creates and starts; on a failed start the created container is removed,
+    /// so no half-made container is left behind.
+    async fn run(&self, spec: &ContainerSpec) -> Result<ContainerInfo, EngineError>;
+    /// Starts an existing (stopped) container.
+    async fn start(&self, id: &str) -> Result<(), EngineError>;
+    /// Force-removes; an absent container is not an error.
+    async fn remove(&self, id: &str) -> Result<(), EngineError>;
+}
