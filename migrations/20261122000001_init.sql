@@ -104,3 +104,11 @@ CREATE TABLE outbox (
 );
 
 CREATE INDEX outbox_pending_idx ON outbox (id) WHERE delivered_at IS NULL;
+
+-- Names this outbox in Redis's delivered markers, so two databases (or schemas)
+-- relaying into one Redis never mistake each other's row ids.
+CREATE TABLE outbox_identity (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    instance_id text    NOT NULL DEFAULT gen_random_uuid()::text
+);
+INSERT INTO outbox_identity DEFAULT VALUES;

@@ -161,6 +161,21 @@ pub struct ConfigError(pub String);
 
 pub const PREFIX: &str = "RTMANAGER_";
 
+/// The one `RTMANAGER_*` variable whose removal makes the set deserialize
+/// (a default then applies), i.e. the variable whose value is invalid.
+fn culprit(vars: &[(String, String)]) -> Option<(String, String)> {
+    vars.iter()
+        .filter(|(name, _)| name.starts_with(PREFIX))
+        .find(|(name, _)| {
+            let without = vars.iter().filter(|(n, _)| n != name).cloned();
+            !matches!(
+                envy::prefixed(PREFIX).from_iter::<_, Config>(without),
+                Err(envy::Error::Custom(_))
+            )
+        })
+        .cloned()
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_iter(std::env::vars())
@@ -168,12 +183,21 @@ impl Config {
 
     /// Reads from any set of variables (tests pass their own).
     pub fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let config: Config = envy::prefixed(PREFIX).from_iter(vars).map_err(|e| {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let config: Config = envy::prefixed(PREFIX).from_iter(vars.clone()).map_err(|e| {
             ConfigError(match e {
                 envy::Error::MissingValue(field) => {
                     format!("{PREFIX}{} is required", field.to_uppercase())
                 }
-                envy::Error::Custom(msg) => msg,
+                // envy names the variable (without its prefix) only for
+                // primitive parse errors; otherwise find the culprit.
+                envy::Error::Custom(msg) if msg.contains("provided by ") => {
+                    msg.replace("provided by ", &format!("provided by {PREFIX}"))
+                }
+                envy::Error::Custom(msg) => match culprit(&vars) {
+                    Some((name, value)) => format!("{name}={value:?}: {msg}"),
+                    None => msg,
+                },
             })
         })?;
         config.validate()?;

@@ -9,7 +9,7 @@
 //! reordered.
 //!
 //! Exactly once: each XADD runs in a Lua script together with
-//! `SET rtmanager:outbox_delivered:{id} NX`, so a relay that crashes after the
+//! `SET rtmanager:outbox_delivered:{instance}:{id} NX`, so a relay that crashes after the
 //! XADD but before marking the row never publishes it twice. Only one relay
 //! delivers at a time (a PostgreSQL advisory lock), which keeps the order
 //! across processes.
@@ -184,6 +184,7 @@ impl Publisher {
             redis,
             wake: self.wake.clone(),
             metrics: self.metrics.clone(),
+            instance: tokio::sync::OnceCell::new(),
         }
     }
 }
@@ -219,6 +220,8 @@ pub struct Relay {
     redis: RedisClient,
     wake: Arc<Notify>,
     metrics: Metrics,
+    /// `outbox_identity.instance_id`, read once.
+    instance: tokio::sync::OnceCell<String>,
 }
 
 impl Relay {
@@ -262,6 +265,15 @@ impl Relay {
 
     /// Delivers up to one batch; returns how many rows it delivered.
     pub async fn deliver_pending(&self) -> Result<usize, RelayError> {
+        let instance = self
+            .instance
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, String>("SELECT instance_id FROM outbox_identity")
+                    .fetch_one(self.db.pool())
+                    .await
+                    .map_err(StoreError::from)
+            })
+            .await?;
         let mut tx = self.db.begin().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(RELAY_LOCK_ID)
@@ -290,7 +302,7 @@ impl Relay {
             let deliver = Script::new(DELIVER_LUA);
             let mut script = deliver.prepare_invoke();
             script
-                .key(format!("rtmanager:outbox_delivered:{id}"))
+                .key(format!("rtmanager:outbox_delivered:{instance}:{id}"))
                 .key(&stream)
                 .arg(DELIVERED_MARKER_TTL_SECS);
             for [k, v] in &fields {

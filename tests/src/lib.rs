@@ -1,1 +1,257 @@
-//! Harness for system tests.
+//! Harness for the system tests: real PostgreSQL, Redis and Docker.
+//!
+//! Each [`TestEnv`] is isolated: its own PostgreSQL schema (named by the DSN's
+//! `search_path`, as in production), its own stream names (a random prefix),
+//! its own Docker network and state root, and unique game ids. Containers,
+//! the network and the schema are removed on drop.
+//!
+//! Needs `TEST_DATABASE_URL` and `TEST_REDIS_ADDR` (set by `scripts/test`) and
+//! the `galaxy-test/engine:*` images (built by `scripts/build-test-images`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::Value;
+use shared::adapters::postgres::Database;
+use shared::adapters::redis::RedisClient;
+use shared::bootstrap::Infra;
+use shared::config::{Config, Secret};
+use shared::domain::GameId;
+
+pub mod contract;
+
+pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test, which starts PostgreSQL and Redis and exports it")
+    })
+}
+
+pub fn random_suffix() -> String {
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
+        .collect()
+}
+
+pub struct TestEnv {
+    pub id: String,
+    pub schema: String,
+    pub dsn: String,
+    pub network: String,
+    pub state_root: PathBuf,
+    pub config: Config,
+    pub infra: Infra,
+    games: Mutex<Vec<GameId>>,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with(&[]).await
+    }
+
+    /// `overrides` are extra `RTMANAGER_*` variables for this test.
+    pub async fn with(overrides: &[(&str, &str)]) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info")
+            .try_init();
+        let base = required_env("TEST_DATABASE_URL");
+        let redis_addr = required_env("TEST_REDIS_ADDR");
+        let id = random_suffix();
+        let schema = format!("t_{id}");
+        let admin = Database::connect(&base, 1)
+            .await
+            .expect("connect TEST_DATABASE_URL (is PostgreSQL running? use scripts/test)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(admin.pool())
+            .await
+            .expect("create test schema");
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let dsn = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let network = format!("rtm-test-{id}");
+        docker(&["network", "create", &network]);
+        let state_root = std::env::temp_dir().join(format!("rtm-test-{id}"));
+        std::fs::create_dir_all(&state_root).expect("state root");
+
+        let mut vars: HashMap<String, String> = [
+            ("RTMANAGER_POSTGRES_PRIMARY_DSN", dsn.as_str()),
+            ("RTMANAGER_REDIS_MASTER_ADDR", redis_addr.as_str()),
+            ("RTMANAGER_DOCKER_NETWORK", network.as_str()),
+            ("RTMANAGER_GAME_STATE_ROOT", state_root.to_str().expect("utf-8 path")),
+            ("RTMANAGER_METRICS_ADDR", ""),
+            ("RTMANAGER_JOB_RECLAIM_IDLE", "2s"),
+            ("RTMANAGER_STREAM_BLOCK", "200ms"),
+            ("RTMANAGER_SHUTDOWN_TIMEOUT", "20s"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for stream in ["START_JOBS", "STOP_JOBS", "JOB_RESULTS", "HEALTH_EVENTS", "NOTIFICATION_INTENTS"] {
+            let default = match stream {
+                "START_JOBS" => "runtime:start_jobs",
+                "STOP_JOBS" => "runtime:stop_jobs",
+                "JOB_RESULTS" => "runtime:job_results",
+                "HEALTH_EVENTS" => "runtime:health_events",
+                _ => "notification:intents",
+            };
+            vars.insert(format!("RTMANAGER_{stream}_STREAM"), format!("t{id}:{default}"));
+        }
+        for (k, v) in overrides {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = Config::from_iter(vars).expect("test config");
+        let infra = shared::bootstrap::connect(&config, true).await.expect("bootstrap");
+        Self {
+            id,
+            schema,
+            dsn,
+            network,
+            state_root,
+            config,
+            infra,
+            games: Mutex::default(),
+        }
+    }
+
+    /// A unique game id; its container is removed when the env drops.
+    pub fn game(&self, name: &str) -> GameId {
+        let game = GameId::parse(&format!("{name}-{}", self.id)).expect("valid test game id");
+        self.games.lock().unwrap().push(game.clone());
+        game
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.infra.db
+    }
+
+    pub fn redis(&self) -> &RedisClient {
+        &self.infra.redis
+    }
+
+    /// Delivers everything pending in the outbox to Redis now.
+    pub async fn flush_outbox(&self) {
+        let relay = self.infra.publisher.relay(self.infra.redis.clone());
+        while relay.deliver_pending().await.expect("outbox relay") > 0 {}
+    }
+
+    /// All entries of a stream, as (id, fields).
+    pub async fn read_stream(&self, stream: &str) -> Vec<(String, HashMap<String, String>)> {
+        let mut conn = self.redis().manager();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .expect("XRANGE");
+        reply
+            .ids
+            .into_iter()
+            .map(|e| (e.id, shared::adapters::redis::entry_fields(&e.map)))
+            .collect()
+    }
+
+    pub async fn xadd(&self, stream: &str, fields: &[(&str, &str)]) -> String {
+        let mut conn = self.redis().manager();
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream).arg("*");
+        for (k, v) in fields {
+            cmd.arg(k).arg(v);
+        }
+        cmd.query_async(&mut conn).await.expect("XADD")
+    }
+
+    /// Polls `check` until it returns `Some`, or panics after `deadline`.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, deadline: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn operations(&self, game: &GameId) -> Vec<HashMap<String, String>> {
+        let rows = sqlx::query(
+            "SELECT op_kind, op_source, source_ref, image_ref, container_id, outcome, error_code, error_message \
+             FROM operation_log WHERE game_id = $1 ORDER BY id",
+        )
+        .bind(game.as_str())
+        .fetch_all(self.db().pool())
+        .await
+        .expect("operation_log");
+        rows.iter()
+            .map(|r| {
+                use sqlx::Row;
+                ["op_kind", "op_source", "source_ref", "image_ref", "container_id", "outcome", "error_code", "error_message"]
+                    .iter()
+                    .map(|c| (c.to_string(), r.get::<String, _>(*c)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    pub async fn snapshot(&self, game: &GameId) -> Option<(String, String, String, Value)> {
+        use sqlx::Row;
+        sqlx::query("SELECT status, event_type, container_id, details FROM health_snapshots WHERE game_id = $1")
+            .bind(game.as_str())
+            .fetch_optional(self.db().pool())
+            .await
+            .expect("health_snapshots")
+            .map(|r| {
+                (
+                    r.get("status"),
+                    r.get("event_type"),
+                    r.get("container_id"),
+                    r.get::<sqlx::types::Json<Value>, _>("details").0,
+                )
+            })
+    }
+
+    pub fn redis_password(&self) -> Secret {
+        Secret::default()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for game in self.games.lock().unwrap().iter() {
+            let _ = Command::new("docker").args(["rm", "-f", &game.container_name()]).output();
+        }
+        let _ = Command::new("docker").args(["network", "rm", &self.network]).output();
+        let _ = std::fs::remove_dir_all(&self.state_root);
+    }
+}
+
+/// Runs a docker CLI command, panicking with its output on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `docker inspect` of a container as JSON; `None` when it does not exist.
+pub fn inspect(name: &str) -> Option<Value> {
+    let out = Command::new("docker").args(["inspect", name]).output().expect("docker CLI");
+    if !out.status.success() {
+        return None;
+    }
+    let all: Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
+    all.get(0).cloned()
+}
