@@ -197,8 +197,9 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return false"#;
 
-/// Advisory-lock id that serializes relays (any 64-bit constant of ours).
-const RELAY_LOCK_ID: i64 = 0x7274_6d5f_6f62_7831;
+/// Advisory-lock class that, with the schema's hash, serializes the relays of
+/// one outbox (schemas sharing a database do not block each other).
+const RELAY_LOCK_CLASS: i32 = 0x7274_6d6f;
 /// How long a delivered marker stays in Redis; far beyond any crash-restart gap.
 const DELIVERED_MARKER_TTL_SECS: u64 = 7 * 24 * 3600;
 const BATCH: i64 = 256;
@@ -275,8 +276,10 @@ impl Relay {
             })
             .await?;
         let mut tx = self.db.begin().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK_ID)
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock($1::int, hashtext(current_schema()))",
+        )
+        .bind(RELAY_LOCK_CLASS)
             .fetch_one(&mut *tx)
             .await
             .map_err(StoreError::from)?;

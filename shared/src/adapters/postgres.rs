@@ -145,7 +145,7 @@ pub async fn upsert_running_record(
         "INSERT INTO runtime_records (game_id, status, current_container_id, current_image_ref, \
              engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, \
              last_op_at, created_at) \
-         VALUES ($1, 'running', $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $8) \
+         VALUES ($1, 'running', $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9) \
          ON CONFLICT (game_id) DO UPDATE SET status = 'running', \
              current_container_id = EXCLUDED.current_container_id, \
              current_image_ref = EXCLUDED.current_image_ref, \
@@ -162,6 +162,7 @@ pub async fn upsert_running_record(
     .bind(&record.docker_network)
     .bind(record.started_at)
     .bind(record.last_op_at)
+    .bind(record.created_at)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
