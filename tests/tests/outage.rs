@@ -1,0 +1,195 @@
+//! Nothing is lost or reordered while Redis is away, and the processes fail
+//! fast and clearly on bad settings.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use shared::adapters::redis::RedisClient;
+use shared::config::Secret;
+use shared::domain::{HealthDetails, HealthEvent};
+use shared::outbox::Publisher;
+use system_tests::TestEnv;
+use tokio_util::sync::CancellationToken;
+
+/// A private redis-server this test may stop and start (the shared one may not).
+struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRedis {
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn start(port: u16, dir: &std::path::Path) {
+        let status = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .arg("--dir")
+            .arg(dir)
+            .status()
+            .expect("redis-server (installed by scripts/test)");
+        assert!(status.success());
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("private redis did not start");
+    }
+
+    fn stop(&self) {
+        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).stdout(Stdio::null()).status();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
+    let env = TestEnv::new().await;
+    let port = PrivateRedis::free_port();
+    let dir = std::env::temp_dir().join(format!("rtm-redis-{}", env.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    PrivateRedis::start(port, &dir);
+    let private = PrivateRedis { port, dir: dir.clone() };
+    let redis = RedisClient::connect(&format!("127.0.0.1:{port}"), &Secret::default()).await.unwrap();
+    let publisher = Publisher::new(env.db().clone(), shared::outbox::StreamNames::from_config(&env.config), env.infra.metrics.clone());
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(publisher.relay(redis.clone()).run(stop.clone()));
+
+    let game = env.game("outage");
+    let event = |i: i64| HealthEvent {
+        game_id: game.clone(),
+        container_id: "c".into(),
+        occurred_at_ms: 1_000 + i,
+        details: HealthDetails::ProbeFailed { consecutive_failures: i, last_status: 500, last_error: format!("failure {i}") },
+    };
+    publisher.emit_health(&event(1)).await.unwrap();
+    let stream = env.config.health_events_stream.clone();
+    let conn = redis.manager();
+    env.eventually("the first event in redis", Duration::from_secs(10), || {
+        let (mut conn, stream) = (conn.clone(), stream.clone());
+        async move {
+            let len: i64 = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.ok()?;
+            (len == 1).then_some(())
+        }
+    })
+    .await;
+    private.stop();
+    for i in 2..=6 {
+        // Emission only needs PostgreSQL: it succeeds while Redis is away.
+        publisher.emit_health(&event(i)).await.expect("emit while redis is down");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    PrivateRedis::start(port, &dir);
+
+    let mut conn = redis.manager();
+    let delivered = env
+        .eventually("the backlog", Duration::from_secs(30), || {
+            let (mut conn, stream) = (conn.clone(), stream.clone());
+            async move {
+                let reply: redis::streams::StreamRangeReply =
+                    redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut conn).await.ok()?;
+                (reply.ids.len() >= 5).then_some(reply.ids)
+            }
+        })
+        .await;
+    // Entry 1 went to the first server instance, which kept nothing.
+    let failures: Vec<String> = delivered
+        .iter()
+        .map(|e| shared::adapters::redis::entry_fields(&e.map)["details"].clone())
+        .map(|d| serde_json::from_str::<serde_json::Value>(&d).unwrap()["consecutive_failures"].to_string())
+        .collect();
+    assert_eq!(failures, ["2", "3", "4", "5", "6"], "in order, none lost, none twice");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    assert_eq!(reply.ids.len(), 5, "no duplicates after more relay passes");
+    let undelivered: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
+        .fetch_one(env.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(undelivered, 0);
+    stop.cancel();
+    relay.await.unwrap();
+}
+
+fn start_job_binary() -> std::path::PathBuf {
+    // target/debug/deps/outage-… -> target/debug/start-job
+    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("start-job");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build --bins` (scripts/test does)", bin.display());
+    bin
+}
+
+fn env_of(env: &TestEnv) -> Vec<(String, String)> {
+    vec![
+        ("RTMANAGER_POSTGRES_PRIMARY_DSN".into(), env.dsn.clone()),
+        ("RTMANAGER_REDIS_MASTER_ADDR".into(), env.config.redis_master_addr.clone()),
+        ("RTMANAGER_DOCKER_NETWORK".into(), env.network.clone()),
+        ("RTMANAGER_GAME_STATE_ROOT".into(), env.state_root.display().to_string()),
+        ("RTMANAGER_METRICS_ADDR".into(), String::new()),
+        ("RTMANAGER_START_JOBS_STREAM".into(), env.config.start_jobs_stream.clone()),
+    ]
+}
+
+#[tokio::test]
+async fn the_binary_refuses_bad_settings_naming_the_variable() {
+    let env = TestEnv::new().await;
+    for (var, value, expect) in [
+        ("RTMANAGER_REDIS_MASTER_ADDR", None, "RTMANAGER_REDIS_MASTER_ADDR"),
+        ("RTMANAGER_START_JOBS_CONCURRENCY", Some("many"), "RTMANAGER_START_JOBS_CONCURRENCY"),
+        ("RTMANAGER_DOCKER_NETWORK", Some("no-such-network-rtm"), "RTMANAGER_DOCKER_NETWORK"),
+        ("RTMANAGER_POSTGRES_PRIMARY_DSN", Some("postgres://nobody:secret-pw@127.0.0.1:1/x"), "RTMANAGER_POSTGRES_PRIMARY_DSN"),
+    ] {
+        let mut cmd = Command::new(start_job_binary());
+        cmd.env_clear().envs(env_of(&env));
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}: exit status {:?}", out.status);
+        assert!(stderr.contains(expect), "{var}: {stderr}");
+        assert!(!stderr.contains("secret-pw"), "the password never reaches the output: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_exits_zero_on_sigterm() {
+    let env = TestEnv::new().await;
+    let mut child = Command::new(start_job_binary())
+        .env_clear()
+        .envs(env_of(&env))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for its consumer group: the process is up and consuming.
+    let mut conn = env.redis().manager();
+    env.eventually("the consumer group", Duration::from_secs(30), || {
+        let mut conn = conn.clone();
+        let stream = env.config.start_jobs_stream.clone();
+        async move {
+            let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut conn).await.ok()?;
+            matches!(groups, redis::Value::Array(ref g) if !g.is_empty()).then_some(())
+        }
+    })
+    .await;
+    let _: redis::Value = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
