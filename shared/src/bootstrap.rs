@@ -27,16 +27,28 @@ pub struct Infra {
 /// Connects PostgreSQL (and runs migrations), Redis and Docker, and checks the
 /// Docker network when `check_network` is set.
 pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Infra> {
-    let db = Database::connect(config.postgres_primary_dsn.expose(), config.postgres_max_connections)
-        .await
-        .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
+    let db = Database::connect(
+        config.postgres_primary_dsn.expose(),
+        config.postgres_max_connections,
+    )
+    .await
+    .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
     db.migrate().await.context("running database migrations")?;
     let redis = RedisClient::connect(&config.redis_master_addr, &config.redis_password)
         .await
-        .with_context(|| format!("connecting to Redis at {} (RTMANAGER_REDIS_MASTER_ADDR)", config.redis_master_addr))?;
+        .with_context(|| {
+            format!(
+                "connecting to Redis at {} (RTMANAGER_REDIS_MASTER_ADDR)",
+                config.redis_master_addr
+            )
+        })?;
     redis.ping().await.context("pinging Redis")?;
-    let engine = DockerEngine::connect(&config.docker_host)
-        .with_context(|| format!("connecting to Docker at {} (RTMANAGER_DOCKER_HOST)", config.docker_host))?;
+    let engine = DockerEngine::connect(&config.docker_host).with_context(|| {
+        format!(
+            "connecting to Docker at {} (RTMANAGER_DOCKER_HOST)",
+            config.docker_host
+        )
+    })?;
     engine.ping().await.context("pinging Docker")?;
     if check_network {
         let exists = engine
@@ -50,7 +62,11 @@ pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Inf
         );
     }
     let metrics = Metrics::new();
-    let publisher = Publisher::new(db.clone(), StreamNames::from_config(config), metrics.clone());
+    let publisher = Publisher::new(
+        db.clone(),
+        StreamNames::from_config(config),
+        metrics.clone(),
+    );
     Ok(Infra {
         db,
         redis,

@@ -125,33 +125,87 @@ pub struct Config {
 
 mod d {
     use super::*;
-    pub fn pg_max_connections() -> u32 { 10 }
-    pub fn docker_host() -> String { "unix:///var/run/docker.sock".into() }
-    pub fn docker_network() -> String { "galaxy-net".into() }
-    pub fn docker_log_driver() -> String { "json-file".into() }
-    pub fn pull_policy() -> PullPolicy { PullPolicy::IfMissing }
-    pub fn game_state_root() -> String { "/var/lib/galaxy/games".into() }
-    pub fn game_state_dir_mode() -> String { "0750".into() }
-    pub fn engine_state_mount_path() -> String { "/var/lib/galaxy-game".into() }
-    pub fn engine_state_env_name() -> String { "GAME_STATE_PATH".into() }
-    pub fn default_cpu_quota() -> String { "1.0".into() }
-    pub fn default_memory() -> String { "512m".into() }
-    pub fn default_pids_limit() -> String { "512".into() }
-    pub fn game_lease_ttl_seconds() -> u64 { 60 }
-    pub fn lobby_timeout() -> Duration { Duration::from_secs(2) }
-    pub fn log_level() -> String { "info".into() }
-    pub fn shutdown_timeout() -> Duration { Duration::from_secs(30) }
-    pub fn metrics_addr() -> String { "0.0.0.0:9464".into() }
-    pub fn start_jobs_stream() -> String { "runtime:start_jobs".into() }
-    pub fn stop_jobs_stream() -> String { "runtime:stop_jobs".into() }
-    pub fn job_results_stream() -> String { "runtime:job_results".into() }
-    pub fn health_events_stream() -> String { "runtime:health_events".into() }
-    pub fn notification_intents_stream() -> String { "notification:intents".into() }
-    pub fn start_jobs_group() -> String { "rtmanager-start-jobs".into() }
-    pub fn group_start_id() -> String { "0".into() }
-    pub fn start_jobs_concurrency() -> usize { 4 }
-    pub fn job_reclaim_idle() -> Duration { Duration::from_secs(60) }
-    pub fn stream_block() -> Duration { Duration::from_secs(2) }
+    pub fn pg_max_connections() -> u32 {
+        10
+    }
+    pub fn docker_host() -> String {
+        "unix:///var/run/docker.sock".into()
+    }
+    pub fn docker_network() -> String {
+        "galaxy-net".into()
+    }
+    pub fn docker_log_driver() -> String {
+        "json-file".into()
+    }
+    pub fn pull_policy() -> PullPolicy {
+        PullPolicy::IfMissing
+    }
+    pub fn game_state_root() -> String {
+        "/var/lib/galaxy/games".into()
+    }
+    pub fn game_state_dir_mode() -> String {
+        "0750".into()
+    }
+    pub fn engine_state_mount_path() -> String {
+        "/var/lib/galaxy-game".into()
+    }
+    pub fn engine_state_env_name() -> String {
+        "GAME_STATE_PATH".into()
+    }
+    pub fn default_cpu_quota() -> String {
+        "1.0".into()
+    }
+    pub fn default_memory() -> String {
+        "512m".into()
+    }
+    pub fn default_pids_limit() -> String {
+        "512".into()
+    }
+    pub fn game_lease_ttl_seconds() -> u64 {
+        60
+    }
+    pub fn lobby_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn metrics_addr() -> String {
+        "0.0.0.0:9464".into()
+    }
+    pub fn start_jobs_stream() -> String {
+        "runtime:start_jobs".into()
+    }
+    pub fn stop_jobs_stream() -> String {
+        "runtime:stop_jobs".into()
+    }
+    pub fn job_results_stream() -> String {
+        "runtime:job_results".into()
+    }
+    pub fn health_events_stream() -> String {
+        "runtime:health_events".into()
+    }
+    pub fn notification_intents_stream() -> String {
+        "notification:intents".into()
+    }
+    pub fn start_jobs_group() -> String {
+        "rtmanager-start-jobs".into()
+    }
+    pub fn group_start_id() -> String {
+        "0".into()
+    }
+    pub fn start_jobs_concurrency() -> usize {
+        4
+    }
+    pub fn job_reclaim_idle() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn stream_block() -> Duration {
+        Duration::from_secs(2)
+    }
 }
 
 /// A setting that is missing or invalid; the message names the variable.
@@ -178,28 +232,32 @@ fn culprit(vars: &[(String, String)]) -> Option<(String, String)> {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_iter(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
     /// Reads from any set of variables (tests pass their own).
-    pub fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let config: Config = envy::prefixed(PREFIX).from_iter(vars.clone()).map_err(|e| {
-            ConfigError(match e {
-                envy::Error::MissingValue(field) => {
-                    format!("{PREFIX}{} is required", field.to_uppercase())
-                }
-                // envy names the variable (without its prefix) only for
-                // primitive parse errors; otherwise find the culprit.
-                envy::Error::Custom(msg) if msg.contains("provided by ") => {
-                    msg.replace("provided by ", &format!("provided by {PREFIX}"))
-                }
-                envy::Error::Custom(msg) => match culprit(&vars) {
-                    Some((name, value)) => format!("{name}={value:?}: {msg}"),
-                    None => msg,
-                },
-            })
-        })?;
+        let config: Config = envy::prefixed(PREFIX)
+            .from_iter(vars.clone())
+            .map_err(|e| {
+                ConfigError(match e {
+                    envy::Error::MissingValue(field) => {
+                        format!("{PREFIX}{} is required", field.to_uppercase())
+                    }
+                    // envy names the variable (without its prefix) only for
+                    // primitive parse errors; otherwise find the culprit.
+                    envy::Error::Custom(msg) if msg.contains("provided by ") => {
+                        msg.replace("provided by ", &format!("provided by {PREFIX}"))
+                    }
+                    envy::Error::Custom(msg) => match culprit(&vars) {
+                        Some((name, value)) => format!("{name}={value:?}: {msg}"),
+                        None => msg,
+                    },
+                })
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -235,9 +293,7 @@ impl Config {
         if let Err(e) = self.log_opts() {
             return bad("DOCKER_LOG_OPTS", e);
         }
-        if let Err(e) = self.default_limits() {
-            return Err(e);
-        }
+        self.default_limits()?;
         if self.game_lease_ttl_seconds == 0 {
             return bad("GAME_LEASE_TTL_SECONDS", "must be positive".into());
         }
@@ -277,7 +333,8 @@ impl Config {
         Ok(ResourceLimits {
             cpu: CpuQuota::parse(&self.default_cpu_quota).map_err(named("DEFAULT_CPU_QUOTA"))?,
             memory: MemoryLimit::parse(&self.default_memory).map_err(named("DEFAULT_MEMORY"))?,
-            pids: PidsLimit::parse(&self.default_pids_limit).map_err(named("DEFAULT_PIDS_LIMIT"))?,
+            pids: PidsLimit::parse(&self.default_pids_limit)
+                .map_err(named("DEFAULT_PIDS_LIMIT"))?,
         })
     }
 
@@ -303,7 +360,10 @@ mod tests {
 
     fn vars(extra: &[(&str, &str)]) -> Vec<(String, String)> {
         [
-            ("RTMANAGER_POSTGRES_PRIMARY_DSN", "postgres://u:hunter2@h/db"),
+            (
+                "RTMANAGER_POSTGRES_PRIMARY_DSN",
+                "postgres://u:hunter2@h/db",
+            ),
             ("RTMANAGER_REDIS_MASTER_ADDR", "127.0.0.1:6379"),
         ]
         .iter()
@@ -314,7 +374,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_go_services() {
-        let c = Config::from_iter(vars(&[])).unwrap();
+        let c = Config::from_vars(vars(&[])).unwrap();
         assert_eq!(c.docker_network, "galaxy-net");
         assert_eq!(c.docker_log_driver, "json-file");
         assert_eq!(c.image_pull_policy, PullPolicy::IfMissing);
@@ -323,13 +383,18 @@ mod tests {
         assert_eq!(c.engine_state_env_name, "GAME_STATE_PATH");
         assert_eq!(c.game_lease_ttl_seconds, 60);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
-        assert_eq!(c.default_limits().unwrap().memory.bytes(), 512 * 1024 * 1024);
+        assert_eq!(
+            c.default_limits().unwrap().memory.bytes(),
+            512 * 1024 * 1024
+        );
         assert_eq!(c.start_jobs_stream, "runtime:start_jobs");
     }
 
     #[test]
     fn errors_name_the_variable_and_hide_secrets() {
-        let err = Config::from_iter(vars(&[])[1..].to_vec()).unwrap_err().to_string();
+        let err = Config::from_vars(vars(&[])[1..].to_vec())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("RTMANAGER_POSTGRES_PRIMARY_DSN"), "{err}");
         for (var, value) in [
             ("RTMANAGER_GAME_LEASE_TTL_SECONDS", "soon"),
@@ -339,10 +404,12 @@ mod tests {
             ("RTMANAGER_DOCKER_LOG_OPTS", "max-size"),
             ("RTMANAGER_SHUTDOWN_TIMEOUT", "forever"),
         ] {
-            let err = Config::from_iter(vars(&[(var, value)])).unwrap_err().to_string();
+            let err = Config::from_vars(vars(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(var), "{var}: {err}");
         }
-        let c = Config::from_iter(vars(&[])).unwrap();
+        let c = Config::from_vars(vars(&[])).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -15,12 +15,12 @@
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 
-pub mod domain;
-pub mod ports;
 pub mod adapters;
 pub mod bootstrap;
 pub mod config;
+pub mod domain;
 pub mod outbox;
+pub mod ports;
 pub mod shutdown;
 pub mod start;
 pub mod stream_consumer;

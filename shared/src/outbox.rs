@@ -250,7 +250,7 @@ impl Relay {
                 }
             }
             passes += 1;
-            if passes % 3600 == 0 {
+            if passes.is_multiple_of(3600) {
                 self.prune().await;
             }
             tokio::select! {
@@ -280,9 +280,9 @@ impl Relay {
             "SELECT pg_try_advisory_xact_lock($1::int, hashtext(current_schema()))",
         )
         .bind(RELAY_LOCK_CLASS)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
         if !locked {
             return Ok(0);
         }
@@ -320,12 +320,14 @@ impl Relay {
                         .inc();
                 }
                 Err(e) => {
-                    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(e.to_string())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::from)?;
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(e.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
                     failure = Some(RelayError::Redis(e.to_string()));
                     break;
                 }
@@ -346,11 +348,10 @@ impl Relay {
     }
 
     async fn prune(&self) {
-        let pruned = sqlx::query(
-            "DELETE FROM outbox WHERE delivered_at < now() - interval '7 days'",
-        )
-        .execute(self.db.pool())
-        .await;
+        let pruned =
+            sqlx::query("DELETE FROM outbox WHERE delivered_at < now() - interval '7 days'")
+                .execute(self.db.pool())
+                .await;
         if let Err(e) = pruned {
             tracing::warn!(error = %e, "outbox prune failed");
         }

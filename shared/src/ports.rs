@@ -94,8 +94,10 @@ pub trait ContainerEngine: Send + Sync + 'static {
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), EngineError>;
     async fn inspect_image(&self, image: &str) -> Result<ImageInfo, EngineError>;
     /// Inspect by id or name; `Ok(None)` when there is no such container.
-    async fn inspect_container(&self, id_or_name: &str)
-        -> Result<Option<ContainerInfo>, EngineError>;
+    async fn inspect_container(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<ContainerInfo>, EngineError>;
     /// Creates and starts; on a failed start the created container is removed,
     /// so no half-made container is left behind.
     async fn run(&self, spec: &ContainerSpec) -> Result<ContainerInfo, EngineError>;

@@ -30,7 +30,9 @@ use crate::domain::{
     RuntimeStatus,
 };
 use crate::outbox::Publisher;
-use crate::ports::{BindMount, ContainerEngine, ContainerInfo, ContainerSpec, EngineError, PullPolicy};
+use crate::ports::{
+    BindMount, ContainerEngine, ContainerInfo, ContainerSpec, EngineError, PullPolicy,
+};
 use crate::telemetry::{Metrics, OperationLabels};
 
 /// Labels put on every engine container (frozen by the Go service).
@@ -107,7 +109,9 @@ impl StartOutcome {
             container_id: record
                 .and_then(|r| r.current_container_id.clone())
                 .unwrap_or_default(),
-            engine_endpoint: record.map(|r| r.engine_endpoint.clone()).unwrap_or_default(),
+            engine_endpoint: record
+                .map(|r| r.engine_endpoint.clone())
+                .unwrap_or_default(),
             error_code: self.error_code,
             error_message: self.error_message.clone(),
         }
@@ -124,7 +128,10 @@ pub struct LobbyClient {
 impl LobbyClient {
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            http: reqwest::Client::builder().no_proxy().timeout(timeout).build()?,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(timeout)
+                .build()?,
             base_url: base_url.trim_end_matches('/').to_owned(),
         })
     }
@@ -132,8 +139,12 @@ impl LobbyClient {
     async fn log_game(&self, game_id: &GameId) {
         let url = format!("{}/api/v1/internal/games/{}", self.base_url, game_id);
         match self.http.get(&url).send().await {
-            Ok(resp) => tracing::debug!(game_id = %game_id, status = resp.status().as_u16(), "lobby diagnostic fetched"),
-            Err(e) => tracing::debug!(game_id = %game_id, error = %e, "lobby diagnostic fetch failed"),
+            Ok(resp) => {
+                tracing::debug!(game_id = %game_id, status = resp.status().as_u16(), "lobby diagnostic fetched")
+            }
+            Err(e) => {
+                tracing::debug!(game_id = %game_id, error = %e, "lobby diagnostic fetch failed")
+            }
         }
     }
 }
@@ -168,7 +179,9 @@ fn failure(code: ErrorCode, message: impl Into<String>) -> Failure {
 /// engine error takes the step's own code.
 fn engine_failure(step_code: ErrorCode, context: &str) -> impl Fn(EngineError) -> Failure + '_ {
     move |e| match e {
-        EngineError::Unavailable(m) => failure(ErrorCode::DockerUnavailable, format!("{context}: {m}")),
+        EngineError::Unavailable(m) => {
+            failure(ErrorCode::DockerUnavailable, format!("{context}: {m}"))
+        }
         other => failure(step_code, format!("{context}: {other}")),
     }
 }
@@ -206,12 +219,26 @@ impl StartService {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 return self
-                    .record_failure(req, started_at, failure(ErrorCode::Conflict, "another lifecycle operation is in progress for this game"))
+                    .record_failure(
+                        req,
+                        started_at,
+                        failure(
+                            ErrorCode::Conflict,
+                            "another lifecycle operation is in progress for this game",
+                        ),
+                    )
                     .await
             }
             Err(e) => {
                 return self
-                    .record_failure(req, started_at, failure(ErrorCode::ServiceUnavailable, format!("acquire game lease: {e}")))
+                    .record_failure(
+                        req,
+                        started_at,
+                        failure(
+                            ErrorCode::ServiceUnavailable,
+                            format!("acquire game lease: {e}"),
+                        ),
+                    )
                     .await
             }
         };
@@ -222,7 +249,12 @@ impl StartService {
 
     /// The start steps for a caller that already holds the lease (restart and
     /// patch hold one outer lease). `lease`, when given, is checked before commit.
-    pub async fn run(&self, req: &StartRequest, started_at: DateTime<Utc>, lease: Option<&Lease>) -> StartOutcome {
+    pub async fn run(
+        &self,
+        req: &StartRequest,
+        started_at: DateTime<Utc>,
+        lease: Option<&Lease>,
+    ) -> StartOutcome {
         match self.steps(req, started_at, lease).await {
             Ok(outcome) => outcome,
             Err(f) => self.record_failure(req, started_at, f).await,
@@ -240,7 +272,10 @@ impl StartService {
             .get_record(&req.game_id)
             .await
             .map_err(|e| failure(e.code(), format!("load runtime record: {e}")))?;
-        if let Some(record) = existing.as_ref().filter(|r| r.status == RuntimeStatus::Running) {
+        if let Some(record) = existing
+            .as_ref()
+            .filter(|r| r.status == RuntimeStatus::Running)
+        {
             let current = record.current_image_ref.as_deref().unwrap_or("");
             if current == req.image_ref {
                 return Ok(self.record_replay(req, started_at, record.clone()).await);
@@ -253,13 +288,20 @@ impl StartService {
         if let Some(lobby) = &self.lobby {
             lobby.log_game(&req.game_id).await;
         }
-        let image = ImageRef::parse(&req.image_ref)
-            .map_err(|e| failure(ErrorCode::StartConfigInvalid, format!("invalid image_ref: {e}")))?;
+        let image = ImageRef::parse(&req.image_ref).map_err(|e| {
+            failure(
+                ErrorCode::StartConfigInvalid,
+                format!("invalid image_ref: {e}"),
+            )
+        })?;
         let network_ok = self
             .engine
             .network_exists(&self.settings.network)
             .await
-            .map_err(engine_failure(ErrorCode::ServiceUnavailable, "check docker network"))?;
+            .map_err(engine_failure(
+                ErrorCode::ServiceUnavailable,
+                "check docker network",
+            ))?;
         if !network_ok {
             return Err(failure(
                 ErrorCode::StartConfigInvalid,
@@ -275,22 +317,29 @@ impl StartService {
             .inspect_image(image.as_str())
             .await
             .map_err(engine_failure(ErrorCode::ImagePullFailed, "inspect image"))?;
-        let (limits, rejected) = ResourceLimits::from_image_labels(&image_info.labels, self.settings.default_limits);
+        let (limits, rejected) =
+            ResourceLimits::from_image_labels(&image_info.labels, self.settings.default_limits);
         for bad in rejected {
             tracing::warn!(game_id = %req.game_id, image_ref = %image, error = %bad, "bad image limit label; using the default");
         }
-        let state_path = self
-            .prepare_state_dir(&req.game_id)
-            .map_err(|e| failure(ErrorCode::StartConfigInvalid, format!("prepare state directory: {e}")))?;
+        let state_path = self.prepare_state_dir(&req.game_id).map_err(|e| {
+            failure(
+                ErrorCode::StartConfigInvalid,
+                format!("prepare state directory: {e}"),
+            )
+        })?;
 
-        let container = match self.settle_existing_container(req, existing.as_ref()).await? {
+        let container = match self
+            .settle_existing_container(req, existing.as_ref())
+            .await?
+        {
             Some(adopted) => adopted,
             None => {
                 let spec = self.container_spec(req, &state_path, limits, started_at);
-                self.engine
-                    .run(&spec)
-                    .await
-                    .map_err(engine_failure(ErrorCode::ContainerStartFailed, "create and start container"))?
+                self.engine.run(&spec).await.map_err(engine_failure(
+                    ErrorCode::ContainerStartFailed,
+                    "create and start container",
+                ))?
             }
         };
 
@@ -314,7 +363,10 @@ impl StartService {
             stopped_at: None,
             removed_at: None,
             last_op_at: Utc::now(),
-            created_at: existing.as_ref().map(|r| r.created_at).unwrap_or(started_at),
+            created_at: existing
+                .as_ref()
+                .map(|r| r.created_at)
+                .unwrap_or(started_at),
         };
         match self.commit_start(req, started_at, &record).await {
             Ok(true) => {}
@@ -362,21 +414,26 @@ impl StartService {
             .engine
             .inspect_container(&name)
             .await
-            .map_err(engine_failure(ErrorCode::ContainerStartFailed, "inspect existing container"))?;
+            .map_err(engine_failure(
+                ErrorCode::ContainerStartFailed,
+                "inspect existing container",
+            ))?;
         let Some(found) = found else { return Ok(None) };
         if found.labels.get(LABEL_OWNER).map(String::as_str) != Some(LABEL_OWNER_VALUE) {
             return Err(failure(
                 ErrorCode::Conflict,
-                format!("container {name} exists and is not managed by rtmanager; it is left untouched"),
+                format!(
+                    "container {name} exists and is not managed by rtmanager; it is left untouched"
+                ),
             ));
         }
         match record {
             // The kept container of a stopped or removed runtime: replace it.
             Some(_) => {
-                self.engine
-                    .remove(&found.id)
-                    .await
-                    .map_err(engine_failure(ErrorCode::ContainerStartFailed, "remove previous container"))?;
+                self.engine.remove(&found.id).await.map_err(engine_failure(
+                    ErrorCode::ContainerStartFailed,
+                    "remove previous container",
+                ))?;
                 Ok(None)
             }
             // An orphan of a crash between create and record: adopt it when it
@@ -386,21 +443,32 @@ impl StartService {
                 if image != Some(req.image_ref.as_str()) {
                     return Err(failure(
                         ErrorCode::Conflict,
-                        format!("unrecorded rtmanager container {name} runs image {:?}", image.unwrap_or("")),
+                        format!(
+                            "unrecorded rtmanager container {name} runs image {:?}",
+                            image.unwrap_or("")
+                        ),
                     ));
                 }
                 if found.state != "running" {
-                    self.engine
-                        .start(&found.id)
-                        .await
-                        .map_err(engine_failure(ErrorCode::ContainerStartFailed, "start adopted container"))?;
+                    self.engine.start(&found.id).await.map_err(engine_failure(
+                        ErrorCode::ContainerStartFailed,
+                        "start adopted container",
+                    ))?;
                 }
                 let adopted = self
                     .engine
                     .inspect_container(&found.id)
                     .await
-                    .map_err(engine_failure(ErrorCode::ContainerStartFailed, "inspect adopted container"))?
-                    .ok_or_else(|| failure(ErrorCode::ContainerStartFailed, "adopted container vanished"))?;
+                    .map_err(engine_failure(
+                        ErrorCode::ContainerStartFailed,
+                        "inspect adopted container",
+                    ))?
+                    .ok_or_else(|| {
+                        failure(
+                            ErrorCode::ContainerStartFailed,
+                            "adopted container vanished",
+                        )
+                    })?;
                 tracing::info!(game_id = %req.game_id, container_id = %adopted.id, "adopted an unrecorded rtmanager container");
                 Ok(Some(adopted))
             }
@@ -430,7 +498,10 @@ impl StartService {
                 (LABEL_KIND.to_owned(), LABEL_KIND_VALUE.to_owned()),
                 (LABEL_GAME_ID.to_owned(), req.game_id.to_string()),
                 (LABEL_ENGINE_IMAGE_REF.to_owned(), req.image_ref.clone()),
-                (LABEL_STARTED_AT_MS.to_owned(), started_at.timestamp_millis().to_string()),
+                (
+                    LABEL_STARTED_AT_MS.to_owned(),
+                    started_at.timestamp_millis().to_string(),
+                ),
             ]),
             mounts: vec![BindMount {
                 host_path: state_path.display().to_string(),
@@ -447,7 +518,10 @@ impl StartService {
     fn prepare_state_dir(&self, game_id: &GameId) -> std::io::Result<PathBuf> {
         let path = self.settings.state_root.join(game_id.as_str());
         std::fs::create_dir_all(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(self.settings.state_dir_mode))?;
+        std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode(self.settings.state_dir_mode),
+        )?;
         let (uid, gid) = self.settings.state_owner;
         std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
         Ok(path)
@@ -465,7 +539,11 @@ impl StartService {
         if !upsert_running_record(&mut tx, record).await? {
             return Ok(false);
         }
-        append_operation(&mut tx, &self.entry(req, started_at, Outcome::Success, None, "", &container_id)).await?;
+        append_operation(
+            &mut tx,
+            &self.entry(req, started_at, Outcome::Success, None, "", &container_id),
+        )
+        .await?;
         let event = HealthEvent {
             game_id: req.game_id.clone(),
             container_id,
@@ -510,9 +588,21 @@ impl StartService {
         }
     }
 
-    async fn record_replay(&self, req: &StartRequest, started_at: DateTime<Utc>, record: RuntimeRecord) -> StartOutcome {
+    async fn record_replay(
+        &self,
+        req: &StartRequest,
+        started_at: DateTime<Utc>,
+        record: RuntimeRecord,
+    ) -> StartOutcome {
         let container_id = record.current_container_id.clone().unwrap_or_default();
-        let entry = self.entry(req, started_at, Outcome::Success, Some(ErrorCode::ReplayNoOp), "", &container_id);
+        let entry = self.entry(
+            req,
+            started_at,
+            Outcome::Success,
+            Some(ErrorCode::ReplayNoOp),
+            "",
+            &container_id,
+        );
         if let Err(e) = self.db.append_operation(&entry).await {
             tracing::error!(game_id = %req.game_id, error = %e, "operation log append failed");
         }
@@ -527,16 +617,29 @@ impl StartService {
     }
 
     /// The failure's operation-log row and admin intent, in one transaction.
-    async fn record_failure(&self, req: &StartRequest, started_at: DateTime<Utc>, f: Failure) -> StartOutcome {
-        let entry = self.entry(req, started_at, Outcome::Failure, Some(f.code), &f.message, &f.container_id);
-        let intent = NotificationType::for_start_failure(f.code).map(|notification_type| AdminIntent {
-            notification_type,
-            game_id: req.game_id.clone(),
-            image_ref: req.image_ref.clone(),
-            error_code: f.code,
-            error_message: f.message.clone(),
-            attempted_at_ms: entry.finished_at.timestamp_millis(),
-        });
+    async fn record_failure(
+        &self,
+        req: &StartRequest,
+        started_at: DateTime<Utc>,
+        f: Failure,
+    ) -> StartOutcome {
+        let entry = self.entry(
+            req,
+            started_at,
+            Outcome::Failure,
+            Some(f.code),
+            &f.message,
+            &f.container_id,
+        );
+        let intent =
+            NotificationType::for_start_failure(f.code).map(|notification_type| AdminIntent {
+                notification_type,
+                game_id: req.game_id.clone(),
+                image_ref: req.image_ref.clone(),
+                error_code: f.code,
+                error_message: f.message.clone(),
+                attempted_at_ms: entry.finished_at.timestamp_millis(),
+            });
         let recorded: Result<(), StoreError> = async {
             let mut tx = self.db.begin().await?;
             append_operation(&mut tx, &entry).await?;
@@ -549,7 +652,9 @@ impl StartService {
         .await;
         match recorded {
             Ok(()) => self.publisher.wake(),
-            Err(e) => tracing::error!(game_id = %req.game_id, error = %e, "recording the failed start failed"),
+            Err(e) => {
+                tracing::error!(game_id = %req.game_id, error = %e, "recording the failed start failed")
+            }
         }
         self.count(Outcome::Failure, Some(f.code));
         tracing::warn!(game_id = %req.game_id, image_ref = %req.image_ref, op_source = %req.op_source, error_code = %f.code, error_message = %f.message, "runtime start failed");

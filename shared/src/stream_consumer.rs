@@ -148,7 +148,10 @@ impl<H: JobHandler> StreamConsumer<H> {
                             _ = shutdown.cancelled() => break,
                             read = this.read_new(conn, free) => read,
                         },
-                        None => Err(redis::RedisError::from((redis::ErrorKind::Io, "no connection"))),
+                        None => Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "no connection",
+                        ))),
                     };
                     match read {
                         Ok(entries) => (entries, false),
@@ -172,12 +175,19 @@ impl<H: JobHandler> StreamConsumer<H> {
             backoff = Duration::from_millis(100);
             for (id, fields) in entries {
                 let permit = permits.clone().acquire_owned().await?;
-                this.in_flight.lock().expect("in-flight set poisoned").insert(id.clone());
+                this.in_flight
+                    .lock()
+                    .expect("in-flight set poisoned")
+                    .insert(id.clone());
                 this.metrics.jobs_in_flight.inc();
                 let worker = this.clone();
                 tasks.spawn(async move {
                     worker.process(&id, &fields, reclaimed).await;
-                    worker.in_flight.lock().expect("in-flight set poisoned").remove(&id);
+                    worker
+                        .in_flight
+                        .lock()
+                        .expect("in-flight set poisoned")
+                        .remove(&id);
                     worker.metrics.jobs_in_flight.dec();
                     drop(permit);
                 });
@@ -224,7 +234,10 @@ impl<H: JobHandler> StreamConsumer<H> {
             .collect())
     }
 
-    async fn reclaim(&self, count: usize) -> Result<Vec<(String, HashMap<String, String>)>, redis::RedisError> {
+    async fn reclaim(
+        &self,
+        count: usize,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, redis::RedisError> {
         let mut conn = self.redis.manager();
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.settings.stream)
@@ -236,7 +249,11 @@ impl<H: JobHandler> StreamConsumer<H> {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        let in_flight = self.in_flight.lock().expect("in-flight set poisoned").clone();
+        let in_flight = self
+            .in_flight
+            .lock()
+            .expect("in-flight set poisoned")
+            .clone();
         let claimed: Vec<_> = reply
             .claimed
             .into_iter()
@@ -246,7 +263,9 @@ impl<H: JobHandler> StreamConsumer<H> {
         if !claimed.is_empty() {
             self.metrics
                 .jobs_reclaimed
-                .get_or_create(&StreamLabels { stream: self.settings.stream.clone() })
+                .get_or_create(&StreamLabels {
+                    stream: self.settings.stream.clone(),
+                })
                 .inc_by(claimed.len() as u64);
             tracing::info!(count = claimed.len(), "reclaimed stalled job entries");
         }
@@ -261,7 +280,13 @@ impl<H: JobHandler> StreamConsumer<H> {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(period) => {}
             }
-            let ids: Vec<String> = self.in_flight.lock().expect("in-flight set poisoned").iter().cloned().collect();
+            let ids: Vec<String> = self
+                .in_flight
+                .lock()
+                .expect("in-flight set poisoned")
+                .iter()
+                .cloned()
+                .collect();
             if ids.is_empty() {
                 if shutdown.is_cancelled() {
                     return;
@@ -288,11 +313,16 @@ impl<H: JobHandler> StreamConsumer<H> {
         let job_key = format!("{}:{}", self.settings.stream, id);
         self.metrics
             .jobs_consumed
-            .get_or_create(&StreamLabels { stream: self.settings.stream.clone() })
+            .get_or_create(&StreamLabels {
+                stream: self.settings.stream.clone(),
+            })
             .inc();
         let result_key = format!("result:{job_key}");
         let dead_key = format!("dead:{job_key}");
-        match (self.publisher.has_key(&result_key).await, self.publisher.has_key(&dead_key).await) {
+        match (
+            self.publisher.has_key(&result_key).await,
+            self.publisher.has_key(&dead_key).await,
+        ) {
             (Ok(false), Ok(false)) => {}
             (Ok(true), _) | (_, Ok(true)) => {
                 // Already answered before a crash or a lost ack: just ack.
@@ -320,12 +350,16 @@ impl<H: JobHandler> StreamConsumer<H> {
             }
         }
         let messages = match self.handler.handle(id, fields).await {
-            JobDisposition::Done(result) => vec![self.publisher.job_result_message(&result, &job_key)],
+            JobDisposition::Done(result) => {
+                vec![self.publisher.job_result_message(&result, &job_key)]
+            }
             JobDisposition::Malformed { reason, result } => {
                 tracing::warn!(entry_id = id, reason = %reason, "malformed job entry sent to the dead-letter stream");
                 self.metrics
                     .jobs_dead_lettered
-                    .get_or_create(&StreamLabels { stream: self.settings.stream.clone() })
+                    .get_or_create(&StreamLabels {
+                        stream: self.settings.stream.clone(),
+                    })
                     .inc();
                 let mut messages = vec![self.dead_letter(id, fields, &reason, dead_key)];
                 messages.extend(result.map(|r| self.publisher.job_result_message(&r, &job_key)));
@@ -334,11 +368,19 @@ impl<H: JobHandler> StreamConsumer<H> {
         };
         match self.publisher.publish(&messages).await {
             Ok(_) => self.ack(id).await,
-            Err(e) => tracing::error!(entry_id = id, error = %e, "recording the job result failed; the entry stays pending and will be retried"),
+            Err(e) => {
+                tracing::error!(entry_id = id, error = %e, "recording the job result failed; the entry stays pending and will be retried")
+            }
         }
     }
 
-    fn dead_letter(&self, id: &str, fields: &HashMap<String, String>, reason: &str, dedupe_key: String) -> OutboxMessage {
+    fn dead_letter(
+        &self,
+        id: &str,
+        fields: &HashMap<String, String>,
+        reason: &str,
+        dedupe_key: String,
+    ) -> OutboxMessage {
         let original: serde_json::Map<String, serde_json::Value> = fields
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
@@ -349,8 +391,14 @@ impl<H: JobHandler> StreamConsumer<H> {
                 ("source_stream".into(), self.settings.stream.clone()),
                 ("source_id".into(), id.to_owned()),
                 ("reason".into(), reason.to_owned()),
-                ("fields".into(), serde_json::Value::Object(original).to_string()),
-                ("dead_at_ms".into(), chrono::Utc::now().timestamp_millis().to_string()),
+                (
+                    "fields".into(),
+                    serde_json::Value::Object(original).to_string(),
+                ),
+                (
+                    "dead_at_ms".into(),
+                    chrono::Utc::now().timestamp_millis().to_string(),
+                ),
             ],
             dedupe_key: Some(dedupe_key),
         }

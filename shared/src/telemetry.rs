@@ -78,15 +78,51 @@ impl Metrics {
             jobs_reclaimed: Family::default(),
             jobs_in_flight: Gauge::default(),
         };
-        registry.register("operations", "Lifecycle operations by kind, outcome and error code", m.operations.clone());
-        registry.register("health_events", "Health events emitted, by event type", m.health_events.clone());
-        registry.register("outbox_delivered", "Outbox entries delivered to Redis, by stream", m.outbox_delivered.clone());
-        registry.register("outbox_pending", "Outbox entries not yet delivered (last relay pass)", m.outbox_pending.clone());
-        registry.register("outbox_relay_failures", "Relay passes that failed to reach Redis or PostgreSQL", m.outbox_relay_failures.clone());
-        registry.register("jobs_consumed", "Job entries taken from a stream", m.jobs_consumed.clone());
-        registry.register("jobs_dead_lettered", "Malformed job entries copied to the dead-letter stream", m.jobs_dead_lettered.clone());
-        registry.register("jobs_reclaimed", "Job entries reclaimed from a stalled consumer", m.jobs_reclaimed.clone());
-        registry.register("jobs_in_flight", "Job entries being processed now", m.jobs_in_flight.clone());
+        registry.register(
+            "operations",
+            "Lifecycle operations by kind, outcome and error code",
+            m.operations.clone(),
+        );
+        registry.register(
+            "health_events",
+            "Health events emitted, by event type",
+            m.health_events.clone(),
+        );
+        registry.register(
+            "outbox_delivered",
+            "Outbox entries delivered to Redis, by stream",
+            m.outbox_delivered.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Outbox entries not yet delivered (last relay pass)",
+            m.outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_relay_failures",
+            "Relay passes that failed to reach Redis or PostgreSQL",
+            m.outbox_relay_failures.clone(),
+        );
+        registry.register(
+            "jobs_consumed",
+            "Job entries taken from a stream",
+            m.jobs_consumed.clone(),
+        );
+        registry.register(
+            "jobs_dead_lettered",
+            "Malformed job entries copied to the dead-letter stream",
+            m.jobs_dead_lettered.clone(),
+        );
+        registry.register(
+            "jobs_reclaimed",
+            "Job entries reclaimed from a stalled consumer",
+            m.jobs_reclaimed.clone(),
+        );
+        registry.register(
+            "jobs_in_flight",
+            "Job entries being processed now",
+            m.jobs_in_flight.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             ..m

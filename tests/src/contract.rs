@@ -16,9 +16,13 @@ pub struct Contract {
 impl Contract {
     /// Loads `contracts/<file>` from the workspace.
     pub fn load(file: &str) -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contracts").join(file);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let document: Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../contracts")
+            .join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let document: Value =
+            serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Self { document }
     }
 
@@ -34,7 +38,9 @@ impl Contract {
             .map(|(k, v)| {
                 let declared = &properties[k.as_str()];
                 let value = if declared["type"] == "integer" {
-                    v.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(v.clone()))
+                    v.parse::<i64>()
+                        .map(Value::from)
+                        .unwrap_or_else(|_| Value::String(v.clone()))
                 } else if k == "details" || k == "payload" {
                     serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone()))
                 } else {
@@ -64,6 +70,9 @@ impl Contract {
     /// Panics with every error when `fields` does not match `schema`.
     pub fn assert_valid(&self, schema: &str, fields: &HashMap<String, String>) {
         let errors = self.errors(schema, fields);
-        assert!(errors.is_empty(), "{schema} entry {fields:?} violates the contract: {errors:#?}");
+        assert!(
+            errors.is_empty(),
+            "{schema} entry {fields:?} violates the contract: {errors:#?}"
+        );
     }
 }

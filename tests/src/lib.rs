@@ -83,7 +83,10 @@ impl TestEnv {
             ("RTMANAGER_POSTGRES_PRIMARY_DSN", dsn.as_str()),
             ("RTMANAGER_REDIS_MASTER_ADDR", redis_addr.as_str()),
             ("RTMANAGER_DOCKER_NETWORK", network.as_str()),
-            ("RTMANAGER_GAME_STATE_ROOT", state_root.to_str().expect("utf-8 path")),
+            (
+                "RTMANAGER_GAME_STATE_ROOT",
+                state_root.to_str().expect("utf-8 path"),
+            ),
             ("RTMANAGER_METRICS_ADDR", ""),
             ("RTMANAGER_JOB_RECLAIM_IDLE", "2s"),
             ("RTMANAGER_STREAM_BLOCK", "200ms"),
@@ -92,7 +95,13 @@ impl TestEnv {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        for stream in ["START_JOBS", "STOP_JOBS", "JOB_RESULTS", "HEALTH_EVENTS", "NOTIFICATION_INTENTS"] {
+        for stream in [
+            "START_JOBS",
+            "STOP_JOBS",
+            "JOB_RESULTS",
+            "HEALTH_EVENTS",
+            "NOTIFICATION_INTENTS",
+        ] {
             let default = match stream {
                 "START_JOBS" => "runtime:start_jobs",
                 "STOP_JOBS" => "runtime:stop_jobs",
@@ -100,13 +109,18 @@ impl TestEnv {
                 "HEALTH_EVENTS" => "runtime:health_events",
                 _ => "notification:intents",
             };
-            vars.insert(format!("RTMANAGER_{stream}_STREAM"), format!("t{id}:{default}"));
+            vars.insert(
+                format!("RTMANAGER_{stream}_STREAM"),
+                format!("t{id}:{default}"),
+            );
         }
         for (k, v) in overrides {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
-        let config = Config::from_iter(vars).expect("test config");
-        let infra = shared::bootstrap::connect(&config, true).await.expect("bootstrap");
+        let config = Config::from_vars(vars).expect("test config");
+        let infra = shared::bootstrap::connect(&config, true)
+            .await
+            .expect("bootstrap");
         Self {
             id,
             schema,
@@ -178,7 +192,10 @@ impl TestEnv {
             if let Some(v) = check().await {
                 return v;
             }
-            assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < until,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -195,10 +212,19 @@ impl TestEnv {
         rows.iter()
             .map(|r| {
                 use sqlx::Row;
-                ["op_kind", "op_source", "source_ref", "image_ref", "container_id", "outcome", "error_code", "error_message"]
-                    .iter()
-                    .map(|c| (c.to_string(), r.get::<String, _>(*c)))
-                    .collect()
+                [
+                    "op_kind",
+                    "op_source",
+                    "source_ref",
+                    "image_ref",
+                    "container_id",
+                    "outcome",
+                    "error_code",
+                    "error_message",
+                ]
+                .iter()
+                .map(|c| (c.to_string(), r.get::<String, _>(*c)))
+                .collect()
             })
             .collect()
     }
@@ -228,16 +254,23 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         for game in self.games.lock().unwrap().iter() {
-            let _ = Command::new("docker").args(["rm", "-f", &game.container_name()]).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &game.container_name()])
+                .output();
         }
-        let _ = Command::new("docker").args(["network", "rm", &self.network]).output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
         let _ = std::fs::remove_dir_all(&self.state_root);
     }
 }
 
 /// Runs a docker CLI command, panicking with its output on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
     assert!(
         out.status.success(),
         "docker {args:?} failed: {}",
@@ -248,7 +281,10 @@ pub fn docker(args: &[&str]) -> String {
 
 /// `docker inspect` of a container as JSON; `None` when it does not exist.
 pub fn inspect(name: &str) -> Option<Value> {
-    let out = Command::new("docker").args(["inspect", name]).output().expect("docker CLI");
+    let out = Command::new("docker")
+        .args(["inspect", name])
+        .output()
+        .expect("docker CLI");
     if !out.status.success() {
         return None;
     }

@@ -9,13 +9,28 @@ use system_tests::TestEnv;
 
 fn all_health_details() -> Vec<HealthDetails> {
     vec![
-        HealthDetails::ContainerStarted { image_ref: "galaxy/game:1.4.7".into() },
-        HealthDetails::ContainerExited { exit_code: 137, oom: false },
+        HealthDetails::ContainerStarted {
+            image_ref: "galaxy/game:1.4.7".into(),
+        },
+        HealthDetails::ContainerExited {
+            exit_code: 137,
+            oom: false,
+        },
         HealthDetails::ContainerOom { exit_code: 137 },
         HealthDetails::ContainerDisappeared,
-        HealthDetails::InspectUnhealthy { restart_count: 2, state: "restarting".into(), health: "unhealthy".into() },
-        HealthDetails::ProbeFailed { consecutive_failures: 3, last_status: 0, last_error: "timeout".into() },
-        HealthDetails::ProbeRecovered { prior_failure_count: 3 },
+        HealthDetails::InspectUnhealthy {
+            restart_count: 2,
+            state: "restarting".into(),
+            health: "unhealthy".into(),
+        },
+        HealthDetails::ProbeFailed {
+            consecutive_failures: 3,
+            last_status: 0,
+            last_error: "timeout".into(),
+        },
+        HealthDetails::ProbeRecovered {
+            prior_failure_count: 3,
+        },
     ]
 }
 
@@ -41,9 +56,16 @@ async fn every_health_event_type_matches_the_contract_and_its_snapshot() {
         contract.assert_valid("RuntimeHealthEventPayload", fields);
         assert_eq!(fields["event_type"], d.event_type().as_str());
     }
-    let (status, event_type, container_id, snapshot_details) = env.snapshot(&game).await.expect("snapshot");
-    assert_eq!((status.as_str(), event_type.as_str(), container_id.as_str()), ("healthy", "probe_recovered", "c6"));
-    assert_eq!(snapshot_details, serde_json::json!({"prior_failure_count": 3}));
+    let (status, event_type, container_id, snapshot_details) =
+        env.snapshot(&game).await.expect("snapshot");
+    assert_eq!(
+        (status.as_str(), event_type.as_str(), container_id.as_str()),
+        ("healthy", "probe_recovered", "c6")
+    );
+    assert_eq!(
+        snapshot_details,
+        serde_json::json!({"prior_failure_count": 3})
+    );
 }
 
 #[tokio::test]
@@ -59,11 +81,17 @@ async fn the_validator_rejects_what_the_contract_forbids() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    assert!(!contract.errors("RuntimeHealthEventPayload", &fields).is_empty());
+    assert!(!contract
+        .errors("RuntimeHealthEventPayload", &fields)
+        .is_empty());
     fields.insert("details".into(), r#"{"exit_code":137}"#.into());
-    assert!(contract.errors("RuntimeHealthEventPayload", &fields).is_empty());
+    assert!(contract
+        .errors("RuntimeHealthEventPayload", &fields)
+        .is_empty());
     fields.insert("extra".into(), "x".into());
-    assert!(!contract.errors("RuntimeHealthEventPayload", &fields).is_empty());
+    assert!(!contract
+        .errors("RuntimeHealthEventPayload", &fields)
+        .is_empty());
 }
 
 #[tokio::test]
@@ -97,9 +125,13 @@ async fn job_results_and_admin_intents_match_their_contracts() {
         .enumerate()
         .map(|(i, r)| publisher.job_result_message(r, &format!("job-{i}")))
         .collect();
-    for (i, t) in [NotificationType::ImagePullFailed, NotificationType::ContainerStartFailed, NotificationType::StartConfigInvalid]
-        .into_iter()
-        .enumerate()
+    for (i, t) in [
+        NotificationType::ImagePullFailed,
+        NotificationType::ContainerStartFailed,
+        NotificationType::StartConfigInvalid,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let code = match t {
             NotificationType::ImagePullFailed => ErrorCode::ImagePullFailed,
@@ -117,7 +149,10 @@ async fn job_results_and_admin_intents_match_their_contracts() {
     }
     publisher.publish(&messages).await.expect("publish");
     // A repeated result for the same job key is absorbed, not published twice.
-    let again = publisher.publish(&messages[..1]).await.expect("publish again");
+    let again = publisher
+        .publish(&messages[..1])
+        .await
+        .expect("publish again");
     assert_eq!(again, [false]);
     env.flush_outbox().await;
 
@@ -127,7 +162,9 @@ async fn job_results_and_admin_intents_match_their_contracts() {
         jobs.assert_valid("RuntimeJobResult", fields);
     }
     assert_eq!(published[2].1["error_code"], "invalid_request");
-    let published = env.read_stream(&env.config.notification_intents_stream).await;
+    let published = env
+        .read_stream(&env.config.notification_intents_stream)
+        .await;
     assert_eq!(published.len(), 3);
     for (_, fields) in &published {
         intents.assert_valid("NotificationIntentEnvelope", fields);

@@ -19,12 +19,27 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     fn start(port: u16, dir: &std::path::Path) {
         let status = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+            ])
             .arg("--dir")
             .arg(dir)
             .status()
@@ -40,7 +55,10 @@ impl PrivateRedis {
     }
 
     fn stop(&self) {
-        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).stdout(Stdio::null()).status();
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+            .stdout(Stdio::null())
+            .status();
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
                 return;
@@ -64,9 +82,18 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
     let dir = std::env::temp_dir().join(format!("rtm-redis-{}", env.id));
     std::fs::create_dir_all(&dir).unwrap();
     PrivateRedis::start(port, &dir);
-    let private = PrivateRedis { port, dir: dir.clone() };
-    let redis = RedisClient::connect(&format!("127.0.0.1:{port}"), &Secret::default()).await.unwrap();
-    let publisher = Publisher::new(env.db().clone(), shared::outbox::StreamNames::from_config(&env.config), env.infra.metrics.clone());
+    let private = PrivateRedis {
+        port,
+        dir: dir.clone(),
+    };
+    let redis = RedisClient::connect(&format!("127.0.0.1:{port}"), &Secret::default())
+        .await
+        .unwrap();
+    let publisher = Publisher::new(
+        env.db().clone(),
+        shared::outbox::StreamNames::from_config(&env.config),
+        env.infra.metrics.clone(),
+    );
     let stop = CancellationToken::new();
     let relay = tokio::spawn(publisher.relay(redis.clone()).run(stop.clone()));
 
@@ -75,7 +102,11 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
         game_id: game.clone(),
         container_id: "c".into(),
         occurred_at_ms: 1_000 + i,
-        details: HealthDetails::ProbeFailed { consecutive_failures: i, last_status: 500, last_error: format!("failure {i}") },
+        details: HealthDetails::ProbeFailed {
+            consecutive_failures: i,
+            last_status: 500,
+            last_error: format!("failure {i}"),
+        },
     };
     publisher.emit_health(&event(1)).await.unwrap();
     let stream = env.config.health_events_stream.clone();
@@ -83,7 +114,11 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
     env.eventually("the first event in redis", Duration::from_secs(10), || {
         let (mut conn, stream) = (conn.clone(), stream.clone());
         async move {
-            let len: i64 = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.ok()?;
+            let len: i64 = redis::cmd("XLEN")
+                .arg(&stream)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
             (len == 1).then_some(())
         }
     })
@@ -91,7 +126,10 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
     private.stop();
     for i in 2..=6 {
         // Emission only needs PostgreSQL: it succeeds while Redis is away.
-        publisher.emit_health(&event(i)).await.expect("emit while redis is down");
+        publisher
+            .emit_health(&event(i))
+            .await
+            .expect("emit while redis is down");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     PrivateRedis::start(port, &dir);
@@ -101,8 +139,13 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
         .eventually("the backlog", Duration::from_secs(30), || {
             let (mut conn, stream) = (conn.clone(), stream.clone());
             async move {
-                let reply: redis::streams::StreamRangeReply =
-                    redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut conn).await.ok()?;
+                let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
                 (reply.ids.len() >= 5).then_some(reply.ids)
             }
         })
@@ -111,16 +154,30 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
     let failures: Vec<String> = delivered
         .iter()
         .map(|e| shared::adapters::redis::entry_fields(&e.map)["details"].clone())
-        .map(|d| serde_json::from_str::<serde_json::Value>(&d).unwrap()["consecutive_failures"].to_string())
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(&d).unwrap()["consecutive_failures"]
+                .to_string()
+        })
         .collect();
-    assert_eq!(failures, ["2", "3", "4", "5", "6"], "in order, none lost, none twice");
+    assert_eq!(
+        failures,
+        ["2", "3", "4", "5", "6"],
+        "in order, none lost, none twice"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
-    assert_eq!(reply.ids.len(), 5, "no duplicates after more relay passes");
-    let undelivered: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
-        .fetch_one(env.db().pool())
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
         .await
         .unwrap();
+    assert_eq!(reply.ids.len(), 5, "no duplicates after more relay passes");
+    let undelivered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
+            .fetch_one(env.db().pool())
+            .await
+            .unwrap();
     assert_eq!(undelivered, 0);
     stop.cancel();
     relay.await.unwrap();
@@ -128,19 +185,38 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
 
 fn start_job_binary() -> std::path::PathBuf {
     // target/debug/deps/outage-… -> target/debug/start-job
-    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("start-job");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build --bins` (scripts/test does)", bin.display());
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("start-job");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bins` (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
 fn env_of(env: &TestEnv) -> Vec<(String, String)> {
     vec![
         ("RTMANAGER_POSTGRES_PRIMARY_DSN".into(), env.dsn.clone()),
-        ("RTMANAGER_REDIS_MASTER_ADDR".into(), env.config.redis_master_addr.clone()),
+        (
+            "RTMANAGER_REDIS_MASTER_ADDR".into(),
+            env.config.redis_master_addr.clone(),
+        ),
         ("RTMANAGER_DOCKER_NETWORK".into(), env.network.clone()),
-        ("RTMANAGER_GAME_STATE_ROOT".into(), env.state_root.display().to_string()),
+        (
+            "RTMANAGER_GAME_STATE_ROOT".into(),
+            env.state_root.display().to_string(),
+        ),
         ("RTMANAGER_METRICS_ADDR".into(), String::new()),
-        ("RTMANAGER_START_JOBS_STREAM".into(), env.config.start_jobs_stream.clone()),
+        (
+            "RTMANAGER_START_JOBS_STREAM".into(),
+            env.config.start_jobs_stream.clone(),
+        ),
     ]
 }
 
@@ -148,10 +224,26 @@ fn env_of(env: &TestEnv) -> Vec<(String, String)> {
 async fn the_binary_refuses_bad_settings_naming_the_variable() {
     let env = TestEnv::new().await;
     for (var, value, expect) in [
-        ("RTMANAGER_REDIS_MASTER_ADDR", None, "RTMANAGER_REDIS_MASTER_ADDR"),
-        ("RTMANAGER_START_JOBS_CONCURRENCY", Some("many"), "RTMANAGER_START_JOBS_CONCURRENCY"),
-        ("RTMANAGER_DOCKER_NETWORK", Some("no-such-network-rtm"), "RTMANAGER_DOCKER_NETWORK"),
-        ("RTMANAGER_POSTGRES_PRIMARY_DSN", Some("postgres://nobody:secret-pw@127.0.0.1:1/x"), "RTMANAGER_POSTGRES_PRIMARY_DSN"),
+        (
+            "RTMANAGER_REDIS_MASTER_ADDR",
+            None,
+            "RTMANAGER_REDIS_MASTER_ADDR",
+        ),
+        (
+            "RTMANAGER_START_JOBS_CONCURRENCY",
+            Some("many"),
+            "RTMANAGER_START_JOBS_CONCURRENCY",
+        ),
+        (
+            "RTMANAGER_DOCKER_NETWORK",
+            Some("no-such-network-rtm"),
+            "RTMANAGER_DOCKER_NETWORK",
+        ),
+        (
+            "RTMANAGER_POSTGRES_PRIMARY_DSN",
+            Some("postgres://nobody:secret-pw@127.0.0.1:1/x"),
+            "RTMANAGER_POSTGRES_PRIMARY_DSN",
+        ),
     ] {
         let mut cmd = Command::new(start_job_binary());
         cmd.env_clear().envs(env_of(&env));
@@ -163,7 +255,10 @@ async fn the_binary_refuses_bad_settings_naming_the_variable() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{var}: exit status {:?}", out.status);
         assert!(stderr.contains(expect), "{var}: {stderr}");
-        assert!(!stderr.contains("secret-pw"), "the password never reaches the output: {stderr}");
+        assert!(
+            !stderr.contains("secret-pw"),
+            "the password never reaches the output: {stderr}"
+        );
     }
 }
 
@@ -183,13 +278,24 @@ async fn the_binary_exits_zero_on_sigterm() {
         let mut conn = conn.clone();
         let stream = env.config.start_jobs_stream.clone();
         async move {
-            let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut conn).await.ok()?;
+            let groups: redis::Value = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
             matches!(groups, redis::Value::Array(ref g) if !g.is_empty()).then_some(())
         }
     })
     .await;
     let _: redis::Value = redis::cmd("PING").query_async(&mut conn).await.unwrap();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }

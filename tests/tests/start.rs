@@ -43,7 +43,11 @@ async fn a_fresh_start_creates_the_container_record_log_and_event() {
     let env = TestEnv::new().await;
     let game = env.game("fresh");
     let outcome = service(&env).handle(&request(&game, ENGINE)).await;
-    assert_eq!((outcome.outcome, outcome.error_code), (Outcome::Success, None), "{outcome:?}");
+    assert_eq!(
+        (outcome.outcome, outcome.error_code),
+        (Outcome::Success, None),
+        "{outcome:?}"
+    );
     let record = outcome.record.expect("record");
     let container_id = record.current_container_id.clone().expect("container id");
 
@@ -57,30 +61,79 @@ async fn a_fresh_start_creates_the_container_record_log_and_event() {
     assert_eq!(labels["com.galaxy.kind"], "game-engine");
     assert_eq!(labels["com.galaxy.game_id"], game.as_str());
     assert_eq!(labels["com.galaxy.engine_image_ref"], ENGINE);
-    assert!(labels["com.galaxy.started_at_ms"].as_str().unwrap().parse::<i64>().unwrap() > 0);
-    let env_vars: Vec<&str> = c["Config"]["Env"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
-    assert!(env_vars.contains(&"GAME_STATE_PATH=/var/lib/galaxy-game"), "{env_vars:?}");
-    assert!(env_vars.contains(&"STORAGE_PATH=/var/lib/galaxy-game"), "{env_vars:?}");
+    assert!(
+        labels["com.galaxy.started_at_ms"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    let env_vars: Vec<&str> = c["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        env_vars.contains(&"GAME_STATE_PATH=/var/lib/galaxy-game"),
+        "{env_vars:?}"
+    );
+    assert!(
+        env_vars.contains(&"STORAGE_PATH=/var/lib/galaxy-game"),
+        "{env_vars:?}"
+    );
     let state_dir = env.state_root.join(game.as_str());
-    assert_eq!(c["HostConfig"]["Binds"][0], format!("{}:/var/lib/galaxy-game:rw", state_dir.display()));
+    assert_eq!(
+        c["HostConfig"]["Binds"][0],
+        format!("{}:/var/lib/galaxy-game:rw", state_dir.display())
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o7777, 0o750);
+    assert_eq!(
+        std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
     // Limits come from the image labels (0.5 CPU, 64m, 128 pids).
     assert_eq!(c["HostConfig"]["NanoCpus"], 500_000_000);
     assert_eq!(c["HostConfig"]["Memory"], 64 * 1024 * 1024);
     assert_eq!(c["HostConfig"]["PidsLimit"], 128);
     assert_eq!(c["HostConfig"]["LogConfig"]["Type"], "json-file");
-    assert_eq!(c["HostConfig"]["PortBindings"].as_object().map_or(0, |m| m.len()), 0);
-    assert_eq!(c["NetworkSettings"]["Ports"].as_object().map_or(0, |m| m.values().filter(|v| !v.is_null()).count()), 0);
+    assert_eq!(
+        c["HostConfig"]["PortBindings"]
+            .as_object()
+            .map_or(0, |m| m.len()),
+        0
+    );
+    assert_eq!(
+        c["NetworkSettings"]["Ports"]
+            .as_object()
+            .map_or(0, |m| m.values().filter(|v| !v.is_null()).count()),
+        0
+    );
     assert!(c["NetworkSettings"]["Networks"][&env.network].is_object());
 
-    assert_eq!(record.engine_endpoint, format!("http://galaxy-game-{game}:8080"));
-    let stored = env.db().get_record(&game).await.unwrap().expect("stored record");
+    assert_eq!(
+        record.engine_endpoint,
+        format!("http://galaxy-game-{game}:8080")
+    );
+    let stored = env
+        .db()
+        .get_record(&game)
+        .await
+        .unwrap()
+        .expect("stored record");
     assert_eq!(stored.status.as_str(), "running");
     assert_eq!(stored.current_image_ref.as_deref(), Some(ENGINE));
     let ops = env.operations(&game).await;
     assert_eq!(ops.len(), 1);
-    assert_eq!((ops[0]["op_kind"].as_str(), ops[0]["op_source"].as_str(), ops[0]["outcome"].as_str()), ("start", "admin_rest", "success"));
+    assert_eq!(
+        (
+            ops[0]["op_kind"].as_str(),
+            ops[0]["op_source"].as_str(),
+            ops[0]["outcome"].as_str()
+        ),
+        ("start", "admin_rest", "success")
+    );
     assert_eq!(ops[0]["source_ref"], "req-1");
     assert_eq!(ops[0]["container_id"], container_id);
 
@@ -88,11 +141,15 @@ async fn a_fresh_start_creates_the_container_record_log_and_event() {
     let events = env.read_stream(&env.config.health_events_stream).await;
     assert_eq!(events.len(), 1);
     let (_, fields) = &events[0];
-    Contract::load("runtime-health.asyncapi.yaml").assert_valid("RuntimeHealthEventPayload", fields);
+    Contract::load("runtime-health.asyncapi.yaml")
+        .assert_valid("RuntimeHealthEventPayload", fields);
     assert_eq!(fields["event_type"], "container_started");
     assert_eq!(fields["container_id"], container_id);
     let snapshot = env.snapshot(&game).await.expect("snapshot");
-    assert_eq!((snapshot.0.as_str(), snapshot.1.as_str()), ("healthy", "container_started"));
+    assert_eq!(
+        (snapshot.0.as_str(), snapshot.1.as_str()),
+        ("healthy", "container_started")
+    );
     assert_eq!(snapshot.3, serde_json::json!({"image_ref": ENGINE}));
     assert!(intents_for(&env, &game).await.is_empty());
 }
@@ -105,14 +162,32 @@ async fn a_replay_is_a_no_op_and_another_image_is_a_conflict() {
     let first = svc.handle(&request(&game, ENGINE)).await;
     assert_eq!(first.outcome, Outcome::Success);
     let replay = svc.handle(&request(&game, ENGINE)).await;
-    assert_eq!((replay.outcome, replay.error_code), (Outcome::Success, Some(ErrorCode::ReplayNoOp)));
-    assert_eq!(replay.record.unwrap().current_container_id, first.record.unwrap().current_container_id);
-    let other = svc.handle(&request(&game, "galaxy-test/engine:1.0.1")).await;
+    assert_eq!(
+        (replay.outcome, replay.error_code),
+        (Outcome::Success, Some(ErrorCode::ReplayNoOp))
+    );
+    assert_eq!(
+        replay.record.unwrap().current_container_id,
+        first.record.unwrap().current_container_id
+    );
+    let other = svc
+        .handle(&request(&game, "galaxy-test/engine:1.0.1"))
+        .await;
     assert_failed(&other, ErrorCode::Conflict);
     let ops = env.operations(&game).await;
     let codes: Vec<&str> = ops.iter().map(|o| o["error_code"].as_str()).collect();
     assert_eq!(codes, ["", "replay_no_op", "conflict"]);
-    assert_eq!(docker(&["ps", "-aq", "--filter", &format!("name=^galaxy-game-{game}$")]).lines().count(), 1);
+    assert_eq!(
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name=^galaxy-game-{game}$")
+        ])
+        .lines()
+        .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -120,26 +195,46 @@ async fn a_start_after_a_stop_replaces_the_kept_container() {
     let env = TestEnv::new().await;
     let game = env.game("restart");
     let svc = service(&env);
-    let first = svc.handle(&request(&game, ENGINE)).await.record.expect("started");
+    let first = svc
+        .handle(&request(&game, ENGINE))
+        .await
+        .record
+        .expect("started");
     let old_id = first.current_container_id.unwrap();
-    let created_at = env.db().get_record(&game).await.unwrap().unwrap().created_at;
+    let created_at = env
+        .db()
+        .get_record(&game)
+        .await
+        .unwrap()
+        .unwrap()
+        .created_at;
     // What the stop operation leaves: a stopped container and a stopped record.
     docker(&["stop", "-t", "1", &game.container_name()]);
-    sqlx::query("UPDATE runtime_records SET status = 'stopped', stopped_at = now() WHERE game_id = $1")
-        .bind(game.as_str())
-        .execute(env.db().pool())
-        .await
-        .unwrap();
-    let second = svc.handle(&request(&game, "galaxy-test/engine:1.0.1")).await;
+    sqlx::query(
+        "UPDATE runtime_records SET status = 'stopped', stopped_at = now() WHERE game_id = $1",
+    )
+    .bind(game.as_str())
+    .execute(env.db().pool())
+    .await
+    .unwrap();
+    let second = svc
+        .handle(&request(&game, "galaxy-test/engine:1.0.1"))
+        .await;
     assert_eq!(second.outcome, Outcome::Success, "{second:?}");
     let record = second.record.unwrap();
-    assert_ne!(record.current_container_id.as_deref(), Some(old_id.as_str()));
+    assert_ne!(
+        record.current_container_id.as_deref(),
+        Some(old_id.as_str())
+    );
     let stored = env.db().get_record(&game).await.unwrap().unwrap();
     assert_eq!(stored.created_at, created_at, "created_at is preserved");
     assert_eq!(stored.current_container_id, record.current_container_id);
     let c = inspect(&game.container_name()).unwrap();
     assert_eq!(c["State"]["Status"], "running");
-    assert_eq!(c["Config"]["Labels"]["com.galaxy.engine_image_ref"], "galaxy-test/engine:1.0.1");
+    assert_eq!(
+        c["Config"]["Labels"]["com.galaxy.engine_image_ref"],
+        "galaxy-test/engine:1.0.1"
+    );
     assert!(inspect(&old_id).is_none(), "the old container is gone");
 }
 
@@ -163,12 +258,18 @@ async fn twenty_concurrent_starts_of_one_game_make_exactly_one_container() {
         let o = t.await.unwrap();
         match (o.outcome, o.error_code) {
             (Outcome::Success, None) => fresh += 1,
-            (Outcome::Success, Some(ErrorCode::ReplayNoOp)) | (Outcome::Failure, Some(ErrorCode::Conflict)) => {}
+            (Outcome::Success, Some(ErrorCode::ReplayNoOp))
+            | (Outcome::Failure, Some(ErrorCode::Conflict)) => {}
             other => panic!("unexpected outcome {other:?}: {o:?}"),
         }
     }
     assert_eq!(fresh, 1);
-    let containers = docker(&["ps", "-aq", "--filter", &format!("label=com.galaxy.game_id={game}")]);
+    let containers = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.galaxy.game_id={game}"),
+    ]);
     assert_eq!(containers.lines().count(), 1, "{containers}");
     assert_eq!(env.operations(&game).await.len(), 20);
 }
@@ -177,17 +278,37 @@ async fn twenty_concurrent_starts_of_one_game_make_exactly_one_container() {
 async fn invalid_image_refs_are_start_config_invalid_with_an_intent() {
     let env = TestEnv::new().await;
     let svc = service(&env);
-    for (i, bad) in ["Galaxy/Engine:1", "galaxy test:1", "", "galaxy/engine:", "galaxy/ENGINE:1"].into_iter().enumerate() {
+    for (i, bad) in [
+        "Galaxy/Engine:1",
+        "galaxy test:1",
+        "",
+        "galaxy/engine:",
+        "galaxy/ENGINE:1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let game = env.game(&format!("badimg{i}"));
         let outcome = svc.handle(&request(&game, bad)).await;
         assert_failed(&outcome, ErrorCode::StartConfigInvalid);
         assert!(inspect(&game.container_name()).is_none());
-        assert!(!env.state_root.join(game.as_str()).exists(), "no state dir for {bad:?}");
-        assert_eq!(intents_for(&env, &game).await, ["runtime.start_config_invalid"]);
+        assert!(
+            !env.state_root.join(game.as_str()).exists(),
+            "no state dir for {bad:?}"
+        );
+        assert_eq!(
+            intents_for(&env, &game).await,
+            ["runtime.start_config_invalid"]
+        );
         let ops = env.operations(&game).await;
-        assert_eq!((ops[0]["outcome"].as_str(), ops[0]["error_code"].as_str()), ("failure", "start_config_invalid"));
+        assert_eq!(
+            (ops[0]["outcome"].as_str(), ops[0]["error_code"].as_str()),
+            ("failure", "start_config_invalid")
+        );
     }
-    let intents = env.read_stream(&env.config.notification_intents_stream).await;
+    let intents = env
+        .read_stream(&env.config.notification_intents_stream)
+        .await;
     let contract = Contract::load("notification-intents.asyncapi.yaml");
     for (_, fields) in &intents {
         contract.assert_valid("NotificationIntentEnvelope", fields);
@@ -205,7 +326,10 @@ async fn a_missing_network_is_start_config_invalid() {
     assert_failed(&outcome, ErrorCode::StartConfigInvalid);
     assert!(outcome.error_message.contains("missing"), "{outcome:?}");
     assert!(inspect(&game.container_name()).is_none());
-    assert_eq!(intents_for(&env, &game).await, ["runtime.start_config_invalid"]);
+    assert_eq!(
+        intents_for(&env, &game).await,
+        ["runtime.start_config_invalid"]
+    );
 }
 
 #[tokio::test]
@@ -216,26 +340,41 @@ async fn pull_failures_are_image_pull_failed_with_an_intent() {
     config.image_pull_policy = shared::ports::PullPolicy::Never;
     let never = start_job::start_service(&config, &env.infra).unwrap();
     let game = env.game("never");
-    let outcome = never.handle(&request(&game, "galaxy-test/engine:9.9.9")).await;
+    let outcome = never
+        .handle(&request(&game, "galaxy-test/engine:9.9.9"))
+        .await;
     assert_failed(&outcome, ErrorCode::ImagePullFailed);
-    assert_eq!(intents_for(&env, &game).await, ["runtime.image_pull_failed"]);
+    assert_eq!(
+        intents_for(&env, &game).await,
+        ["runtime.image_pull_failed"]
+    );
     // `never` with a present image works.
     let present = env.game("present");
-    assert_eq!(never.handle(&request(&present, ENGINE)).await.outcome, Outcome::Success);
+    assert_eq!(
+        never.handle(&request(&present, ENGINE)).await.outcome,
+        Outcome::Success
+    );
 
     // `if_missing` of an image no registry serves: a real pull that fails.
     let game = env.game("pull");
-    let outcome = service(&env).handle(&request(&game, "127.0.0.1:9/galaxy/missing:1.0.0")).await;
+    let outcome = service(&env)
+        .handle(&request(&game, "127.0.0.1:9/galaxy/missing:1.0.0"))
+        .await;
     assert_failed(&outcome, ErrorCode::ImagePullFailed);
     assert!(inspect(&game.container_name()).is_none());
-    assert_eq!(intents_for(&env, &game).await, ["runtime.image_pull_failed"]);
+    assert_eq!(
+        intents_for(&env, &game).await,
+        ["runtime.image_pull_failed"]
+    );
 }
 
 #[tokio::test]
 async fn bad_image_labels_fall_back_to_the_defaults() {
     let env = TestEnv::new().await;
     let game = env.game("badlabels");
-    let outcome = service(&env).handle(&request(&game, "galaxy-test/engine:badlabels")).await;
+    let outcome = service(&env)
+        .handle(&request(&game, "galaxy-test/engine:badlabels"))
+        .await;
     assert_eq!(outcome.outcome, Outcome::Success, "{outcome:?}");
     let c = inspect(&game.container_name()).unwrap();
     assert_eq!(c["HostConfig"]["NanoCpus"], 1_000_000_000);
@@ -258,14 +397,29 @@ async fn a_failed_record_write_removes_the_new_container() {
     let outcome = service(&env).handle(&request(&game, ENGINE)).await;
     assert_failed(&outcome, ErrorCode::ContainerStartFailed);
     assert!(outcome.error_message.contains("sabotaged"), "{outcome:?}");
-    assert!(inspect(&game.container_name()).is_none(), "the container was rolled back");
+    assert!(
+        inspect(&game.container_name()).is_none(),
+        "the container was rolled back"
+    );
     assert!(env.db().get_record(&game).await.unwrap().is_none());
     let ops = env.operations(&game).await;
-    assert_eq!(ops.len(), 1, "only the failure row; the success row rolled back with the record");
+    assert_eq!(
+        ops.len(),
+        1,
+        "only the failure row; the success row rolled back with the record"
+    );
     assert_eq!(ops[0]["error_code"], "container_start_failed");
-    assert_eq!(intents_for(&env, &game).await, ["runtime.container_start_failed"]);
+    assert_eq!(
+        intents_for(&env, &game).await,
+        ["runtime.container_start_failed"]
+    );
     env.flush_outbox().await;
-    assert!(env.read_stream(&env.config.health_events_stream).await.is_empty(), "no container_started");
+    assert!(
+        env.read_stream(&env.config.health_events_stream)
+            .await
+            .is_empty(),
+        "no container_started"
+    );
 }
 
 #[tokio::test]
@@ -280,7 +434,13 @@ async fn an_unrecorded_owned_container_is_adopted_and_a_foreign_one_is_left_alon
         format!("com.galaxy.game_id={orphan}"),
         format!("com.galaxy.engine_image_ref={ENGINE}"),
     ];
-    let mut args = vec!["create".to_owned(), "--name".into(), orphan.container_name(), "--network".into(), env.network.clone()];
+    let mut args = vec![
+        "create".to_owned(),
+        "--name".into(),
+        orphan.container_name(),
+        "--network".into(),
+        env.network.clone(),
+    ];
     for l in &labels {
         args.push("--label".into());
         args.push(l.clone());
@@ -289,13 +449,28 @@ async fn an_unrecorded_owned_container_is_adopted_and_a_foreign_one_is_left_alon
     let orphan_id = docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let adopted = svc.handle(&request(&orphan, ENGINE)).await;
     assert_eq!(adopted.outcome, Outcome::Success, "{adopted:?}");
-    assert_eq!(adopted.record.unwrap().current_container_id.as_deref(), Some(orphan_id.as_str()));
+    assert_eq!(
+        adopted.record.unwrap().current_container_id.as_deref(),
+        Some(orphan_id.as_str())
+    );
     assert_eq!(inspect(&orphan_id).unwrap()["State"]["Status"], "running");
 
     // Same orphan shape, other image: conflict, untouched.
     let other = env.game("orphan2");
-    let other_id = docker(&["create", "--name", &other.container_name(), "--label", "com.galaxy.owner=rtmanager", "--label", "com.galaxy.engine_image_ref=galaxy-test/engine:2.0.0", ENGINE]);
-    assert_failed(&svc.handle(&request(&other, ENGINE)).await, ErrorCode::Conflict);
+    let other_id = docker(&[
+        "create",
+        "--name",
+        &other.container_name(),
+        "--label",
+        "com.galaxy.owner=rtmanager",
+        "--label",
+        "com.galaxy.engine_image_ref=galaxy-test/engine:2.0.0",
+        ENGINE,
+    ]);
+    assert_failed(
+        &svc.handle(&request(&other, ENGINE)).await,
+        ErrorCode::Conflict,
+    );
     assert!(inspect(&other_id).is_some());
 
     // Not ours: conflict, never touched.
@@ -323,5 +498,8 @@ async fn docker_unreachable_is_docker_unavailable() {
     );
     let outcome = svc.handle(&request(&game, ENGINE)).await;
     assert_failed(&outcome, ErrorCode::DockerUnavailable);
-    assert!(intents_for(&env, &game).await.is_empty(), "no admin intent for an outage");
+    assert!(
+        intents_for(&env, &game).await.is_empty(),
+        "no admin intent for an outage"
+    );
 }

@@ -97,7 +97,12 @@ pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> a
         infra.metrics.clone(),
     );
     let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(infra.publisher.relay(infra.redis.clone()).run(relay_stop.clone()));
+    let relay = tokio::spawn(
+        infra
+            .publisher
+            .relay(infra.redis.clone())
+            .run(relay_stop.clone()),
+    );
     let consumed = consumer.run(shutdown).await;
     relay_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;

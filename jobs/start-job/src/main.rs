@@ -10,7 +10,11 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
     let infra = shared::bootstrap::connect(&config, true).await?;
     if let Some(listener) = shared::telemetry::bind_metrics(&config.metrics_addr).await? {
-        tokio::spawn(shared::telemetry::serve_metrics(listener, infra.metrics.clone(), shutdown.clone()));
+        tokio::spawn(shared::telemetry::serve_metrics(
+            listener,
+            infra.metrics.clone(),
+            shutdown.clone(),
+        ));
     }
     start_job::run(config, infra, shutdown).await?;
     tracing::info!("start-job stopped");

@@ -7,14 +7,18 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkingConfig};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkingConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::TryStreamExt;
 
-use crate::ports::{ContainerEngine, ContainerInfo, ContainerSpec, EngineError, ImageInfo, PullPolicy};
+use crate::ports::{
+    ContainerEngine, ContainerInfo, ContainerSpec, EngineError, ImageInfo, PullPolicy,
+};
 
 /// Seconds bollard waits for one request; pulls stream, so this bounds a stall.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
@@ -54,7 +58,9 @@ pub(crate) fn map_error(err: bollard::errors::Error) -> EngineError {
             409 => EngineError::Conflict(message),
             _ => EngineError::Rejected(message),
         },
-        E::JsonDataError { .. } | E::JsonSerdeError { .. } => EngineError::Rejected(err.to_string()),
+        E::JsonDataError { .. } | E::JsonSerdeError { .. } => {
+            EngineError::Rejected(err.to_string())
+        }
         other => EngineError::Unavailable(other.to_string()),
     }
 }
@@ -121,7 +127,9 @@ impl ContainerEngine for DockerEngine {
             PullPolicy::IfMissing if present => return Ok(()),
             PullPolicy::IfMissing | PullPolicy::Always => {}
         }
-        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
         self.docker
             .create_image(Some(options), None, None)
             .try_for_each(|_| async { Ok(()) })
@@ -144,7 +152,10 @@ impl ContainerEngine for DockerEngine {
         &self,
         id_or_name: &str,
     ) -> Result<Option<ContainerInfo>, EngineError> {
-        Ok(not_found_is_none(self.docker.inspect_container(id_or_name, None).await)?.map(container_info))
+        Ok(
+            not_found_is_none(self.docker.inspect_container(id_or_name, None).await)?
+                .map(container_info),
+        )
     }
 
     async fn run(&self, spec: &ContainerSpec) -> Result<ContainerInfo, EngineError> {
@@ -181,7 +192,9 @@ impl ContainerEngine for DockerEngine {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
         let created = self
             .docker
             .create_container(Some(options), body)
@@ -209,12 +222,20 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {
-        self.docker.start_container(id, None).await.map_err(map_error)
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(map_error)
     }
 
     async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker.remove_container(id, Some(options)).await.map_err(map_error) {
+        match self
+            .docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(map_error)
+        {
             Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
             // A removal already under way is as good as done.
             Err(EngineError::Conflict(m)) if m.contains("already in progress") => Ok(()),

@@ -51,7 +51,8 @@ impl RedisClient {
             // The password is percent-encoded into the URL only in memory.
             format!("redis://:{}@{addr}/", percent_encode(password.expose()))
         };
-        let client = Client::open(url).map_err(|e| RedisError(format!("bad address {addr}: {e}")))?;
+        let client =
+            Client::open(url).map_err(|e| RedisError(format!("bad address {addr}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
@@ -215,7 +216,10 @@ impl LeaseStore {
             .arg(token)
             .invoke_async(&mut conn)
             .await?;
-        self.held.lock().expect("lease registry poisoned").remove(key);
+        self.held
+            .lock()
+            .expect("lease registry poisoned")
+            .remove(key);
         Ok(())
     }
 
@@ -294,7 +298,9 @@ impl Drop for Lease {
         let token = std::mem::take(&mut self.token);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), store.release_key(&key, &token)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), store.release_key(&key, &token))
+                        .await;
             });
         }
     }

@@ -100,7 +100,11 @@ mod tests {
         assert_eq!(GameId::parse(""), Err(GameIdError::Empty));
         assert_eq!(GameId::parse(&"a".repeat(52)), Err(GameIdError::TooLong));
         for bad in ["../x", "a/b", "a b", " a", "-a", "_a", "gäme", "a.b", "a\n"] {
-            assert_eq!(GameId::parse(bad), Err(GameIdError::BadCharacter), "{bad:?}");
+            assert_eq!(
+                GameId::parse(bad),
+                Err(GameIdError::BadCharacter),
+                "{bad:?}"
+            );
         }
     }
 

@@ -64,7 +64,9 @@ impl HealthDetails {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Self::ContainerStarted { image_ref } => json!({ "image_ref": image_ref }),
-            Self::ContainerExited { exit_code, oom } => json!({ "exit_code": exit_code, "oom": oom }),
+            Self::ContainerExited { exit_code, oom } => {
+                json!({ "exit_code": exit_code, "oom": oom })
+            }
             Self::ContainerOom { exit_code } => json!({ "exit_code": exit_code }),
             Self::ContainerDisappeared => json!({}),
             Self::InspectUnhealthy {
@@ -139,9 +141,18 @@ mod tests {
 
     #[test]
     fn snapshot_status_is_healthy_only_after_start_or_recovery() {
-        assert_eq!(SnapshotStatus::of(EventType::ContainerStarted).as_str(), "healthy");
-        assert_eq!(SnapshotStatus::of(EventType::ProbeRecovered).as_str(), "healthy");
-        assert_eq!(SnapshotStatus::of(EventType::ProbeFailed).as_str(), "probe_failed");
+        assert_eq!(
+            SnapshotStatus::of(EventType::ContainerStarted).as_str(),
+            "healthy"
+        );
+        assert_eq!(
+            SnapshotStatus::of(EventType::ProbeRecovered).as_str(),
+            "healthy"
+        );
+        assert_eq!(
+            SnapshotStatus::of(EventType::ProbeFailed).as_str(),
+            "probe_failed"
+        );
     }
 
     #[test]

@@ -117,10 +117,21 @@ mod tests {
         assert!(ImageRef::parse("galaxy/GAME:1").is_err());
         // Docker's own rule, whatever the parser lets through.
         assert!(!repository_path_is_lowercase("galaxy/GAME:1"));
-        assert!(!repository_path_is_lowercase("Registry.io:5000/Galaxy/game@sha256:ab"));
-        assert!(repository_path_is_lowercase("Registry.io:5000/galaxy/game:TAG"));
+        assert!(!repository_path_is_lowercase(
+            "Registry.io:5000/Galaxy/game@sha256:ab"
+        ));
+        assert!(repository_path_is_lowercase(
+            "Registry.io:5000/galaxy/game:TAG"
+        ));
         assert!(repository_path_is_lowercase("localhost/galaxy"));
-        for bad in ["no spaces:1", "a::b", "game:", "UPPER", " galaxy/game:1", "x:1.0 "] {
+        for bad in [
+            "no spaces:1",
+            "a::b",
+            "game:",
+            "UPPER",
+            " galaxy/game:1",
+            "x:1.0 ",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
         }
     }

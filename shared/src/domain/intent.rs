@@ -57,7 +57,10 @@ impl AdminIntent {
             "attempted_at_ms": self.attempted_at_ms,
         });
         vec![
-            ("notification_type".into(), self.notification_type.as_str().into()),
+            (
+                "notification_type".into(),
+                self.notification_type.as_str().into(),
+            ),
             ("producer".into(), "runtime_manager".into()),
             ("audience_kind".into(), "admin_email".into()),
             ("channel".into(), "email".into()),

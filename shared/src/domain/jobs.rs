@@ -117,11 +117,11 @@ mod tests {
 
     #[test]
     fn malformed_entries_keep_a_readable_game_id() {
-        let err = StartJob::decode(&fields(&[("game_id", "g"), ("requested_at_ms", "x")]))
-            .unwrap_err();
+        let err =
+            StartJob::decode(&fields(&[("game_id", "g"), ("requested_at_ms", "x")])).unwrap_err();
         assert_eq!(err.game_id.as_deref(), Some("g"));
-        let err = StartJob::decode(&fields(&[("game_id", "../x"), ("image_ref", "a")]))
-            .unwrap_err();
+        let err =
+            StartJob::decode(&fields(&[("game_id", "../x"), ("image_ref", "a")])).unwrap_err();
         assert_eq!(err.game_id.as_deref(), Some("../x"));
         let err = StartJob::decode(&fields(&[("image_ref", "a")])).unwrap_err();
         assert_eq!(err.game_id, None);

@@ -43,7 +43,9 @@ impl MemoryLimit {
             && !number.ends_with('.')
             && number.matches('.').count() <= 1;
         if !valid_number {
-            return Err(err("expected a number with an optional unit (b, k, m, g, t, p)"));
+            return Err(err(
+                "expected a number with an optional unit (b, k, m, g, t, p)",
+            ));
         }
         suffix = suffix.strip_prefix(' ').unwrap_or(suffix);
         let mut chars = suffix.chars();
@@ -86,7 +88,7 @@ impl CpuQuota {
             reason,
         };
         let value: f64 = raw.trim().parse().map_err(|_| err("not a number"))?;
-        if !value.is_finite() || value < 0.01 || value > 1024.0 {
+        if !(0.01..=1024.0).contains(&value) {
             return Err(err("must be between 0.01 and 1024 CPUs"));
         }
         Ok(Self((value * 1e9).round() as i64))
@@ -143,9 +145,27 @@ impl ResourceLimits {
         defaults: ResourceLimits,
     ) -> (Self, Vec<LimitError>) {
         let mut rejected = Vec::new();
-        let cpu = label_or(labels, LABEL_CPU_QUOTA, defaults.cpu, CpuQuota::parse, &mut rejected);
-        let memory = label_or(labels, LABEL_MEMORY, defaults.memory, MemoryLimit::parse, &mut rejected);
-        let pids = label_or(labels, LABEL_PIDS_LIMIT, defaults.pids, PidsLimit::parse, &mut rejected);
+        let cpu = label_or(
+            labels,
+            LABEL_CPU_QUOTA,
+            defaults.cpu,
+            CpuQuota::parse,
+            &mut rejected,
+        );
+        let memory = label_or(
+            labels,
+            LABEL_MEMORY,
+            defaults.memory,
+            MemoryLimit::parse,
+            &mut rejected,
+        );
+        let pids = label_or(
+            labels,
+            LABEL_PIDS_LIMIT,
+            defaults.pids,
+            PidsLimit::parse,
+            &mut rejected,
+        );
         (Self { cpu, memory, pids }, rejected)
     }
 }
@@ -186,13 +206,28 @@ mod tests {
             ("8388608b", 8 * MI),
             ("7000k", 7000 * 1024),
         ] {
-            assert_eq!(MemoryLimit::parse(raw).map(MemoryLimit::bytes), Ok(bytes), "{raw}");
+            assert_eq!(
+                MemoryLimit::parse(raw).map(MemoryLimit::bytes),
+                Ok(bytes),
+                "{raw}"
+            );
         }
     }
 
     #[test]
     fn memory_rejects_what_docker_rejects() {
-        for bad in ["", "m", "1e3", "-1m", "1.2.3m", "12parsecs", "1x", "1mx", ".5g", "1m"] {
+        for bad in [
+            "",
+            "m",
+            "1e3",
+            "-1m",
+            "1.2.3m",
+            "12parsecs",
+            "1x",
+            "1mx",
+            ".5g",
+            "1m",
+        ] {
             assert!(MemoryLimit::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -104,7 +104,13 @@ mod tests {
         let sources: Vec<_> = OpSource::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(
             sources,
-            ["lobby_stream", "gm_rest", "admin_rest", "auto_ttl", "auto_reconcile"]
+            [
+                "lobby_stream",
+                "gm_rest",
+                "admin_rest",
+                "auto_ttl",
+                "auto_reconcile"
+            ]
         );
         assert_eq!(Outcome::parse("failure"), Some(Outcome::Failure));
     }

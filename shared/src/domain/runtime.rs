@@ -71,7 +71,12 @@ mod tests {
             .collect();
         assert_eq!(
             allowed,
-            [(Running, Stopped), (Running, Removed), (Stopped, Running), (Stopped, Removed)]
+            [
+                (Running, Stopped),
+                (Running, Removed),
+                (Stopped, Running),
+                (Stopped, Removed)
+            ]
         );
     }
 }
