@@ -194,6 +194,7 @@ impl<H: JobHandler> StreamConsumer<H> {
             }
         }
 
+        while tasks.try_join_next().is_some() {}
         tracing::info!(in_flight = tasks.len(), "draining in-flight jobs");
         let drained = tokio::time::timeout(this.settings.shutdown_timeout, async {
             while tasks.join_next().await.is_some() {}

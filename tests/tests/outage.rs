@@ -299,3 +299,30 @@ async fn the_binary_exits_zero_on_sigterm() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn a_go_style_dsn_keeps_the_tables_in_its_search_path_schema() {
+    let env = TestEnv::new().await;
+    let schema = format!("go_{}", env.id);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(env.db().pool())
+        .await
+        .unwrap();
+    let base = std::env::var("TEST_DATABASE_URL").unwrap();
+    let dsn = format!("{base}?search_path={schema}&sslmode=disable");
+    let db = shared::adapters::postgres::Database::connect(&dsn, 1)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let table: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT to_regclass('{schema}.runtime_records')::text"
+    )))
+    .fetch_one(env.db().pool())
+    .await
+    .unwrap();
+    assert!(table.is_some(), "migrations ran in {schema}");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(env.db().pool())
+        .await
+        .unwrap();
+}

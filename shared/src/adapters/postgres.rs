@@ -62,9 +62,13 @@ impl Database {
     /// waits when PostgreSQL is away, so it fails with `service_unavailable`
     /// instead of hanging.
     pub async fn connect(dsn: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let options: PgConnectOptions = dsn
+        let (dsn, search_path) = split_search_path(dsn);
+        let mut options: PgConnectOptions = dsn
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Unavailable(format!("bad DSN: {e}")))?;
+        if let Some(schema) = search_path {
+            options = options.options([("search_path", schema.as_str())]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -112,6 +116,32 @@ impl Database {
 const SELECT_RECORD: &str = "SELECT game_id, status, current_container_id, current_image_ref, \
     engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, last_op_at, created_at \
     FROM runtime_records WHERE game_id = $1";
+
+/// The Go service's DSNs carry `?search_path=rtmanager` (a lib/pq parameter),
+/// which sqlx ignores; it is turned into the session option sqlx understands,
+/// so a DSN copied from the Go service keeps its tables in their schema.
+fn split_search_path(dsn: &str) -> (String, Option<String>) {
+    let Some((base, query)) = dsn.split_once('?') else {
+        return (dsn.to_owned(), None);
+    };
+    let mut search_path = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some(("search_path", value)) => {
+                search_path = Some(value.replace("%2C", ",").replace("%2c", ","));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let dsn = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (dsn, search_path)
+}
 
 pub(crate) fn record_from_row(row: &sqlx::postgres::PgRow) -> Result<RuntimeRecord, StoreError> {
     let game_id: String = row.try_get("game_id")?;
@@ -191,6 +221,30 @@ pub async fn append_operation(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_search_path;
+
+    #[test]
+    fn a_go_style_search_path_parameter_becomes_a_session_option() {
+        assert_eq!(
+            split_search_path("postgres://u:p@h/db?search_path=rtmanager&sslmode=disable"),
+            (
+                "postgres://u:p@h/db?sslmode=disable".to_owned(),
+                Some("rtmanager".to_owned())
+            )
+        );
+        assert_eq!(
+            split_search_path("postgres://h/db?search_path=a%2Cb"),
+            ("postgres://h/db".to_owned(), Some("a,b".to_owned()))
+        );
+        assert_eq!(
+            split_search_path("postgres://h/db"),
+            ("postgres://h/db".to_owned(), None)
+        );
+    }
 }
 
 /// Replaces the game's snapshot only with a later observation, so a late or
