@@ -121,6 +121,43 @@ pub struct Config {
     pub job_reclaim_idle: Duration,
     #[serde(default = "d::stream_block", with = "humantime_serde")]
     pub stream_block: Duration,
+
+    // --- health sources (docker-events, inspect-cron, healthz-prober) ---
+    #[serde(default = "d::inspect_interval", with = "humantime_serde")]
+    pub inspect_interval: Duration,
+    /// Bound on one container's inspect, so one stalled inspect never delays a pass.
+    #[serde(default = "d::inspect_timeout", with = "humantime_serde")]
+    pub inspect_timeout: Duration,
+    #[serde(default = "d::inspect_concurrency")]
+    pub inspect_concurrency: usize,
+    #[serde(default = "d::reconcile_interval", with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    #[serde(default = "d::probe_interval", with = "humantime_serde")]
+    pub probe_interval: Duration,
+    #[serde(default = "d::probe_timeout", with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    #[serde(default = "d::probe_failures_threshold")]
+    pub probe_failures_threshold: u32,
+    /// No probe of a game until this long after its start.
+    #[serde(default = "d::probe_initial_grace", with = "humantime_serde")]
+    pub probe_initial_grace: Duration,
+    #[serde(default = "d::probe_concurrency")]
+    pub probe_concurrency: usize,
+    /// How often the prober re-reads its targets from PostgreSQL.
+    #[serde(default = "d::probe_refresh_interval", with = "humantime_serde")]
+    pub probe_refresh_interval: Duration,
+    /// `hostname` (the engine endpoint as stored; run the prober inside the
+    /// engines' network) or `container_ip` (the container's address on it).
+    #[serde(default = "d::probe_address_mode")]
+    pub probe_address_mode: String,
+    #[serde(default = "d::shard_count")]
+    pub shard_count: u32,
+    /// Empty: the ordinal of a StatefulSet host name (`name-3` -> 3), else 0.
+    #[serde(default)]
+    pub shard_index: String,
+    /// Stop and kill grace of rtmanager's own stops.
+    #[serde(default = "d::container_stop_timeout_seconds")]
+    pub container_stop_timeout_seconds: u64,
 }
 
 mod d {
@@ -205,6 +242,45 @@ mod d {
     }
     pub fn stream_block() -> Duration {
         Duration::from_secs(2)
+    }
+    pub fn inspect_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn inspect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn inspect_concurrency() -> usize {
+        16
+    }
+    pub fn reconcile_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn probe_interval() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn probe_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn probe_failures_threshold() -> u32 {
+        3
+    }
+    pub fn probe_initial_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn probe_concurrency() -> usize {
+        256
+    }
+    pub fn probe_refresh_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn probe_address_mode() -> String {
+        "hostname".into()
+    }
+    pub fn shard_count() -> u32 {
+        1
+    }
+    pub fn container_stop_timeout_seconds() -> u64 {
+        30
     }
 }
 
@@ -303,6 +379,52 @@ impl Config {
         if self.stream_block.is_zero() || self.stream_block > Duration::from_secs(30) {
             return bad("STREAM_BLOCK", "must be between 1ms and 30s".into());
         }
+        for (var, value) in [
+            ("INSPECT_INTERVAL", self.inspect_interval),
+            ("INSPECT_TIMEOUT", self.inspect_timeout),
+            ("RECONCILE_INTERVAL", self.reconcile_interval),
+            ("PROBE_INTERVAL", self.probe_interval),
+            ("PROBE_TIMEOUT", self.probe_timeout),
+            ("PROBE_REFRESH_INTERVAL", self.probe_refresh_interval),
+        ] {
+            if value.is_zero() {
+                return bad(var, "must be positive".into());
+            }
+        }
+        if self.inspect_concurrency == 0 {
+            return bad("INSPECT_CONCURRENCY", "must be positive".into());
+        }
+        if self.probe_concurrency == 0 {
+            return bad("PROBE_CONCURRENCY", "must be positive".into());
+        }
+        if self.probe_failures_threshold == 0 {
+            return bad("PROBE_FAILURES_THRESHOLD", "must be positive".into());
+        }
+        if !matches!(
+            self.probe_address_mode.as_str(),
+            "hostname" | "container_ip"
+        ) {
+            return bad(
+                "PROBE_ADDRESS_MODE",
+                "must be hostname or container_ip".into(),
+            );
+        }
+        if self.shard_count == 0 {
+            return bad("SHARD_COUNT", "must be positive".into());
+        }
+        match self.shard_index() {
+            Ok(i) if i < self.shard_count => {}
+            Ok(i) => {
+                return bad(
+                    "SHARD_INDEX",
+                    format!(
+                        "{i} is not below RTMANAGER_SHARD_COUNT {}",
+                        self.shard_count
+                    ),
+                )
+            }
+            Err(e) => return bad("SHARD_INDEX", e),
+        }
         Ok(())
     }
 
@@ -336,6 +458,29 @@ impl Config {
             pids: PidsLimit::parse(&self.default_pids_limit)
                 .map_err(named("DEFAULT_PIDS_LIMIT"))?,
         })
+    }
+
+    /// `RTMANAGER_SHARD_INDEX`, else the ordinal of a StatefulSet host name
+    /// (`healthz-prober-2` -> 2) when sharding, else 0.
+    pub fn shard_index(&self) -> Result<u32, String> {
+        if !self.shard_index.is_empty() {
+            return self
+                .shard_index
+                .parse()
+                .map_err(|_| format!("{:?} is not a number", self.shard_index));
+        }
+        if self.shard_count == 1 {
+            return Ok(0);
+        }
+        let host = self.consumer_name();
+        host.rsplit('-')
+            .next()
+            .and_then(|ordinal| ordinal.parse().ok())
+            .ok_or_else(|| format!("not set, and host name {host:?} has no StatefulSet ordinal"))
+    }
+
+    pub fn container_stop_timeout(&self) -> Duration {
+        Duration::from_secs(self.container_stop_timeout_seconds)
     }
 
     pub fn lease_ttl(&self) -> Duration {

@@ -8,6 +8,7 @@
 //! - [`adapters`]: Docker (bollard), PostgreSQL (sqlx), Redis.
 //! - [`outbox`]: durable, ordered publishing to Redis streams through a
 //!   PostgreSQL outbox (health events, job results, intents, dead letters).
+//! - [`health`]: the health sources: Docker events, inspect and reconcile, probes.
 //! - [`start`]: the `start` lifecycle operation.
 //! - [`stream_consumer`]: consumer-group job loop with reclaim and dead letters.
 //! - [`bootstrap`]: connect, migrate and check before taking work.
@@ -19,6 +20,7 @@ pub mod adapters;
 pub mod bootstrap;
 pub mod config;
 pub mod domain;
+pub mod health;
 pub mod outbox;
 pub mod ports;
 pub mod shutdown;

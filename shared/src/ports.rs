@@ -74,7 +74,38 @@ pub struct ContainerInfo {
     pub exit_code: i64,
     pub oom_killed: bool,
     pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// IP address per attached network name.
+    pub addresses: HashMap<String, String>,
 }
+
+/// One container of `docker ps -a`, filtered to rtmanager's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// Docker `State`: `created`, `running`, `exited`, ...
+    pub state: String,
+}
+
+/// One container event from the engine's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// `start`, `die`, `oom`, `destroy`, ...
+    pub action: String,
+    pub container_id: String,
+    /// The container's labels, carried in the event attributes.
+    pub labels: HashMap<String, String>,
+    /// `exitCode` of a `die` event.
+    pub exit_code: Option<i64>,
+    /// Daemon time, nanoseconds since the epoch (orders and de-duplicates).
+    pub time_nano: i64,
+}
+
+/// The event stream: ends when the daemon goes away.
+pub type EngineEvents =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<EngineEvent, EngineError>> + Send>>;
 
 /// The parts of `docker image inspect` rtmanager reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,4 +136,14 @@ pub trait ContainerEngine: Send + Sync + 'static {
     async fn start(&self, id: &str) -> Result<(), EngineError>;
     /// Force-removes; an absent container is not an error.
     async fn remove(&self, id: &str) -> Result<(), EngineError>;
+    /// Graceful stop (SIGTERM, then SIGKILL after `timeout`); an absent or
+    /// already stopped container is not an error.
+    async fn stop(&self, id: &str, timeout: std::time::Duration) -> Result<(), EngineError>;
+    /// Every container carrying `com.galaxy.owner=rtmanager`, running or not.
+    async fn list_managed(&self) -> Result<Vec<ContainerSummary>, EngineError>;
+    /// Container events of managed containers, from `since_nano` (inclusive,
+    /// as the daemon's `since`) when given, else from now.
+    fn events(&self, since_nano: Option<i64>) -> EngineEvents;
+    /// A stable identity of the daemon (its host), for per-host leases.
+    async fn daemon_id(&self) -> Result<String, EngineError>;
 }

@@ -11,14 +11,17 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::ports::{
-    ContainerEngine, ContainerInfo, ContainerSpec, EngineError, ImageInfo, PullPolicy,
+    ContainerEngine, ContainerInfo, ContainerSpec, ContainerSummary, EngineError, EngineEvent,
+    EngineEvents, ImageInfo, PullPolicy,
 };
+use crate::start::{LABEL_OWNER, LABEL_OWNER_VALUE};
 
 /// Seconds bollard waits for one request; pulls stream, so this bounds a stall.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
@@ -75,9 +78,27 @@ fn not_found_is_none<T>(res: Result<T, bollard::errors::Error>) -> Result<Option
     }
 }
 
+fn docker_time(raw: Option<String>) -> Option<chrono::DateTime<chrono::Utc>> {
+    raw.and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .filter(|t| t.timestamp() > 0)
+}
+
 fn container_info(resp: bollard::models::ContainerInspectResponse) -> ContainerInfo {
     let state = resp.state.unwrap_or_default();
     let config = resp.config.unwrap_or_default();
+    let addresses = resp
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, endpoint)| {
+            endpoint
+                .ip_address
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| (name, ip))
+        })
+        .collect();
     ContainerInfo {
         id: resp.id.unwrap_or_default(),
         name: resp
@@ -97,11 +118,9 @@ fn container_info(resp: bollard::models::ContainerInspectResponse) -> ContainerI
         restart_count: resp.restart_count.unwrap_or(0),
         exit_code: state.exit_code.unwrap_or(0),
         oom_killed: state.oom_killed.unwrap_or(false),
-        started_at: state
-            .started_at
-            .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .filter(|t| t.timestamp() > 0),
+        started_at: docker_time(state.started_at),
+        finished_at: docker_time(state.finished_at),
+        addresses,
     }
 }
 
@@ -241,5 +260,93 @@ impl ContainerEngine for DockerEngine {
             Err(EngineError::Conflict(m)) if m.contains("already in progress") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn stop(&self, id: &str, timeout: std::time::Duration) -> Result<(), EngineError> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(timeout.as_secs().min(i32::MAX as u64) as i32)
+            .build();
+        match self
+            .docker
+            .stop_container(id, Some(options))
+            .await
+            .map_err(map_error)
+        {
+            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ContainerSummary>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_OWNER}={LABEL_OWNER_VALUE}")],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(map_error)?;
+        Ok(listed
+            .into_iter()
+            .map(|c| ContainerSummary {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned(),
+                labels: c.labels.unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    fn events(&self, since_nano: Option<i64>) -> EngineEvents {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![format!("{LABEL_OWNER}={LABEL_OWNER_VALUE}")],
+            ),
+        ]);
+        let mut builder = EventsOptionsBuilder::default().filters(&filters);
+        if let Some(nano) = since_nano {
+            // The daemon takes `seconds.nanoseconds`.
+            builder = builder.since(&format!(
+                "{}.{:09}",
+                nano.div_euclid(1_000_000_000),
+                nano.rem_euclid(1_000_000_000)
+            ));
+        }
+        let stream = self.docker.events(Some(builder.build())).map(|item| {
+            let message = item.map_err(map_error)?;
+            let actor = message.actor.unwrap_or_default();
+            let labels = actor.attributes.unwrap_or_default();
+            Ok(EngineEvent {
+                action: message.action.unwrap_or_default(),
+                container_id: actor.id.unwrap_or_default(),
+                exit_code: labels.get("exitCode").and_then(|c| c.parse().ok()),
+                labels,
+                time_nano: message
+                    .time_nano
+                    .or(message.time.map(|t| t * 1_000_000_000))
+                    .unwrap_or_default(),
+            })
+        });
+        Box::pin(stream)
+    }
+
+    async fn daemon_id(&self) -> Result<String, EngineError> {
+        let info = self.docker.info().await.map_err(map_error)?;
+        info.id
+            .filter(|id| !id.is_empty())
+            .or(info.name)
+            .ok_or_else(|| EngineError::Rejected("the daemon reports no id".into()))
     }
 }

@@ -106,6 +106,18 @@ impl Database {
         row.map(|r| record_from_row(&r)).transpose()
     }
 
+    /// Records with the given status (all when `None`), by game id.
+    pub async fn list_records(
+        &self,
+        status: Option<RuntimeStatus>,
+    ) -> Result<Vec<RuntimeRecord>, StoreError> {
+        let rows = sqlx::query(LIST_RECORDS)
+            .bind(status.map(RuntimeStatus::as_str))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
     /// Appends one operation-log row outside any other transaction.
     pub async fn append_operation(&self, entry: &OperationEntry) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
@@ -116,6 +128,77 @@ impl Database {
 const SELECT_RECORD: &str = "SELECT game_id, status, current_container_id, current_image_ref, \
     engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, last_op_at, created_at \
     FROM runtime_records WHERE game_id = $1";
+
+const LIST_RECORDS: &str = "SELECT game_id, status, current_container_id, current_image_ref, \
+    engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, last_op_at, created_at \
+    FROM runtime_records WHERE $1::text IS NULL OR status = $1 ORDER BY game_id";
+
+/// `running -> stopped`, only while `container_id` is still the current
+/// container: a late observation never overwrites a newer start.
+pub async fn mark_stopped(
+    conn: &mut sqlx::PgConnection,
+    game_id: &GameId,
+    container_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE runtime_records SET status = 'stopped', stopped_at = $3, last_op_at = $3 \
+         WHERE game_id = $1 AND status = 'running' AND current_container_id = $2",
+    )
+    .bind(game_id.as_str())
+    .bind(container_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// `running|stopped -> removed`, only while `container_id` is current.
+pub async fn mark_removed(
+    conn: &mut sqlx::PgConnection,
+    game_id: &GameId,
+    container_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE runtime_records SET status = 'removed', removed_at = $3, last_op_at = $3 \
+         WHERE game_id = $1 AND status IN ('running', 'stopped') AND current_container_id = $2",
+    )
+    .bind(game_id.as_str())
+    .bind(container_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Inserts a record for an adopted container; `false` when one exists.
+pub async fn insert_record_if_absent(
+    conn: &mut sqlx::PgConnection,
+    record: &RuntimeRecord,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO runtime_records (game_id, status, current_container_id, current_image_ref, \
+             engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, \
+             last_op_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11) \
+         ON CONFLICT (game_id) DO NOTHING",
+    )
+    .bind(record.game_id.as_str())
+    .bind(record.status.as_str())
+    .bind(&record.current_container_id)
+    .bind(&record.current_image_ref)
+    .bind(&record.engine_endpoint)
+    .bind(&record.state_path)
+    .bind(&record.docker_network)
+    .bind(record.started_at)
+    .bind(record.stopped_at)
+    .bind(record.last_op_at)
+    .bind(record.created_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
 
 /// The Go service's DSNs carry `?search_path=rtmanager` (a lib/pq parameter),
 /// which sqlx ignores; it is turned into the session option sqlx understands,
@@ -223,30 +306,6 @@ pub async fn append_operation(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_search_path;
-
-    #[test]
-    fn a_go_style_search_path_parameter_becomes_a_session_option() {
-        assert_eq!(
-            split_search_path("postgres://u:p@h/db?search_path=rtmanager&sslmode=disable"),
-            (
-                "postgres://u:p@h/db?sslmode=disable".to_owned(),
-                Some("rtmanager".to_owned())
-            )
-        );
-        assert_eq!(
-            split_search_path("postgres://h/db?search_path=a%2Cb"),
-            ("postgres://h/db".to_owned(), Some("a,b".to_owned()))
-        );
-        assert_eq!(
-            split_search_path("postgres://h/db"),
-            ("postgres://h/db".to_owned(), None)
-        );
-    }
-}
-
 /// Replaces the game's snapshot only with a later observation, so a late or
 /// replayed event never overwrites a newer one.
 pub async fn upsert_snapshot(
@@ -273,4 +332,28 @@ pub async fn upsert_snapshot(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_search_path;
+
+    #[test]
+    fn a_go_style_search_path_parameter_becomes_a_session_option() {
+        assert_eq!(
+            split_search_path("postgres://u:p@h/db?search_path=rtmanager&sslmode=disable"),
+            (
+                "postgres://u:p@h/db?sslmode=disable".to_owned(),
+                Some("rtmanager".to_owned())
+            )
+        );
+        assert_eq!(
+            split_search_path("postgres://h/db?search_path=a%2Cb"),
+            ("postgres://h/db".to_owned(), Some("a,b".to_owned()))
+        );
+        assert_eq!(
+            split_search_path("postgres://h/db"),
+            ("postgres://h/db".to_owned(), None)
+        );
+    }
 }

@@ -161,7 +161,11 @@ impl LeaseStore {
 
     /// `Ok(None)` when another holder has it.
     pub async fn try_acquire(&self, game_id: &GameId) -> Result<Option<Lease>, RedisError> {
-        let key = lease_key(game_id);
+        self.try_acquire_key(lease_key(game_id)).await
+    }
+
+    /// The same lease on any key (e.g. one `docker-events` per Docker host).
+    pub async fn try_acquire_key(&self, key: String) -> Result<Option<Lease>, RedisError> {
         let mut bytes = [0u8; 24];
         rand::rng().fill_bytes(&mut bytes);
         let token = bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -303,5 +307,68 @@ impl Drop for Lease {
                         .await;
             });
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Intents: what rtmanager itself is about to do to a container
+// ---------------------------------------------------------------------------
+
+/// A stop or removal rtmanager starts itself, recorded *before* it acts, so
+/// the health sources do not report it as a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentKind {
+    Stop,
+    Removal,
+}
+
+impl IntentKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Removal => "removal",
+        }
+    }
+}
+
+/// How long an intent is remembered: far beyond a stop timeout.
+const INTENT_TTL_SECS: u64 = 3600;
+
+#[derive(Clone)]
+pub struct IntentStore {
+    redis: RedisClient,
+}
+
+pub fn intent_key(kind: IntentKind, container_id: &str) -> String {
+    format!("rtmanager:intent:{}:{container_id}", kind.as_str())
+}
+
+impl IntentStore {
+    pub fn new(redis: RedisClient) -> Self {
+        Self { redis }
+    }
+
+    pub async fn record(&self, kind: IntentKind, container_id: &str) -> Result<(), RedisError> {
+        let mut conn = self.redis.manager();
+        let _: () = redis::cmd("SET")
+            .arg(intent_key(kind, container_id))
+            .arg(1)
+            .arg("EX")
+            .arg(INTENT_TTL_SECS)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_recorded(
+        &self,
+        kind: IntentKind,
+        container_id: &str,
+    ) -> Result<bool, RedisError> {
+        let mut conn = self.redis.manager();
+        Ok(redis::cmd("EXISTS")
+            .arg(intent_key(kind, container_id))
+            .query_async(&mut conn)
+            .await?)
     }
 }

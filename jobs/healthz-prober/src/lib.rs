@@ -1,0 +1,1 @@
+//! `healthz-prober` (being written).

@@ -1,0 +1,1 @@
+//! `inspect-cron` (being written).
