@@ -11,6 +11,8 @@
 //!   30 s sleep (a hung engine). The count includes Docker HEALTHCHECK probes
 //!   made by `test-engine healthcheck`.
 //! - `GET /hits` -> 200, body the decimal number of `/healthz` hits so far.
+//! - `POST /control?exit=N` -> exits with code N; `POST /control?oom=1` ->
+//!   allocates until OOM-killed (for containers started without test env).
 //! - `POST /control?health=ok|fail|timeout` -> 200 and sets the mode; any
 //!   other value -> 400.
 //! - anything else -> 404.
@@ -196,11 +198,27 @@ fn route(method: &str, path: &str, query: &str) -> (u16, String) {
         }
         ("GET", "/hits") => (200, HITS.load(Ordering::Relaxed).to_string()),
         ("POST", "/control") => {
-            let mode = query
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(key, _)| *key == "health")
-                .and_then(|(_, value)| parse_mode(value));
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| value.to_owned())
+            };
+            // Containers started by rtmanager get no test env, so tests steer
+            // them here: exit with a code, or eat memory until the OOM killer.
+            if let Some(code) = param("exit").and_then(|c| c.parse::<i32>().ok()) {
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(100));
+                    std::process::exit(code);
+                });
+                return (200, "exiting".into());
+            }
+            if param("oom").as_deref() == Some("1") {
+                thread::spawn(eat_memory);
+                return (200, "eating memory".into());
+            }
+            let mode = param("health").and_then(|value| parse_mode(&value));
             match mode {
                 Some(mode) => {
                     HEALTH.store(mode, Ordering::Relaxed);
