@@ -75,3 +75,40 @@ pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Inf
         metrics,
     })
 }
+
+/// The start service, wired from connected adapters.
+pub fn start_service(config: &Config, infra: &Infra) -> anyhow::Result<crate::start::StartService> {
+    let lobby = match config.lobby_internal_base_url.as_str() {
+        "" => None,
+        url => Some(
+            crate::start::LobbyClient::new(url, config.lobby_internal_timeout)
+                .context("RTMANAGER_LOBBY_INTERNAL_BASE_URL")?,
+        ),
+    };
+    Ok(crate::start::StartService::new(
+        infra.engine.clone(),
+        infra.db.clone(),
+        infra.publisher.clone(),
+        crate::adapters::redis::LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
+        lobby,
+        crate::start::StartSettings::from_config(config)?,
+        infra.metrics.clone(),
+    ))
+}
+
+/// Stop, cleanup, restart and patch, on top of the start service.
+pub fn lifecycle_service(
+    config: &Config,
+    infra: &Infra,
+) -> anyhow::Result<crate::lifecycle::LifecycleService> {
+    Ok(crate::lifecycle::LifecycleService::new(
+        start_service(config, infra)?,
+        infra.engine.clone(),
+        infra.db.clone(),
+        crate::adapters::redis::IntentStore::new(infra.redis.clone()),
+        config.image_pull_policy,
+        config.container_stop_timeout(),
+        config.patch_start_grace,
+        infra.metrics.clone(),
+    ))
+}

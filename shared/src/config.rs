@@ -158,6 +158,39 @@ pub struct Config {
     /// Stop and kill grace of rtmanager's own stops.
     #[serde(default = "d::container_stop_timeout_seconds")]
     pub container_stop_timeout_seconds: u64,
+
+    // --- stop, cleanup, patch ---
+    #[serde(default = "d::stop_jobs_group")]
+    pub stop_jobs_group: String,
+    #[serde(default = "d::group_start_id")]
+    pub stop_jobs_group_start_id: String,
+    #[serde(default = "d::start_jobs_concurrency")]
+    pub stop_jobs_concurrency: usize,
+    /// A patched container that exits within this grace is rolled back.
+    #[serde(default = "d::patch_start_grace", with = "humantime_serde")]
+    pub patch_start_grace: Duration,
+    #[serde(default = "d::cleanup_interval", with = "humantime_serde")]
+    pub cleanup_interval: Duration,
+    #[serde(default = "d::container_retention_days")]
+    pub container_retention_days: u64,
+
+    // --- rest-gateway ---
+    /// `:8096` (all interfaces) or `host:port`.
+    #[serde(default = "d::internal_http_addr")]
+    pub internal_http_addr: String,
+    /// One bearer token per line; reloaded on SIGHUP; must not be world-readable.
+    #[serde(default)]
+    pub api_tokens_file: String,
+    /// Comma-separated bearer tokens.
+    #[serde(default)]
+    pub api_tokens: Secret,
+    /// `enabled` (default) or `disabled` (transitional: the Go service's callers send no token).
+    #[serde(default = "d::api_auth")]
+    pub api_auth: String,
+    #[serde(default = "d::http_request_timeout", with = "humantime_serde")]
+    pub http_request_timeout: Duration,
+    #[serde(default = "d::http_body_limit")]
+    pub http_body_limit: usize,
 }
 
 mod d {
@@ -281,6 +314,30 @@ mod d {
     }
     pub fn container_stop_timeout_seconds() -> u64 {
         30
+    }
+    pub fn stop_jobs_group() -> String {
+        "rtmanager-stop-jobs".into()
+    }
+    pub fn patch_start_grace() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn cleanup_interval() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn container_retention_days() -> u64 {
+        30
+    }
+    pub fn internal_http_addr() -> String {
+        ":8096".into()
+    }
+    pub fn api_auth() -> String {
+        "enabled".into()
+    }
+    pub fn http_request_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn http_body_limit() -> usize {
+        64 * 1024
     }
 }
 
@@ -409,6 +466,12 @@ impl Config {
                 "must be hostname or container_ip".into(),
             );
         }
+        if !matches!(self.api_auth.as_str(), "enabled" | "disabled") {
+            return bad("API_AUTH", "must be enabled or disabled".into());
+        }
+        if self.stop_jobs_concurrency == 0 {
+            return bad("STOP_JOBS_CONCURRENCY", "must be positive".into());
+        }
         if self.shard_count == 0 {
             return bad("SHARD_COUNT", "must be positive".into());
         }
@@ -477,6 +540,18 @@ impl Config {
             .next()
             .and_then(|ordinal| ordinal.parse().ok())
             .ok_or_else(|| format!("not set, and host name {host:?} has no StatefulSet ordinal"))
+    }
+
+    /// `RTMANAGER_INTERNAL_HTTP_ADDR` as a socket address (`:8096` = all interfaces).
+    pub fn internal_http_socket(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        let raw = &self.internal_http_addr;
+        let full = if raw.starts_with(':') {
+            format!("0.0.0.0{raw}")
+        } else {
+            raw.clone()
+        };
+        full.parse()
+            .map_err(|e| ConfigError(format!("{PREFIX}INTERNAL_HTTP_ADDR {raw:?}: {e}")))
     }
 
     pub fn container_stop_timeout(&self) -> Duration {

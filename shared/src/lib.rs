@@ -9,6 +9,7 @@
 //! - [`outbox`]: durable, ordered publishing to Redis streams through a
 //!   PostgreSQL outbox (health events, job results, intents, dead letters).
 //! - [`health`]: the health sources: Docker events, inspect and reconcile, probes.
+//! - [`lifecycle`]: stop, cleanup, restart and patch.
 //! - [`start`]: the `start` lifecycle operation.
 //! - [`stream_consumer`]: consumer-group job loop with reclaim and dead letters.
 //! - [`bootstrap`]: connect, migrate and check before taking work.
@@ -21,6 +22,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod domain;
 pub mod health;
+pub mod lifecycle;
 pub mod outbox;
 pub mod ports;
 pub mod shutdown;

@@ -214,6 +214,17 @@ impl StartService {
     /// Takes the game's lease and runs the start. Every business outcome is in
     /// the returned value; this never panics on bad input.
     pub async fn handle(&self, req: &StartRequest) -> StartOutcome {
+        self.handle_requested(req, None).await
+    }
+
+    /// [`Self::handle`] for a job that says when it was requested: a start
+    /// requested before a stop tombstone of the same game is a `conflict`
+    /// (the stop was processed first, out of order).
+    pub async fn handle_requested(
+        &self,
+        req: &StartRequest,
+        requested_at_ms: Option<i64>,
+    ) -> StartOutcome {
         let started_at = Utc::now();
         let lease = match self.leases.try_acquire(&req.game_id).await {
             Ok(Some(lease)) => lease,
@@ -242,6 +253,27 @@ impl StartService {
                     .await
             }
         };
+        if let Some(requested_at_ms) = requested_at_ms {
+            match crate::adapters::postgres::stop_tombstone(self.db.pool(), &req.game_id).await {
+                Ok(Some(stopped_at_ms)) if stopped_at_ms > requested_at_ms => {
+                    lease.release().await;
+                    let message = format!(
+                        "a stop requested at {stopped_at_ms} supersedes this start requested at {requested_at_ms}"
+                    );
+                    return self
+                        .record_failure(req, started_at, failure(ErrorCode::Conflict, message))
+                        .await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    lease.release().await;
+                    let message = format!("read stop tombstone: {e}");
+                    return self
+                        .record_failure(req, started_at, failure(e.code(), message))
+                        .await;
+                }
+            }
+        }
         let outcome = self.run(req, started_at, Some(&lease)).await;
         lease.release().await;
         outcome

@@ -4,13 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::Context;
 use async_trait::async_trait;
-use shared::adapters::redis::LeaseStore;
 use shared::bootstrap::Infra;
 use shared::config::Config;
 use shared::domain::{GameId, JobResult, OpSource, StartJob};
-use shared::start::{LobbyClient, StartRequest, StartService, StartSettings};
+use shared::start::{StartRequest, StartService};
 use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler, StreamConsumer};
 use tokio_util::sync::CancellationToken;
 
@@ -44,29 +42,17 @@ impl JobHandler for StartJobHandler {
             op_source: OpSource::LobbyStream,
             source_ref: entry_id.to_owned(),
         };
-        let outcome = self.service.handle(&request).await;
+        let outcome = self
+            .service
+            .handle_requested(&request, job.requested_at_ms)
+            .await;
         JobDisposition::Done(outcome.job_result(&job.game_id))
     }
 }
 
 /// Builds the start service from connected adapters.
 pub fn start_service(config: &Config, infra: &Infra) -> anyhow::Result<StartService> {
-    let lobby = match config.lobby_internal_base_url.as_str() {
-        "" => None,
-        url => Some(
-            LobbyClient::new(url, config.lobby_internal_timeout)
-                .context("RTMANAGER_LOBBY_INTERNAL_BASE_URL")?,
-        ),
-    };
-    Ok(StartService::new(
-        infra.engine.clone(),
-        infra.db.clone(),
-        infra.publisher.clone(),
-        LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
-        lobby,
-        StartSettings::from_config(config)?,
-        infra.metrics.clone(),
-    ))
+    shared::bootstrap::start_service(config, infra)
 }
 
 pub fn consumer_settings(config: &Config) -> ConsumerSettings {

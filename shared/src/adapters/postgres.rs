@@ -118,6 +118,27 @@ impl Database {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// Stopped runtimes whose last operation is older than `retention`
+    /// (served by `runtime_records_status_last_op_idx`).
+    pub async fn expired_stopped(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<Vec<GameId>, StoreError> {
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT game_id FROM runtime_records WHERE status = 'stopped' AND last_op_at < $1 ORDER BY last_op_at",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| {
+                GameId::parse(id).map_err(|e| StoreError::Corrupt(format!("game_id {id:?}: {e}")))
+            })
+            .collect()
+    }
+
     /// Appends one operation-log row outside any other transaction.
     pub async fn append_operation(&self, entry: &OperationEntry) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
@@ -198,6 +219,37 @@ pub async fn insert_record_if_absent(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The `requested_at_ms` of the game's stop tombstone, if any.
+pub async fn stop_tombstone(pool: &PgPool, game_id: &GameId) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT requested_at_ms FROM stop_tombstones WHERE game_id = $1")
+            .bind(game_id.as_str())
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Leaves (or moves forward) the game's stop tombstone.
+pub async fn put_stop_tombstone(
+    conn: &mut sqlx::PgConnection,
+    game_id: &GameId,
+    requested_at_ms: i64,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO stop_tombstones (game_id, requested_at_ms, reason) VALUES ($1, $2, $3) \
+         ON CONFLICT (game_id) DO UPDATE SET requested_at_ms = EXCLUDED.requested_at_ms, \
+             reason = EXCLUDED.reason, created_at = now() \
+         WHERE stop_tombstones.requested_at_ms < EXCLUDED.requested_at_ms",
+    )
+    .bind(game_id.as_str())
+    .bind(requested_at_ms)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The Go service's DSNs carry `?search_path=rtmanager` (a lib/pq parameter),

@@ -3,7 +3,65 @@
 
 use std::collections::HashMap;
 
+use super::operation::wire_enum;
 use super::{ErrorCode, GameId, Outcome};
+
+wire_enum! {
+    /// Why Lobby stops a runtime; frozen, in this order, on both sides.
+    StopReason {
+        OrphanCleanup => "orphan_cleanup",
+        Cancelled => "cancelled",
+        Finished => "finished",
+        AdminRequest => "admin_request",
+        Timeout => "timeout",
+    }
+}
+
+/// A decoded `runtime:stop_jobs` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopJob {
+    pub game_id: GameId,
+    pub reason: StopReason,
+    pub requested_at_ms: Option<i64>,
+}
+
+impl StopJob {
+    pub fn decode(fields: &HashMap<String, String>) -> Result<Self, MalformedJob> {
+        let raw_game_id = fields.get("game_id").map(String::as_str).unwrap_or("");
+        let malformed = |reason: String| MalformedJob {
+            game_id: (!raw_game_id.is_empty()).then(|| raw_game_id.to_owned()),
+            reason,
+        };
+        let game_id = match fields.get("game_id") {
+            None => return Err(malformed("missing field game_id".into())),
+            Some(raw) => GameId::parse(raw).map_err(|e| malformed(e.to_string()))?,
+        };
+        let reason = match fields.get("reason") {
+            None => return Err(malformed("missing field reason".into())),
+            Some(raw) => StopReason::parse(raw).ok_or_else(|| {
+                malformed(format!(
+                    "reason {raw:?} is not one of orphan_cleanup, cancelled, finished, admin_request, timeout"
+                ))
+            })?,
+        };
+        let requested_at_ms = parse_requested_at(fields).map_err(malformed)?;
+        Ok(Self {
+            game_id,
+            reason,
+            requested_at_ms,
+        })
+    }
+}
+
+fn parse_requested_at(fields: &HashMap<String, String>) -> Result<Option<i64>, String> {
+    fields
+        .get("requested_at_ms")
+        .map(|raw| {
+            raw.parse::<i64>()
+                .map_err(|_| format!("requested_at_ms {raw:?} is not a decimal integer"))
+        })
+        .transpose()
+}
 
 /// A decoded `runtime:start_jobs` entry. The image ref stays a raw string:
 /// an invalid one is a business outcome (`start_config_invalid`, with its admin
@@ -39,12 +97,7 @@ impl StartJob {
             Some(raw) => raw.clone(),
             None => return Err(malformed("missing field image_ref".into())),
         };
-        let requested_at_ms = match fields.get("requested_at_ms") {
-            None => None,
-            Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
-                malformed(format!("requested_at_ms {raw:?} is not a decimal integer"))
-            })?),
-        };
+        let requested_at_ms = parse_requested_at(fields).map_err(malformed)?;
         Ok(Self {
             game_id,
             image_ref,

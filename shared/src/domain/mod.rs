@@ -15,7 +15,7 @@ pub use game_id::{GameId, GameIdError};
 pub use health::{EventType, HealthDetails, HealthEvent, SnapshotStatus};
 pub use image_ref::{ImageRef, ImageRefError};
 pub use intent::{AdminIntent, NotificationType};
-pub use jobs::{JobResult, MalformedJob, StartJob};
+pub use jobs::{JobResult, MalformedJob, StartJob, StopJob, StopReason};
 pub use limits::{CpuQuota, MemoryLimit, PidsLimit, ResourceLimits};
 pub use operation::{OpKind, OpSource, OperationEntry, Outcome};
 pub use runtime::{RuntimeRecord, RuntimeStatus};
