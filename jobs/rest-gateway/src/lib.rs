@@ -1,0 +1,4 @@
+//! `rest-gateway` (being written).
+
+pub mod routes;
+pub mod state;
