@@ -1,4 +1,173 @@
-//! `rest-gateway` (being written).
+//! `rest-gateway`: the internal REST API of rtmanager for Game Master and
+//! Admin, on `RTMANAGER_INTERNAL_HTTP_ADDR` (`:8096`). The contract is
+//! `contracts/rest-gateway.openapi.yaml`.
+//!
+//! # Layout
+//! - [`routes`]: the route groups (lifecycle, reads, discovery, observe, probes).
+//! - [`auth`]: bearer tokens (file + env, SIGHUP reload), fail-closed.
+//! - [`middleware`]: request id, declared-size check, access log, timeout.
+//! - [`extract`]: strict extractors (game id, JSON body, query, caller).
+//! - [`error`]: the `{"error":{"code","message"}}` envelope.
+//! - [`metrics`]: the gateway's metrics, appended to the shared ones.
+//! - [`state`]: what handlers reach.
+//!
+//! # Layers, outermost first
+//! request id (+ 413 on a declared oversize body, access log, request
+//! counter) -> bearer auth on `/api/v1/internal/*` (every path under the
+//! prefix, known or not, so the route list leaks nothing) -> body limit ->
+//! timeout -> the route. Unknown routes are 404 and wrong methods 405, both in
+//! the envelope.
+//!
+//! The outbox relay runs alongside: a REST start stages its health event and
+//! intents in the outbox like the stream path does.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod file_sd;
+pub mod metrics;
+pub mod middleware;
 pub mod routes;
 pub mod state;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use shared::bootstrap::Infra;
+use shared::config::Config;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::metrics::GatewayMetrics;
+use crate::state::AppState;
+
+/// The whole application: every route group under the gateway's layers.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.http_body_limit;
+    Router::new()
+        .merge(routes::lifecycle::router())
+        .merge(routes::read::router())
+        .merge(routes::discovery::router())
+        .merge(routes::observe::router())
+        .merge(routes::probes::router())
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_id,
+        ))
+        .with_state(state)
+}
+
+/// `/metrics` and `/healthz` only, for `RTMANAGER_METRICS_ADDR` (the port
+/// every rtmanager pod is scraped on).
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::probes::router())
+        .fallback(error::route_not_found)
+        .with_state(state)
+}
+
+/// Loads the API tokens from `config` (refusing to start without any, unless
+/// auth is explicitly disabled) and serves until `shutdown`. Tests call this
+/// with a listener on port 0.
+pub async fn run(
+    config: Config,
+    infra: Infra,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let auth = Auth::from_config(&config).context("API authentication")?;
+    serve(config, infra, listener, None, auth, shutdown).await
+}
+
+/// Serves the API on `listener` (and `/metrics` on `metrics_listener`) until
+/// `shutdown`; then stops accepting, lets running requests and lifecycle
+/// operations finish within `RTMANAGER_SHUTDOWN_TIMEOUT`, and gives the
+/// outbox relay a last pass.
+pub async fn serve(
+    config: Config,
+    infra: Infra,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    auth: Auth,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let lifecycle = shared::bootstrap::lifecycle_service(&config, &infra)?;
+    let state = AppState {
+        config: Arc::new(config),
+        metrics: GatewayMetrics::new(&auth),
+        infra,
+        lifecycle,
+        auth,
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+    };
+    let grace = state.config.shutdown_timeout;
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        state
+            .infra
+            .publisher
+            .relay(state.infra.redis.clone())
+            .run(relay_stop.clone()),
+    );
+    if let Some(metrics_listener) = metrics_listener {
+        let server = axum::serve(metrics_listener, metrics_app(state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tokio::spawn(server.into_future());
+    }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, auth_disabled = state.auth.is_disabled(), "rest-gateway listening");
+    }
+    let server = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut server = tokio::spawn(server.into_future());
+    let served = tokio::select! {
+        done = &mut server => Some(done),
+        _ = shutdown.cancelled() => None,
+    };
+    let result = match served {
+        Some(done) => done
+            .context("HTTP server task")?
+            .context("HTTP server failed"),
+        None => match tokio::time::timeout(grace, &mut server).await {
+            Ok(done) => done
+                .context("HTTP server task")?
+                .context("HTTP server failed"),
+            Err(_) => {
+                tracing::warn!("open connections did not finish within RTMANAGER_SHUTDOWN_TIMEOUT; closing them");
+                server.abort();
+                Ok(())
+            }
+        },
+    };
+    state.tasks.close();
+    if tokio::time::timeout(grace, state.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = state.tasks.len(),
+            "lifecycle operations still running at the end of the shutdown grace"
+        );
+    }
+    relay_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    result
+}
