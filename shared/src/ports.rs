@@ -87,6 +87,8 @@ pub struct ContainerSummary {
     pub labels: HashMap<String, String>,
     /// Docker `State`: `created`, `running`, `exited`, ...
     pub state: String,
+    /// Names of the networks it is attached to (also when it is not running).
+    pub networks: Vec<String>,
 }
 
 /// One container event from the engine's event stream.

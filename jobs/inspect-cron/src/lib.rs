@@ -1,1 +1,257 @@
-//! `inspect-cron` (being written).
+//! `inspect-cron`: inspects rtmanager's engine containers and reconciles them
+//! with `runtime_records` ([`shared::health::inspect`] does the work).
+//!
+//! Two ways to run it:
+//!
+//! - `inspect-cron`: one pass, inspect and reconcile, then exit 0. For cron
+//!   or a Kubernetes CronJob (whose floor is one minute). Every run
+//!   reconciles: its cost is one listing and the records already read.
+//! - `inspect-cron --every [<duration>]` (humantime, e.g. `30s`; without a
+//!   value `RTMANAGER_INSPECT_INTERVAL`): a pass per interval until SIGTERM,
+//!   reconciling at the first pass and then once per
+//!   `RTMANAGER_RECONCILE_INTERVAL`. A pass that fails (Docker or PostgreSQL
+//!   away) is logged and the next one reconciles again.
+//!
+//! Before exiting, the outbox is delivered to Redis (bounded by
+//! `RTMANAGER_SHUTDOWN_TIMEOUT`), so a one-shot run's events reach the stream
+//! even when no other relay runs. Undelivered entries stay queued in
+//! PostgreSQL for the next relay; the run then exits non-zero to say so.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use shared::adapters::redis::{LeaseStore, RedisClient};
+use shared::bootstrap::Infra;
+use shared::config::Config;
+use shared::health::inspect::{InspectSettings, Inspector, PassError, PassReport};
+use shared::outbox::Publisher;
+use tokio_util::sync::CancellationToken;
+
+pub const USAGE: &str = "\
+usage: inspect-cron [--every [<duration>]]
+
+  (no option)          one pass (inspect and reconcile), then exit
+  --every [<duration>] a pass per interval until SIGTERM (e.g. 30s, 2m);
+                       without a value, RTMANAGER_INSPECT_INTERVAL
+  -h, --help           this text
+
+Settings are RTMANAGER_* environment variables (see the README).
+";
+
+/// When passes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    Once,
+    /// `None`: `RTMANAGER_INSPECT_INTERVAL`.
+    Every(Option<Duration>),
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cli {
+    Help,
+    Run(Schedule),
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Cli> {
+    let args: Vec<String> = args.into_iter().collect();
+    let every = |raw: &str| -> anyhow::Result<Cli> {
+        let period = humantime::parse_duration(raw)
+            .with_context(|| format!("--every {raw:?} is not a duration (e.g. 30s)\n\n{USAGE}"))?;
+        anyhow::ensure!(!period.is_zero(), "--every must be positive\n\n{USAGE}");
+        Ok(Cli::Run(Schedule::Every(Some(period))))
+    };
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => Ok(Cli::Run(Schedule::Once)),
+        ["-h" | "--help"] => Ok(Cli::Help),
+        ["--every"] => Ok(Cli::Run(Schedule::Every(None))),
+        ["--every", raw] => every(raw),
+        [one] if one.starts_with("--every=") => every(&one["--every=".len()..]),
+        _ => anyhow::bail!("unexpected arguments {args:?}\n\n{USAGE}"),
+    }
+}
+
+/// The inspector over the connected adapters.
+pub fn inspector(config: &Config, infra: &Infra) -> Inspector {
+    Inspector::new(
+        infra.engine.clone(),
+        infra.db.clone(),
+        infra.publisher.clone(),
+        LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
+        InspectSettings::from_config(config),
+    )
+}
+
+/// Runs the schedule until done (one pass) or `shutdown`, then delivers the
+/// outbox. A one-shot pass that fails is an error; in a loop it is logged.
+pub async fn run(
+    config: Config,
+    infra: Infra,
+    schedule: Schedule,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let inspector = inspector(&config, &infra);
+    let grace = config.shutdown_timeout;
+    let outcome = match schedule {
+        Schedule::Once => match finish_pass(&inspector, true, &shutdown, grace).await {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(anyhow::Error::new(e).context("inspect pass failed")),
+            None => Err(anyhow::anyhow!(
+                "inspect pass interrupted: not finished within RTMANAGER_SHUTDOWN_TIMEOUT ({})",
+                humantime::format_duration(grace)
+            )),
+        },
+        Schedule::Every(period) => {
+            let period = period.unwrap_or(config.inspect_interval);
+            let relay_stop = CancellationToken::new();
+            let relay = tokio::spawn(
+                infra
+                    .publisher
+                    .relay(infra.redis.clone())
+                    .run(relay_stop.clone()),
+            );
+            run_every(
+                &inspector,
+                period,
+                config.reconcile_interval,
+                grace,
+                &shutdown,
+            )
+            .await;
+            relay_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+            Ok(())
+        }
+    };
+    let delivered = deliver_outbox(&infra.publisher, infra.redis.clone(), grace).await;
+    inspector.leases().release_all().await;
+    outcome?;
+    let delivered = delivered?;
+    tracing::info!(delivered, "inspect-cron done");
+    Ok(())
+}
+
+/// A pass per `period` until `shutdown`; reconciling at the first pass and
+/// then whenever `reconcile_every` has passed since the last reconciling one.
+async fn run_every(
+    inspector: &Inspector,
+    period: Duration,
+    reconcile_every: Duration,
+    grace: Duration,
+    shutdown: &CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_reconcile: Option<tokio::time::Instant> = None;
+    loop {
+        let tick = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            tick = ticker.tick() => tick,
+        };
+        let reconcile = last_reconcile.is_none_or(|at| tick - at >= reconcile_every);
+        match finish_pass(inspector, reconcile, shutdown, grace).await {
+            Some(Ok(_)) if reconcile => last_reconcile = Some(tick),
+            Some(Ok(_)) => {}
+            // Logged once here; the next pass reconciles if this one should have.
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "inspect pass failed; retried at the next interval")
+            }
+            None => {
+                tracing::warn!("inspect pass interrupted by shutdown");
+                return;
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Runs one pass; on shutdown it is given `grace` to finish (its leases and
+/// transactions are then released cleanly), `None` when it did not.
+async fn finish_pass(
+    inspector: &Inspector,
+    reconcile: bool,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Option<Result<PassReport, PassError>> {
+    let pass = inspector.pass(reconcile);
+    tokio::pin!(pass);
+    tokio::select! {
+        result = &mut pass => Some(result),
+        _ = shutdown.cancelled() => tokio::time::timeout(grace, pass).await.ok(),
+    }
+}
+
+/// Delivers pending outbox entries to Redis until none is left (or another
+/// relay holds the delivery lock, which then delivers them), within `within`.
+pub async fn deliver_outbox(
+    publisher: &Publisher,
+    redis: RedisClient,
+    within: Duration,
+) -> anyhow::Result<usize> {
+    let relay = publisher.relay(redis);
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delivered = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, relay.deliver_pending()).await {
+            Ok(Ok(0)) => return Ok(delivered),
+            Ok(Ok(n)) => delivered += n,
+            Ok(Err(e)) if tokio::time::Instant::now() + Duration::from_millis(200) < deadline => {
+                tracing::warn!(error = %e, "outbox delivery failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Err(e)) => {
+                return Err(anyhow::Error::new(e).context(
+                    "delivering the outbox to Redis; the entries stay queued for the next relay",
+                ))
+            }
+            Err(_) => anyhow::bail!(
+                "the outbox was not delivered to Redis within RTMANAGER_SHUTDOWN_TIMEOUT ({}); \
+                 the entries stay queued for the next relay",
+                humantime::format_duration(within)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Cli> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn no_argument_is_one_pass_and_every_takes_an_optional_duration() {
+        assert_eq!(parse(&[]).unwrap(), Cli::Run(Schedule::Once));
+        assert_eq!(
+            parse(&["--every"]).unwrap(),
+            Cli::Run(Schedule::Every(None))
+        );
+        assert_eq!(
+            parse(&["--every", "30s"]).unwrap(),
+            Cli::Run(Schedule::Every(Some(Duration::from_secs(30))))
+        );
+        assert_eq!(
+            parse(&["--every=2m"]).unwrap(),
+            Cli::Run(Schedule::Every(Some(Duration::from_secs(120))))
+        );
+        assert_eq!(parse(&["--help"]).unwrap(), Cli::Help);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_the_usage() {
+        for args in [
+            &["--every", "soon"][..],
+            &["--every", "0s"],
+            &["--once"],
+            &["--every", "1s", "x"],
+        ] {
+            let err = format!("{:#}", parse(args).unwrap_err());
+            assert!(err.contains("usage: inspect-cron"), "{args:?}: {err}");
+        }
+    }
+}

@@ -303,6 +303,15 @@ impl ContainerEngine for DockerEngine {
                     .to_owned(),
                 labels: c.labels.unwrap_or_default(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                networks: {
+                    let mut names: Vec<String> = c
+                        .network_settings
+                        .and_then(|n| n.networks)
+                        .map(|n| n.into_keys().collect())
+                        .unwrap_or_default();
+                    names.sort();
+                    names
+                },
             })
             .collect())
     }
