@@ -148,4 +148,78 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn events(&self, since_nano: Option<i64>) -> EngineEvents;
     /// A stable identity of the daemon (its host), for per-host leases.
     async fn daemon_id(&self) -> Result<String, EngineError>;
+    /// One resource-usage snapshot: a single answer, never a stats stream
+    /// (a stream per container costs a sample a second each).
+    ///
+    /// Default: unsupported, so engines written before this method still build.
+    async fn stats_snapshot(&self, id: &str) -> Result<ContainerStats, EngineError> {
+        Err(EngineError::Rejected(format!(
+            "stats of {id}: not supported by this engine"
+        )))
+    }
+    /// The container's stdout and stderr, interleaved as written. With
+    /// `follow` the stream goes on until the container stops (or the stream
+    /// is dropped). A missing container is an `Err(NotFound)` item.
+    fn logs(&self, id: &str, options: &LogOptions) -> LogChunks {
+        let id = id.to_owned();
+        let _ = options;
+        Box::pin(futures_util::stream::once(async move {
+            Err(EngineError::Rejected(format!(
+                "logs of {id}: not supported by this engine"
+            )))
+        }))
+    }
+    /// The engine's own health check of the container; `Ok(None)` when there
+    /// is no such container.
+    async fn health_info(&self, id: &str) -> Result<Option<HealthInfo>, EngineError> {
+        Err(EngineError::Rejected(format!(
+            "health of {id}: not supported by this engine"
+        )))
+    }
+}
+
+/// One resource-usage snapshot of a container. Counters are cumulative since
+/// the container started; `-1` (or `None`) where the engine cannot tell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStats {
+    /// Percent of one CPU (Docker CLI style: 200.0 is two full cores), over
+    /// the daemon's last sampling interval.
+    pub cpu_percent: f64,
+    /// Usage minus the reclaimable page cache (`inactive_file`).
+    pub memory_used_bytes: i64,
+    pub memory_limit_bytes: i64,
+    /// Summed over all interfaces.
+    pub network_rx_bytes: i64,
+    pub network_tx_bytes: i64,
+    pub block_read_bytes: i64,
+    pub block_write_bytes: i64,
+    /// When the daemon took the sample.
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+/// What to fetch of a container's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Lines from the end of the log (`0`: none, only what follows).
+    pub tail: u32,
+    /// Prefix each line with the engine's RFC 3339 timestamp.
+    pub timestamps: bool,
+    /// Keep streaming new output until the container stops.
+    pub follow: bool,
+}
+
+/// Log output, in chunks of bytes (usually one line each).
+pub type LogChunks =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<u8>, EngineError>> + Send>>;
+
+/// The engine's health check state of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthInfo {
+    /// The image or container defines a health check.
+    pub has_healthcheck: bool,
+    /// `healthy`, `unhealthy`, `starting`, or `none` without a health check.
+    pub status: String,
+    pub failing_streak: i64,
+    /// Output of the most recent check run; empty when none ran yet.
+    pub last_output: String,
 }

@@ -1,0 +1,112 @@
+//! `rest-gateway sync-file-sd --out FILE`: the monitoring inventory for
+//! Prometheus `file_sd_configs`, for hosts that sync a file instead of
+//! calling the HTTP discovery endpoint.
+//!
+//! The file holds the same target groups as
+//! `GET /api/v1/internal/monitoring/targets` (active games only). Every run
+//! rewrites it whole, so targets of games that are gone disappear. The write
+//! is atomic: a temporary file in the same directory, fsync, rename over the
+//! old one, fsync of the directory. Prometheus never reads half a file.
+//!
+//! # When discovery fails
+//! The run returns the error (the binary logs it and exits non-zero) and the
+//! previous file is left as it was. Emptying it instead would tell Prometheus
+//! that every game is gone, which is as misleading as a stale list and
+//! louder in the wrong way (every target "deleted" at once). The failure is
+//! not silent: the exit status is the signal for the sync job's alert, and the
+//! file's modification time stops advancing, which the stale-`file_sd`-age
+//! alert of seed 003 watches.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use shared::adapters::redis::LeaseStore;
+use shared::bootstrap::Infra;
+use shared::config::Config;
+
+use crate::routes::discovery::{inventory, Scope, TargetGroup};
+
+/// Reads the active inventory and writes it to `out`; returns the number of
+/// target groups written.
+pub async fn sync_file_sd(config: &Config, infra: &Infra, out: &Path) -> anyhow::Result<usize> {
+    let leases = LeaseStore::new(infra.redis.clone(), config.lease_ttl());
+    let groups = inventory(&infra.db, &leases, Scope::Active)
+        .await
+        .context("monitoring discovery failed; the file_sd file was left unchanged")?;
+    let out = out.to_owned();
+    let count = groups.len();
+    tokio::task::spawn_blocking(move || write_atomically(&out, &groups))
+        .await
+        .context("file_sd writer task")??;
+    Ok(count)
+}
+
+/// Writes `groups` as JSON to `out` through a temporary file and a rename.
+pub fn write_atomically(out: &Path, groups: &[TargetGroup]) -> anyhow::Result<()> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .with_context(|| format!("{} names no file", out.display()))?;
+    let mut json = serde_json::to_vec_pretty(groups).context("encoding the target groups")?;
+    json.push(b'\n');
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, out)?;
+        // The rename itself is durable only once the directory is synced.
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err).with_context(|| format!("writing {}", out.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn the_file_is_replaced_whole_and_no_temporary_file_is_left() {
+        let dir = std::env::temp_dir().join(format!("file-sd-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("targets.json");
+        std::fs::write(&out, "[{\"targets\":[\"stale:1\"],\"labels\":{}}]").unwrap();
+        let group = TargetGroup {
+            targets: vec!["galaxy-game-a:8080".into()],
+            labels: BTreeMap::from([("vmid".to_owned(), "a".to_owned())]),
+        };
+        write_atomically(&out, std::slice::from_ref(&group)).unwrap();
+        let back: Vec<TargetGroup> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(back, [group]);
+        write_atomically(&out, &[]).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "[]");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["targets.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_that_does_not_exist_is_an_error_naming_the_file() {
+        let err = write_atomically(Path::new("/nonexistent-dir-xyz/targets.json"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent-dir-xyz/targets.json"), "{err}");
+    }
+}
