@@ -17,7 +17,8 @@
 //!   case-insensitively (RFC 9110 §11.1); exactly one space separates it from
 //!   the token, which must be an RFC 6750 `b64token`
 //!   (`[A-Za-z0-9-._~+/]+=*`). Anything else (`Bearer`, `Basic x`,
-//!   `Bearer  tok`, a trailing space) is 401.
+//!   `bearer  tok`, `Bearer a b`) is 401. Whitespace around the whole value
+//!   is not part of it (RFC 9110 §5.5) and the HTTP parser drops it.
 //! - Comparison is constant time over every configured token (no early exit,
 //!   lengths compared as data), and tokens are never logged: [`Token`]'s
 //!   `Debug` is redacted and errors name line numbers, not contents.

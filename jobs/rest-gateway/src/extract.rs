@@ -2,8 +2,8 @@
 //!
 //! - [`GamePath`]: the `{game_id}` path segment, percent-decoded and validated
 //!   with [`GameId::parse`] (`bad..id`, `a%20b` -> 400 `invalid_request`).
-//! - [`StrictJson`]: a JSON body; `Content-Type: application/json` required,
-//!   unknown fields rejected (the body types use `deny_unknown_fields`),
+//! - [`StrictJson`]: a JSON object body; `Content-Type: application/json`
+//!   required, unknown fields rejected (the body types use `deny_unknown_fields`),
 //!   syntax and type errors are 400, a body over `RTMANAGER_HTTP_BODY_LIMIT`
 //!   is 413 (the limit is the router's `DefaultBodyLimit`).
 //! - [`OptionalJson`]: the same, but an empty body is `None` (restart).
@@ -76,7 +76,13 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<
             "request body must be JSON with Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::invalid(format!("request body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    // serde would also read a struct from an array (`["img"]`): objects only.
+    if !value.is_object() {
+        return Err(ApiError::invalid("request body must be a JSON object"));
+    }
+    T::deserialize(value).map_err(invalid)
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictJson<T> {
