@@ -143,6 +143,31 @@ impl Publisher {
         Ok(())
     }
 
+    /// [`Self::stage_health`] at most once per `dedupe_key` (e.g. one
+    /// `container_oom` per container): `Ok(false)`, with nothing staged, when
+    /// an event with that key was queued before. The key is the outbox's
+    /// unique `dedupe_key`, so the check commits with the caller's transaction.
+    pub async fn stage_health_once(
+        &self,
+        conn: &mut PgConnection,
+        event: &HealthEvent,
+        dedupe_key: &str,
+    ) -> Result<bool, StoreError> {
+        let mut message = self.health_message(event);
+        message.dedupe_key = Some(dedupe_key.to_owned());
+        if !enqueue(conn, &message).await? {
+            return Ok(false);
+        }
+        upsert_snapshot(conn, event).await?;
+        self.metrics
+            .health_events
+            .get_or_create(&EventLabels {
+                event_type: event.details.event_type().as_str().into(),
+            })
+            .inc();
+        Ok(true)
+    }
+
     /// The one health publisher: snapshot + event in one transaction, then relay.
     pub async fn emit_health(&self, event: &HealthEvent) -> Result<(), StoreError> {
         let mut tx = self.db.begin().await?;

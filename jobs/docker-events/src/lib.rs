@@ -1,1 +1,41 @@
-//! `docker-events` (being written).
+//! `docker-events`: follows the Docker daemon's container events and publishes
+//! `container_exited`, `container_oom` and `container_disappeared` on
+//! `runtime:health_events`, exactly once, one instance per Docker host.
+//! The listener itself (mapping, suppression, cursor, catch-up, lease) is
+//! [`shared::health::docker_events`].
+
+use std::time::Duration;
+
+use shared::bootstrap::Infra;
+use shared::config::Config;
+use shared::health::docker_events::{Listener, ListenerSettings};
+use tokio_util::sync::CancellationToken;
+
+/// The listener, wired from connected adapters.
+pub fn listener(config: &Config, infra: &Infra) -> Listener {
+    Listener::new(
+        infra.engine.clone(),
+        infra.db.clone(),
+        infra.publisher.clone(),
+        infra.redis.clone(),
+        ListenerSettings::from_config(config),
+    )
+}
+
+/// Follows the daemon until `shutdown` (releasing the per-host lease); the
+/// outbox relay runs alongside and gets a last delivery attempt before this
+/// returns.
+pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = listener(&config, &infra);
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        infra
+            .publisher
+            .relay(infra.redis.clone())
+            .run(relay_stop.clone()),
+    );
+    listener.run(shutdown).await;
+    relay_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    Ok(())
+}
