@@ -524,8 +524,7 @@ async fn a_failed_discovery_is_an_error_and_leaves_the_file_sd_file_alone() {
         .expect_err("the sync must fail");
     assert!(format!("{err:#}").contains("left unchanged"), "{err:#}");
     assert_eq!(std::fs::read(&out).unwrap(), before);
-    let args = ["--out".to_owned(), out.to_str().unwrap().to_owned()];
-    assert!(rest_gateway::file_sd::run_cli(&env.config, args)
+    assert!(rest_gateway::file_sd::run_once(&env.config, &out)
         .await
         .is_err());
     assert_eq!(std::fs::read(&out).unwrap(), before);
@@ -760,12 +759,10 @@ async fn prometheus_file_sd_follows_each_sync_file_sd_run() {
     // Until the next sync the file still lists it: nothing else writes it.
     assert_eq!(prometheus.targets("rtmanager-file-sd").await.len(), 2);
     // The binary's entry point this time (its own connections, no Docker).
-    rest_gateway::file_sd::run_cli(
-        &env.config,
-        ["--out".to_owned(), out.to_str().unwrap().to_owned()],
-    )
-    .await
-    .expect("rest-gateway sync-file-sd");
+    let written = rest_gateway::file_sd::run_once(&env.config, &out)
+        .await
+        .expect("rest-gateway sync-file-sd");
+    assert_eq!(written, 1);
     prometheus.wait_for("rtmanager-file-sd", &[&kept]).await;
     assert_only_file(&dir, "targets.json");
 }

@@ -28,9 +28,6 @@ use shared::config::Config;
 
 use crate::routes::discovery::{inventory, Scope, TargetGroup};
 
-/// The subcommand of the `rest-gateway` binary.
-pub const SUBCOMMAND: &str = "sync-file-sd";
-
 /// Reads the active inventory and writes it to `out`; returns the number of
 /// target groups written.
 pub async fn sync_file_sd(config: &Config, infra: &Infra, out: &Path) -> anyhow::Result<usize> {
@@ -55,28 +52,12 @@ async fn sync_with(
     Ok(count)
 }
 
-/// `--out FILE` (or `--out=FILE`), and nothing else.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<PathBuf> {
-    let usage = "usage: rest-gateway sync-file-sd --out FILE";
-    let mut args = args.into_iter();
-    let out = match (args.next(), args.next()) {
-        (Some(flag), Some(file)) if flag == "--out" => file,
-        (Some(flag), None) if flag.starts_with("--out=") => flag["--out=".len()..].to_owned(),
-        _ => anyhow::bail!("{usage}"),
-    };
-    anyhow::ensure!(args.next().is_none() && !out.is_empty(), "{usage}");
-    Ok(PathBuf::from(out))
-}
-
 /// `rest-gateway sync-file-sd --out FILE`: one sync, then exit. Connects to
 /// PostgreSQL and Redis only (the inventory needs no Docker, and a sync runs
 /// no migrations). A failure is logged as an error and returned, so the
-/// process exits non-zero and the sync job's alert fires.
-pub async fn run_cli(
-    config: &Config,
-    args: impl IntoIterator<Item = String>,
-) -> anyhow::Result<()> {
-    let out = parse_args(args)?;
+/// process exits non-zero and the sync job's alert fires. Returns the number
+/// of target groups written.
+pub async fn run_once(config: &Config, out: &Path) -> anyhow::Result<usize> {
     let synced = async {
         let db = Database::connect(
             config.postgres_primary_dsn.expose(),
@@ -87,19 +68,18 @@ pub async fn run_cli(
         let redis = RedisClient::connect(&config.redis_master_addr, &config.redis_password)
             .await
             .context("connecting to Redis (RTMANAGER_REDIS_MASTER_ADDR)")?;
-        sync_with(config, &db, &redis, &out).await
+        sync_with(config, &db, &redis, out).await
     }
     .await;
-    match synced {
+    match &synced {
         Ok(targets) => {
             tracing::info!(targets, file = %out.display(), "file_sd inventory written");
-            Ok(())
         }
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), file = %out.display(), "file_sd sync failed");
-            Err(err)
         }
     }
+    synced
 }
 
 /// Writes `groups` as JSON to `out` through a temporary file and a rename.
@@ -160,25 +140,6 @@ mod tests {
             .collect();
         assert_eq!(names, ["targets.json"]);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn only_an_out_file_is_accepted() {
-        let args = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string()));
-        assert_eq!(
-            args(&["--out", "/x/t.json"]).unwrap(),
-            Path::new("/x/t.json")
-        );
-        assert_eq!(args(&["--out=t.json"]).unwrap(), Path::new("t.json"));
-        for bad in [
-            &[][..],
-            &["--out"],
-            &["--out="],
-            &["t.json"],
-            &["--out", "a", "b"],
-        ] {
-            assert!(args(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
