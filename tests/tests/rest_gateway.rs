@@ -935,3 +935,63 @@ async fn a_request_past_its_timeout_is_503_and_its_operation_still_completes() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_contract_lists_exactly_the_routes_served_and_the_error_codes() {
+    let raw = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../contracts/rest-gateway.openapi.yaml"),
+    )
+    .expect("contracts/rest-gateway.openapi.yaml");
+    let doc: Value = serde_yaml_ng::from_str(&raw).expect("the contract is YAML");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let codes: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = shared::domain::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(codes, ours);
+
+    let gw = Gateway::start(&[TOKENS]).await;
+    let game = gw.env.game("contract");
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            documented.insert((method.to_uppercase(), path.clone()));
+            let open = op.get("security").is_some_and(|s| s == &json!([]));
+            let concrete = path.replace("{game_id}", game.as_str());
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let cred = if open { Cred::None } else { Cred::Token };
+            let a = gw.send(method.clone(), &concrete, cred, &[], None).await;
+            assert_ne!(a.status, 405, "{method} {path}: {a:?}");
+            assert_ne!(a.status, 401, "{method} {path}: {a:?}");
+            assert!(
+                !(a.status == 404 && a.json["error"]["message"] == "no such route"),
+                "{method} {path} is documented but not served"
+            );
+            if !open {
+                let refused = gw
+                    .send(method.clone(), &concrete, Cred::None, &[], None)
+                    .await;
+                assert_eq!(refused.status, 401, "{method} {path} must need a token");
+            }
+        }
+    }
+    // Every route served is documented (the probes and the internal routes).
+    let template = |p: &str| p.replace(game.as_str(), "{game_id}");
+    let mut served: BTreeSet<(String, String)> = internal_routes(&game)
+        .into_iter()
+        .filter(|(_, p)| p.starts_with("/api/v1/internal/") && !p.contains("no-such-route"))
+        .map(|(m, p)| (m.to_string(), template(&p)))
+        .collect();
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        served.insert(("GET".into(), probe.into()));
+    }
+    assert_eq!(documented, served);
+    gw.stop().await;
+}
