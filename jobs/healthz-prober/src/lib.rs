@@ -1,1 +1,46 @@
-//! `healthz-prober` (being written).
+//! `healthz-prober`: active `GET /healthz` probes of the running engines of
+//! one shard, reporting `probe_failed` / `probe_recovered` on
+//! `runtime:health_events`. The probing itself is
+//! [`shared::health::prober`] (design notes there); this crate wires it with
+//! the outbox relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use shared::bootstrap::Infra;
+use shared::config::Config;
+use shared::health::prober::{Prober, ProberSettings};
+use shared::ports::ContainerEngine;
+use tokio_util::sync::CancellationToken;
+
+/// Builds the prober from connected adapters.
+pub fn prober(config: &Config, infra: &Infra) -> anyhow::Result<Prober> {
+    let settings = ProberSettings::from_config(config)?;
+    let engine: Arc<dyn ContainerEngine> = infra.engine.clone();
+    Prober::new(
+        settings,
+        infra.db.clone(),
+        infra.redis.clone(),
+        engine,
+        infra.publisher.clone(),
+    )
+    .context("building the probe HTTP client")
+}
+
+/// Probes until `shutdown`; the outbox relay runs alongside and gets a last
+/// delivery attempt before returning.
+pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let prober = prober(&config, &infra)?;
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        infra
+            .publisher
+            .relay(infra.redis.clone())
+            .run(relay_stop.clone()),
+    );
+    prober.run(shutdown).await;
+    relay_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    Ok(())
+}
