@@ -476,6 +476,24 @@ async fn malformed_requests_are_rejected_in_the_envelope_before_any_work() {
         .await
         .assert_error(413, "invalid_request");
 
+    // A streamed (chunked) body without a declared length hits the same limit.
+    let chunked = raw_http(
+        &gw.base,
+        &format!(
+            "POST {start} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             800\r\n{}\r\n800\r\n{}\r\n0\r\n\r\n",
+            "x".repeat(0x800),
+            "x".repeat(0x800)
+        ),
+    )
+    .await;
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    assert!(
+        chunked.contains("\"code\":\"invalid_request\""),
+        "{chunked}"
+    );
+
     // A bad image reference is a business outcome, after validation.
     gw.post(&start, json!({"image_ref": "Not A Ref"}), &[])
         .await
@@ -544,6 +562,19 @@ async fn malformed_requests_are_rejected_in_the_envelope_before_any_work() {
     // Nothing was started by any of it.
     assert!(inspect(&game.container_name()).is_none());
     gw.stop().await;
+}
+
+/// Writes `request` on a fresh connection and reads the whole answer.
+async fn raw_http(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // The server may answer (and close) before reading the whole body.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Inserts a record directly (the list test needs many, not real containers).
