@@ -20,9 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     shared::telemetry::init_logging(&config.log_level);
     if let Command::SyncFileSd(out) = command {
-        let infra = shared::bootstrap::connect(&config, false).await?;
-        let groups = rest_gateway::file_sd::sync_file_sd(&config, &infra, &out).await?;
-        tracing::info!(groups, out = %out.display(), "file_sd targets written");
+        rest_gateway::file_sd::run_once(&config, &out).await?;
         return Ok(());
     }
     let auth = Auth::from_config(&config).context("API authentication")?;
