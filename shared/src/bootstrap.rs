@@ -76,6 +76,25 @@ pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Inf
     })
 }
 
+/// The common start of a long-running job: settings, JSON logs, signal
+/// handling, connected and checked adapters, and the metrics listener.
+pub async fn process(
+    check_network: bool,
+) -> anyhow::Result<(Config, Infra, tokio_util::sync::CancellationToken)> {
+    let config = Config::from_env()?;
+    crate::telemetry::init_logging(&config.log_level);
+    let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
+    let infra = connect(&config, check_network).await?;
+    if let Some(listener) = crate::telemetry::bind_metrics(&config.metrics_addr).await? {
+        tokio::spawn(crate::telemetry::serve_metrics(
+            listener,
+            infra.metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok((config, infra, shutdown))
+}
+
 /// The start service, wired from connected adapters.
 pub fn start_service(config: &Config, infra: &Infra) -> anyhow::Result<crate::start::StartService> {
     let lobby = match config.lobby_internal_base_url.as_str() {

@@ -203,6 +203,21 @@ impl Publisher {
         self.wake.notify_one();
     }
 
+    /// Runs `work` with a relay alongside; when it is done, the relay gets a
+    /// last delivery attempt (bounded) before this returns.
+    pub async fn with_relay<T>(
+        &self,
+        redis: RedisClient,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn(self.relay(redis).run(stop.clone()));
+        let output = work.await;
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+        output
+    }
+
     pub fn relay(&self, redis: RedisClient) -> Relay {
         Relay {
             db: self.db.clone(),

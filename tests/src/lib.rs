@@ -265,6 +265,23 @@ impl Drop for TestEnv {
     }
 }
 
+/// The path of a job binary next to the test executable
+/// (`target/debug/deps/<test>-…` -> `target/debug/<job>`).
+pub fn job_binary(job: &str) -> PathBuf {
+    let bin = std::env::current_exe()
+        .expect("test executable path")
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .join(job);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bins` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
 /// Runs a docker CLI command, panicking with its output on failure.
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")

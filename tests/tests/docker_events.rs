@@ -719,21 +719,8 @@ async fn deaths_across_a_restart_of_the_docker_daemon_are_each_reported_once() {
     listener.stop().await;
 }
 
-fn docker_events_binary() -> PathBuf {
-    // target/debug/deps/docker_events-… -> target/debug/docker-events
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("docker-events");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --bins` (scripts/test does)",
-        bin.display()
-    );
-    bin
+fn docker_events_binary() -> std::path::PathBuf {
+    system_tests::job_binary("docker-events")
 }
 
 #[tokio::test]

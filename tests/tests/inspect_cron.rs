@@ -592,20 +592,7 @@ async fn one_stalled_inspect_never_delays_the_others() {
 }
 
 fn inspect_cron_binary() -> std::path::PathBuf {
-    // target/debug/deps/inspect_cron-… -> target/debug/inspect-cron
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("inspect-cron");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --bins` (scripts/test does)",
-        bin.display()
-    );
-    bin
+    system_tests::job_binary("inspect-cron")
 }
 
 fn env_of(env: &TestEnv) -> Vec<(String, String)> {

@@ -184,20 +184,7 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
 }
 
 fn start_job_binary() -> std::path::PathBuf {
-    // target/debug/deps/outage-… -> target/debug/start-job
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("start-job");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --bins` (scripts/test does)",
-        bin.display()
-    );
-    bin
+    system_tests::job_binary("start-job")
 }
 
 fn env_of(env: &TestEnv) -> Vec<(String, String)> {

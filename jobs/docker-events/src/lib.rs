@@ -4,8 +4,6 @@
 //! The listener itself (mapping, suppression, cursor, catch-up, lease) is
 //! [`shared::health::docker_events`].
 
-use std::time::Duration;
-
 use shared::bootstrap::Infra;
 use shared::config::Config;
 use shared::health::docker_events::{Listener, ListenerSettings};
@@ -27,15 +25,9 @@ pub fn listener(config: &Config, infra: &Infra) -> Listener {
 /// returns.
 pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = listener(&config, &infra);
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        infra
-            .publisher
-            .relay(infra.redis.clone())
-            .run(relay_stop.clone()),
-    );
-    listener.run(shutdown).await;
-    relay_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    infra
+        .publisher
+        .with_relay(infra.redis.clone(), listener.run(shutdown))
+        .await;
     Ok(())
 }

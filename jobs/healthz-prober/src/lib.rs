@@ -5,7 +5,6 @@
 //! the outbox relay.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use shared::bootstrap::Infra;
@@ -32,15 +31,9 @@ pub fn prober(config: &Config, infra: &Infra) -> anyhow::Result<Prober> {
 /// delivery attempt before returning.
 pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
     let prober = prober(&config, &infra)?;
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        infra
-            .publisher
-            .relay(infra.redis.clone())
-            .run(relay_stop.clone()),
-    );
-    prober.run(shutdown).await;
-    relay_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    infra
+        .publisher
+        .with_relay(infra.redis.clone(), prober.run(shutdown))
+        .await;
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! `runtime:job_results`, graceful shutdown), and stops the runtime.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
@@ -75,15 +74,9 @@ pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> a
         consumer_settings(&config),
         infra.metrics.clone(),
     );
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        infra
-            .publisher
-            .relay(infra.redis.clone())
-            .run(relay_stop.clone()),
-    );
-    let consumed = consumer.run(shutdown).await;
-    relay_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    let consumed = infra
+        .publisher
+        .with_relay(infra.redis.clone(), consumer.run(shutdown))
+        .await;
     consumed
 }

@@ -1,21 +1,8 @@
 //! `stop-job` binary: wires config, adapters and the consumer loop.
 
-use anyhow::Context;
-use shared::config::Config;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    shared::telemetry::init_logging(&config.log_level);
-    let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
-    let infra = shared::bootstrap::connect(&config, true).await?;
-    if let Some(listener) = shared::telemetry::bind_metrics(&config.metrics_addr).await? {
-        tokio::spawn(shared::telemetry::serve_metrics(
-            listener,
-            infra.metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
+    let (config, infra, shutdown) = shared::bootstrap::process(true).await?;
     stop_job::run(config, infra, shutdown).await?;
     tracing::info!("stop-job stopped");
     Ok(())

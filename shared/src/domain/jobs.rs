@@ -27,15 +27,8 @@ pub struct StopJob {
 
 impl StopJob {
     pub fn decode(fields: &HashMap<String, String>) -> Result<Self, MalformedJob> {
-        let raw_game_id = fields.get("game_id").map(String::as_str).unwrap_or("");
-        let malformed = |reason: String| MalformedJob {
-            game_id: (!raw_game_id.is_empty()).then(|| raw_game_id.to_owned()),
-            reason,
-        };
-        let game_id = match fields.get("game_id") {
-            None => return Err(malformed("missing field game_id".into())),
-            Some(raw) => GameId::parse(raw).map_err(|e| malformed(e.to_string()))?,
-        };
+        let malformed = malformed_for(fields);
+        let game_id = decode_game_id(fields)?;
         let reason = match fields.get("reason") {
             None => return Err(malformed("missing field reason".into())),
             Some(raw) => StopReason::parse(raw).ok_or_else(|| {
@@ -50,6 +43,22 @@ impl StopJob {
             reason,
             requested_at_ms,
         })
+    }
+}
+
+/// Builds a [`MalformedJob`] keyed to whatever `game_id` the entry carries.
+fn malformed_for(fields: &HashMap<String, String>) -> impl Fn(String) -> MalformedJob + '_ {
+    move |reason| MalformedJob {
+        game_id: fields.get("game_id").filter(|g| !g.is_empty()).cloned(),
+        reason,
+    }
+}
+
+fn decode_game_id(fields: &HashMap<String, String>) -> Result<GameId, MalformedJob> {
+    let malformed = malformed_for(fields);
+    match fields.get("game_id") {
+        None => Err(malformed("missing field game_id".into())),
+        Some(raw) => GameId::parse(raw).map_err(|e| malformed(e.to_string())),
     }
 }
 
@@ -84,15 +93,8 @@ pub struct MalformedJob {
 
 impl StartJob {
     pub fn decode(fields: &HashMap<String, String>) -> Result<Self, MalformedJob> {
-        let raw_game_id = fields.get("game_id").map(String::as_str).unwrap_or("");
-        let malformed = |reason: String| MalformedJob {
-            game_id: (!raw_game_id.is_empty()).then(|| raw_game_id.to_owned()),
-            reason,
-        };
-        let game_id = match fields.get("game_id") {
-            None => return Err(malformed("missing field game_id".into())),
-            Some(raw) => GameId::parse(raw).map_err(|e| malformed(e.to_string()))?,
-        };
+        let malformed = malformed_for(fields);
+        let game_id = decode_game_id(fields)?;
         let image_ref = match fields.get("image_ref") {
             Some(raw) => raw.clone(),
             None => return Err(malformed("missing field image_ref".into())),
