@@ -410,3 +410,83 @@ async fn stop_jobs_are_consumed_with_one_valid_result_each() {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// Health events of one game, in stream order, as event types.
+async fn event_types(env: &TestEnv, game: &GameId) -> Vec<String> {
+    env.read_stream(&env.config.health_events_stream)
+        .await
+        .into_iter()
+        .filter(|(_, f)| f["game_id"] == game.as_str())
+        .map(|(_, f)| f["event_type"].clone())
+        .collect()
+}
+
+async fn killed_and_reported(env: &TestEnv, game: &GameId) {
+    system_tests::docker(&["kill", &game.container_name()]);
+    env.eventually(
+        "the sentinel's container_exited",
+        Duration::from_secs(60),
+        || async {
+            event_types(env, game)
+                .await
+                .contains(&"container_exited".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rtmanagers_own_operations_make_no_failure_noise() {
+    let env = TestEnv::new().await;
+    let svc = lifecycle(&env);
+    let (game, first, last) = (
+        env.game("quiet"),
+        env.game("sentinel-a"),
+        env.game("sentinel-b"),
+    );
+    for g in [&game, &first, &last] {
+        start(&svc, g, ENGINE).await;
+    }
+    let stop = CancellationToken::new();
+    let listener = tokio::spawn(docker_events::run(
+        env.config.clone(),
+        env.infra.clone(),
+        stop.clone(),
+    ));
+    // The listener is live once it reports a first death.
+    killed_and_reported(&env, &first).await;
+
+    let quiet = op(&game, "ops");
+    assert_eq!(
+        codes(&svc.stop(&quiet, StopReason::AdminRequest, None).await),
+        (Outcome::Success, None)
+    );
+    assert_eq!(codes(&svc.restart(&quiet).await), (Outcome::Success, None));
+    assert_eq!(
+        codes(&svc.patch(&quiet, "galaxy-test/engine:1.0.1").await),
+        (Outcome::Success, None)
+    );
+    assert_eq!(codes(&svc.restart(&quiet).await), (Outcome::Success, None));
+    assert_eq!(
+        codes(&svc.stop(&quiet, StopReason::Finished, None).await),
+        (Outcome::Success, None)
+    );
+    assert_eq!(codes(&svc.cleanup(&quiet).await), (Outcome::Success, None));
+
+    // Events are handled in daemon order: once this later death is reported,
+    // everything the operations above caused has been handled too.
+    killed_and_reported(&env, &last).await;
+    let types = event_types(&env, &game).await;
+    assert!(
+        types.iter().all(|t| t == "container_started"),
+        "only starts, no failure noise: {types:?}"
+    );
+    assert_eq!(
+        types.len(),
+        4,
+        "the first start, two restarts and the patch: {types:?}"
+    );
+    stop.cancel();
+    listener.await.unwrap().unwrap();
+}
