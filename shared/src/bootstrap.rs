@@ -81,11 +81,25 @@ pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Inf
 pub async fn process(
     check_network: bool,
 ) -> anyhow::Result<(Config, Infra, tokio_util::sync::CancellationToken)> {
+    process_with(check_network, true).await
+}
+
+/// [`process`], optionally without the metrics listener (a one-shot run has
+/// nothing to be scraped, and must not fail on a port in use).
+pub async fn process_with(
+    check_network: bool,
+    serve_metrics: bool,
+) -> anyhow::Result<(Config, Infra, tokio_util::sync::CancellationToken)> {
     let config = Config::from_env()?;
     crate::telemetry::init_logging(&config.log_level);
     let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
     let infra = connect(&config, check_network).await?;
-    if let Some(listener) = crate::telemetry::bind_metrics(&config.metrics_addr).await? {
+    let metrics_addr = if serve_metrics {
+        config.metrics_addr.as_str()
+    } else {
+        ""
+    };
+    if let Some(listener) = crate::telemetry::bind_metrics(metrics_addr).await? {
         tokio::spawn(crate::telemetry::serve_metrics(
             listener,
             infra.metrics.clone(),

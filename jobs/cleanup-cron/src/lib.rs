@@ -20,16 +20,36 @@ pub struct PassReport {
     pub failed: Vec<(String, String)>,
 }
 
-/// `--every [duration]`: `Some(interval)`; no flag: `None` (one pass).
-pub fn parse_args(args: &[String], default_every: Duration) -> anyhow::Result<Option<Duration>> {
+pub const USAGE: &str = "usage: cleanup-cron [--every [DURATION]]\n\n\
+One cleanup pass, then exit 0 (for cron or a Kubernetes CronJob).\n\
+--every [DURATION]  loop; DURATION defaults to RTMANAGER_CLEANUP_INTERVAL (1h)";
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    Once,
+    /// `None`: the configured interval.
+    Every(Option<Duration>),
+    Help,
+}
+
+/// `--every [DURATION]` (or `--every=DURATION`), `--help`; a zero duration is refused.
+pub fn parse_args(args: &[String]) -> anyhow::Result<Schedule> {
+    let parse = |value: &str| -> anyhow::Result<Duration> {
+        let every = humantime::parse_duration(value)
+            .map_err(|e| anyhow::anyhow!("--every {value:?}: {e}"))?;
+        anyhow::ensure!(!every.is_zero(), "--every must be positive");
+        Ok(every)
+    };
     match args {
-        [] => Ok(None),
-        [flag] if flag == "--every" => Ok(Some(default_every)),
-        [flag, value] if flag == "--every" => Ok(Some(
-            humantime::parse_duration(value)
-                .map_err(|e| anyhow::anyhow!("--every {value:?}: {e}"))?,
-        )),
-        other => anyhow::bail!("usage: cleanup-cron [--every [DURATION]] (got {other:?})"),
+        [] => Ok(Schedule::Once),
+        [flag] if flag == "--help" || flag == "-h" => Ok(Schedule::Help),
+        [flag] if flag == "--every" => Ok(Schedule::Every(None)),
+        [flag] if flag.starts_with("--every=") => {
+            Ok(Schedule::Every(Some(parse(&flag["--every=".len()..])?)))
+        }
+        [flag, value] if flag == "--every" => Ok(Schedule::Every(Some(parse(value)?))),
+        other => anyhow::bail!("unexpected arguments {other:?}\n{USAGE}"),
     }
 }
 
@@ -78,7 +98,9 @@ fn chrono_ms() -> u128 {
         .unwrap_or_default()
 }
 
-/// One pass (`every = None`) or a loop until `shutdown`; then delivers the outbox.
+/// One pass (`every = None`; a failed pass is an error) or a loop until
+/// `shutdown` (a failed pass is logged and retried at the next tick); then
+/// delivers the outbox.
 pub async fn run(
     config: Config,
     infra: Infra,
@@ -87,18 +109,57 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let lifecycle = shared::bootstrap::lifecycle_service(&config, &infra)?;
     let retention = Duration::from_secs(config.container_retention_days * 24 * 3600);
-    loop {
-        pass(&lifecycle, &infra, retention).await?;
-        let Some(every) = every else { break };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
+    let work = async {
+        loop {
+            match (pass(&lifecycle, &infra, retention).await, every) {
+                (Ok(_), None) => return Ok(()),
+                (Err(e), None) => return Err(e),
+                (Ok(_), Some(_)) => {}
+                (Err(e), Some(_)) => {
+                    tracing::error!(error = %e, "cleanup pass failed; retrying at the next interval")
+                }
+            }
+            let Some(every) = every else { return Ok(()) };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    };
+    infra.publisher.with_relay(infra.redis.clone(), work).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn the_command_line_is_one_pass_or_a_positive_interval() {
+        assert_eq!(parse_args(&args(&[])).unwrap(), Schedule::Once);
+        assert_eq!(
+            parse_args(&args(&["--every"])).unwrap(),
+            Schedule::Every(None)
+        );
+        assert_eq!(
+            parse_args(&args(&["--every", "30m"])).unwrap(),
+            Schedule::Every(Some(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            parse_args(&args(&["--every=2h"])).unwrap(),
+            Schedule::Every(Some(Duration::from_secs(7200)))
+        );
+        assert_eq!(parse_args(&args(&["--help"])).unwrap(), Schedule::Help);
+        for bad in [
+            &["--every", "0s"][..],
+            &["--every", "soon"],
+            &["--evry"],
+            &["--every", "1m", "x"],
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }
     }
-    let relay = infra.publisher.relay(infra.redis.clone());
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while matches!(relay.deliver_pending().await, Ok(n) if n > 0) {}
-    })
-    .await;
-    Ok(())
 }

@@ -1,15 +1,19 @@
 //! `cleanup-cron` binary: one cleanup pass, or `--every [DURATION]`.
 
-use anyhow::Context;
-use shared::config::Config;
+use cleanup_cron::Schedule;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    shared::telemetry::init_logging(&config.log_level);
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let every = cleanup_cron::parse_args(&args, config.cleanup_interval)?;
-    let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
-    let infra = shared::bootstrap::connect(&config, false).await?;
+    let every = match cleanup_cron::parse_args(&args)? {
+        Schedule::Help => {
+            println!("{}", cleanup_cron::USAGE);
+            return Ok(());
+        }
+        Schedule::Once => None,
+        Schedule::Every(every) => Some(every),
+    };
+    let (config, infra, shutdown) = shared::bootstrap::process_with(false, every.is_some()).await?;
+    let every = every.map(|e| e.unwrap_or(config.cleanup_interval));
     cleanup_cron::run(config, infra, every, shutdown).await
 }
