@@ -211,10 +211,11 @@ impl Publisher {
         work: impl std::future::Future<Output = T>,
     ) -> T {
         let stop = CancellationToken::new();
-        let relay = tokio::spawn(self.relay(redis).run(stop.clone()));
+        let mut relay =
+            crate::shutdown::AbortOnDrop(tokio::spawn(self.relay(redis).run(stop.clone())));
         let output = work.await;
         stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut relay.0).await;
         output
     }
 

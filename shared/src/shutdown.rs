@@ -17,3 +17,14 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// A spawned helper task that dies with its owner: dropping the guard (the
+/// owner returned, or was itself cancelled) aborts the task, so no keepalive
+/// or relay outlives the work it serves.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

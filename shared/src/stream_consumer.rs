@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::redis::{entry_fields, LeaseStore, RedisClient};
 use crate::domain::{GameId, JobResult};
 use crate::outbox::{OutboxMessage, Publisher};
+use crate::shutdown::AbortOnDrop;
 use crate::telemetry::{Metrics, StreamLabels};
 
 /// What became of one entry.
@@ -116,7 +117,9 @@ impl<H: JobHandler> StreamConsumer<H> {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.settings.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let keepalive = tokio::spawn(this.clone().keep_fresh(shutdown.clone()));
+        // Dies with this future: a cancelled consumer must not keep its
+        // abandoned entries fresh, or no one could ever reclaim them.
+        let keepalive = AbortOnDrop(tokio::spawn(this.clone().keep_fresh(shutdown.clone())));
         let mut reader = None;
         let mut backoff = Duration::from_millis(100);
         let mut last_reclaim = tokio::time::Instant::now() - this.settings.reclaim_idle;
@@ -204,7 +207,7 @@ impl<H: JobHandler> StreamConsumer<H> {
             tracing::warn!(left = tasks.len(), "shutdown timeout: abandoning in-flight jobs; they stay pending for another consumer");
             tasks.shutdown().await;
         }
-        keepalive.abort();
+        drop(keepalive);
         this.leases.release_all().await;
         Ok(())
     }
