@@ -41,6 +41,19 @@ pub enum JobDisposition {
     },
 }
 
+impl From<crate::domain::MalformedJob> for JobDisposition {
+    /// Dead-letter it, and answer `invalid_request` when a game id is readable.
+    fn from(malformed: crate::domain::MalformedJob) -> Self {
+        Self::Malformed {
+            result: malformed
+                .game_id
+                .as_deref()
+                .map(|g| JobResult::malformed(g, &malformed.reason)),
+            reason: malformed.reason,
+        }
+    }
+}
+
 /// The business side of a consumer: start jobs today, stop jobs next.
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
@@ -60,6 +73,30 @@ pub struct ConsumerSettings {
     pub block: Duration,
     pub reclaim_idle: Duration,
     pub shutdown_timeout: Duration,
+}
+
+impl ConsumerSettings {
+    /// A job stream's settings: the shared ones from `config`, the
+    /// stream-specific ones given; dead letters go to `<stream>:dead`.
+    pub fn for_stream(
+        config: &crate::config::Config,
+        stream: &str,
+        group: &str,
+        group_start_id: &str,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            dead_letter_stream: format!("{stream}:dead"),
+            group: group.to_owned(),
+            group_start_id: group_start_id.to_owned(),
+            consumer: config.consumer_name(),
+            concurrency,
+            block: config.stream_block,
+            reclaim_idle: config.job_reclaim_idle,
+            shutdown_timeout: config.shutdown_timeout,
+        }
+    }
 }
 
 pub struct StreamConsumer<H> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
 use shared::config::Config;
-use shared::domain::{GameId, JobResult, OpSource, StartJob};
+use shared::domain::{GameId, OpSource, StartJob};
 use shared::start::{StartRequest, StartService};
 use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler, StreamConsumer};
 use tokio_util::sync::CancellationToken;
@@ -25,15 +25,7 @@ impl JobHandler for StartJobHandler {
     async fn handle(&self, entry_id: &str, fields: &HashMap<String, String>) -> JobDisposition {
         let job = match StartJob::decode(fields) {
             Ok(job) => job,
-            Err(malformed) => {
-                return JobDisposition::Malformed {
-                    result: malformed
-                        .game_id
-                        .as_deref()
-                        .map(|g| JobResult::malformed(g, &malformed.reason)),
-                    reason: malformed.reason,
-                }
-            }
+            Err(malformed) => return malformed.into(),
         };
         let request = StartRequest {
             game_id: job.game_id.clone(),
@@ -55,17 +47,13 @@ pub fn start_service(config: &Config, infra: &Infra) -> anyhow::Result<StartServ
 }
 
 pub fn consumer_settings(config: &Config) -> ConsumerSettings {
-    ConsumerSettings {
-        stream: config.start_jobs_stream.clone(),
-        dead_letter_stream: format!("{}:dead", config.start_jobs_stream),
-        group: config.start_jobs_group.clone(),
-        group_start_id: config.start_jobs_group_start_id.clone(),
-        consumer: config.consumer_name(),
-        concurrency: config.start_jobs_concurrency,
-        block: config.stream_block,
-        reclaim_idle: config.job_reclaim_idle,
-        shutdown_timeout: config.shutdown_timeout,
-    }
+    ConsumerSettings::for_stream(
+        config,
+        &config.start_jobs_stream,
+        &config.start_jobs_group,
+        &config.start_jobs_group_start_id,
+        config.start_jobs_concurrency,
+    )
 }
 
 /// Consumes start jobs until `shutdown`; the outbox relay runs alongside and

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
 use shared::config::Config;
-use shared::domain::{GameId, JobResult, OpSource, StopJob};
+use shared::domain::{GameId, OpSource, StopJob};
 use shared::lifecycle::{LifecycleService, OperationRequest};
 use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler, StreamConsumer};
 use tokio_util::sync::CancellationToken;
@@ -25,15 +25,7 @@ impl JobHandler for StopJobHandler {
     async fn handle(&self, entry_id: &str, fields: &HashMap<String, String>) -> JobDisposition {
         let job = match StopJob::decode(fields) {
             Ok(job) => job,
-            Err(malformed) => {
-                return JobDisposition::Malformed {
-                    result: malformed
-                        .game_id
-                        .as_deref()
-                        .map(|g| JobResult::malformed(g, &malformed.reason)),
-                    reason: malformed.reason,
-                }
-            }
+            Err(malformed) => return malformed.into(),
         };
         let request = OperationRequest {
             game_id: job.game_id.clone(),
@@ -49,17 +41,13 @@ impl JobHandler for StopJobHandler {
 }
 
 pub fn consumer_settings(config: &Config) -> ConsumerSettings {
-    ConsumerSettings {
-        stream: config.stop_jobs_stream.clone(),
-        dead_letter_stream: format!("{}:dead", config.stop_jobs_stream),
-        group: config.stop_jobs_group.clone(),
-        group_start_id: config.stop_jobs_group_start_id.clone(),
-        consumer: config.consumer_name(),
-        concurrency: config.stop_jobs_concurrency,
-        block: config.stream_block,
-        reclaim_idle: config.job_reclaim_idle,
-        shutdown_timeout: config.shutdown_timeout,
-    }
+    ConsumerSettings::for_stream(
+        config,
+        &config.stop_jobs_stream,
+        &config.stop_jobs_group,
+        &config.stop_jobs_group_start_id,
+        config.stop_jobs_concurrency,
+    )
 }
 
 /// Consumes stop jobs until `shutdown`, with the outbox relay alongside.
