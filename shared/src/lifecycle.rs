@@ -259,10 +259,9 @@ impl LifecycleService {
             let at = requested_at_ms.unwrap_or_else(|| Utc::now().timestamp_millis());
             let mut conn = self
                 .db
-                .pool()
                 .acquire()
                 .await
-                .map_err(|e| store_fail("stop tombstone")(e.into()))?;
+                .map_err(store_fail("stop tombstone"))?;
             put_stop_tombstone(&mut conn, &req.game_id, at, reason.as_str())
                 .await
                 .map_err(store_fail("stop tombstone"))?;
@@ -298,10 +297,9 @@ impl LifecycleService {
             .map_err(engine_fail(ErrorCode::Internal, "stop container"))?;
         let mut conn = self
             .db
-            .pool()
             .acquire()
             .await
-            .map_err(|e| store_fail("mark stopped")(e.into()))?;
+            .map_err(store_fail("mark stopped"))?;
         if !mark_stopped(&mut conn, &req.game_id, &container, Utc::now())
             .await
             .map_err(store_fail("mark stopped"))?
@@ -368,10 +366,9 @@ impl LifecycleService {
             .map_err(engine_fail(ErrorCode::Internal, "remove container"))?;
         let mut conn = self
             .db
-            .pool()
             .acquire()
             .await
-            .map_err(|e| store_fail("mark removed")(e.into()))?;
+            .map_err(store_fail("mark removed"))?;
         mark_removed(&mut conn, &req.game_id, &container, Utc::now())
             .await
             .map_err(store_fail("mark removed"))?;
@@ -532,7 +529,7 @@ impl LifecycleService {
             if record.status == RuntimeStatus::Running {
                 // The new container died on its own: the record follows (CAS).
                 let container = record.current_container_id.unwrap_or_default();
-                if let Ok(mut conn) = self.db.pool().acquire().await {
+                if let Ok(mut conn) = self.db.acquire().await {
                     let _ = mark_stopped(&mut conn, &req.game_id, &container, Utc::now()).await;
                 }
             }

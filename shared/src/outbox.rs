@@ -190,10 +190,10 @@ impl Publisher {
         Ok(fresh)
     }
 
-    /// Whether a message with this dedupe key was ever queued.
-    pub async fn has_key(&self, dedupe_key: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM outbox WHERE dedupe_key = $1")
-            .bind(dedupe_key)
+    /// Whether a message with any of these dedupe keys was ever queued.
+    pub async fn has_any_key(&self, dedupe_keys: &[String]) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM outbox WHERE dedupe_key = ANY($1) LIMIT 1")
+            .bind(dedupe_keys)
             .fetch_optional(self.db.pool())
             .await?;
         Ok(row.is_some())

@@ -358,19 +358,16 @@ impl<H: JobHandler> StreamConsumer<H> {
                 stream: self.settings.stream.clone(),
             })
             .inc();
-        let result_key = format!("result:{job_key}");
         let dead_key = format!("dead:{job_key}");
-        match (
-            self.publisher.has_key(&result_key).await,
-            self.publisher.has_key(&dead_key).await,
-        ) {
-            (Ok(false), Ok(false)) => {}
-            (Ok(true), _) | (_, Ok(true)) => {
+        let answered = [format!("result:{job_key}"), dead_key.clone()];
+        match self.publisher.has_any_key(&answered).await {
+            Ok(false) => {}
+            Ok(true) => {
                 // Already answered before a crash or a lost ack: just ack.
                 self.ack(id).await;
                 return;
             }
-            (Err(e), _) | (_, Err(e)) => {
+            Err(e) => {
                 tracing::warn!(entry_id = id, error = %e, "cannot check for an earlier result; leaving the entry pending");
                 return;
             }

@@ -46,6 +46,9 @@ pub struct TestEnv {
     pub network: String,
     pub state_root: PathBuf,
     pub config: Config,
+    /// The `RTMANAGER_*` variables `config` was read from: what a job binary
+    /// started by a test needs to join this environment.
+    pub vars: Vec<(String, String)>,
     pub infra: Infra,
     games: Mutex<Vec<GameId>>,
 }
@@ -117,7 +120,8 @@ impl TestEnv {
         for (k, v) in overrides {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
-        let config = Config::from_vars(vars).expect("test config");
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let config = Config::from_vars(vars.clone()).expect("test config");
         let infra = shared::bootstrap::connect(&config, true)
             .await
             .expect("bootstrap");
@@ -128,6 +132,7 @@ impl TestEnv {
             network,
             state_root,
             config,
+            vars,
             infra,
             games: Mutex::default(),
         }

@@ -731,23 +731,7 @@ async fn the_binary_reports_a_death_and_exits_zero_on_sigterm_releasing_its_leas
     let log = std::fs::File::create(env.state_root.join("docker-events.log")).unwrap();
     let mut child = Command::new(docker_events_binary())
         .env_clear()
-        .envs([
-            ("RTMANAGER_POSTGRES_PRIMARY_DSN", env.dsn.as_str()),
-            (
-                "RTMANAGER_REDIS_MASTER_ADDR",
-                env.config.redis_master_addr.as_str(),
-            ),
-            ("RTMANAGER_DOCKER_NETWORK", env.network.as_str()),
-            (
-                "RTMANAGER_GAME_STATE_ROOT",
-                env.state_root.to_str().unwrap(),
-            ),
-            ("RTMANAGER_METRICS_ADDR", ""),
-            (
-                "RTMANAGER_HEALTH_EVENTS_STREAM",
-                env.config.health_events_stream.as_str(),
-            ),
-        ])
+        .envs(env.vars.clone())
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()

@@ -595,26 +595,6 @@ fn inspect_cron_binary() -> std::path::PathBuf {
     system_tests::job_binary("inspect-cron")
 }
 
-fn env_of(env: &TestEnv) -> Vec<(String, String)> {
-    vec![
-        ("RTMANAGER_POSTGRES_PRIMARY_DSN".into(), env.dsn.clone()),
-        (
-            "RTMANAGER_REDIS_MASTER_ADDR".into(),
-            env.config.redis_master_addr.clone(),
-        ),
-        ("RTMANAGER_DOCKER_NETWORK".into(), env.network.clone()),
-        (
-            "RTMANAGER_GAME_STATE_ROOT".into(),
-            env.state_root.display().to_string(),
-        ),
-        ("RTMANAGER_METRICS_ADDR".into(), String::new()),
-        (
-            "RTMANAGER_HEALTH_EVENTS_STREAM".into(),
-            env.config.health_events_stream.clone(),
-        ),
-    ]
-}
-
 #[tokio::test]
 async fn the_binary_runs_one_pass_delivers_its_events_and_exits_zero() {
     let env = TestEnv::new().await;
@@ -624,7 +604,7 @@ async fn the_binary_runs_one_pass_delivers_its_events_and_exits_zero() {
     docker(&["rm", "-f", &container]);
 
     let out = tokio::task::spawn_blocking({
-        let vars = env_of(&env);
+        let vars = env.vars.clone();
         move || {
             Command::new(inspect_cron_binary())
                 .env_clear()
@@ -658,7 +638,7 @@ async fn the_binary_loops_with_every_and_exits_zero_on_sigterm() {
     let mut child = Command::new(inspect_cron_binary())
         .args(["--every", "300ms"])
         .env_clear()
-        .envs(env_of(&env))
+        .envs(env.vars.clone())
         .env("RTMANAGER_RECONCILE_INTERVAL", "1s")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -713,7 +693,7 @@ async fn the_binary_refuses_bad_arguments_and_settings() {
         Command::new(inspect_cron_binary())
             .args(args)
             .env_clear()
-            .envs(env_of(&env))
+            .envs(env.vars.clone())
             .envs(extra.iter().copied())
             .output()
             .unwrap()

@@ -187,26 +187,6 @@ fn start_job_binary() -> std::path::PathBuf {
     system_tests::job_binary("start-job")
 }
 
-fn env_of(env: &TestEnv) -> Vec<(String, String)> {
-    vec![
-        ("RTMANAGER_POSTGRES_PRIMARY_DSN".into(), env.dsn.clone()),
-        (
-            "RTMANAGER_REDIS_MASTER_ADDR".into(),
-            env.config.redis_master_addr.clone(),
-        ),
-        ("RTMANAGER_DOCKER_NETWORK".into(), env.network.clone()),
-        (
-            "RTMANAGER_GAME_STATE_ROOT".into(),
-            env.state_root.display().to_string(),
-        ),
-        ("RTMANAGER_METRICS_ADDR".into(), String::new()),
-        (
-            "RTMANAGER_START_JOBS_STREAM".into(),
-            env.config.start_jobs_stream.clone(),
-        ),
-    ]
-}
-
 #[tokio::test]
 async fn the_binary_refuses_bad_settings_naming_the_variable() {
     let env = TestEnv::new().await;
@@ -233,7 +213,7 @@ async fn the_binary_refuses_bad_settings_naming_the_variable() {
         ),
     ] {
         let mut cmd = Command::new(start_job_binary());
-        cmd.env_clear().envs(env_of(&env));
+        cmd.env_clear().envs(env.vars.clone());
         match value {
             Some(v) => cmd.env(var, v),
             None => cmd.env_remove(var),
@@ -254,7 +234,7 @@ async fn the_binary_exits_zero_on_sigterm() {
     let env = TestEnv::new().await;
     let mut child = Command::new(start_job_binary())
         .env_clear()
-        .envs(env_of(&env))
+        .envs(env.vars.clone())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

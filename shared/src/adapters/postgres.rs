@@ -94,6 +94,11 @@ impl Database {
         Ok(())
     }
 
+    /// One pooled connection, for a single statement outside a transaction.
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         Ok(self.pool.begin().await?)
     }
@@ -141,8 +146,7 @@ impl Database {
 
     /// Appends one operation-log row outside any other transaction.
     pub async fn append_operation(&self, entry: &OperationEntry) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        append_operation(&mut conn, entry).await
+        append_operation(&mut *self.acquire().await?, entry).await
     }
 }
 
