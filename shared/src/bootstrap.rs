@@ -7,10 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::adapters::docker::DockerEngine;
+use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::Database;
-use crate::adapters::redis::RedisClient;
+use crate::adapters::redis::{IntentStore, LeaseStore, RedisClient};
 use crate::config::Config;
-use crate::outbox::{Publisher, StreamNames};
+use crate::operations::{OperationDeps, Operations};
+use crate::outbox::{Outbox, StreamNames};
 use crate::ports::ContainerEngine;
 use crate::telemetry::Metrics;
 
@@ -19,8 +21,8 @@ use crate::telemetry::Metrics;
 pub struct Infra {
     pub db: Database,
     pub redis: RedisClient,
-    pub engine: Arc<DockerEngine>,
-    pub publisher: Publisher,
+    pub engine: Arc<dyn ContainerEngine>,
+    pub outbox: Outbox,
     pub metrics: Metrics,
 }
 
@@ -62,7 +64,7 @@ pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Inf
         );
     }
     let metrics = Metrics::new();
-    let publisher = Publisher::new(
+    let outbox = Outbox::new(
         db.clone(),
         StreamNames::from_config(config),
         metrics.clone(),
@@ -71,7 +73,7 @@ pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Inf
         db,
         redis,
         engine: Arc::new(engine),
-        publisher,
+        outbox,
         metrics,
     })
 }
@@ -109,39 +111,23 @@ pub async fn process_with(
     Ok((config, infra, shutdown))
 }
 
-/// The start service, wired from connected adapters.
-pub fn start_service(config: &Config, infra: &Infra) -> anyhow::Result<crate::start::StartService> {
+/// The lifecycle operations, wired from connected adapters.
+pub fn operations(config: &Config, infra: &Infra) -> anyhow::Result<Operations> {
     let lobby = match config.lobby_internal_base_url.as_str() {
         "" => None,
         url => Some(
-            crate::start::LobbyClient::new(url, config.lobby_internal_timeout)
+            LobbyClient::new(url, config.lobby_internal_timeout)
                 .context("RTMANAGER_LOBBY_INTERNAL_BASE_URL")?,
         ),
     };
-    Ok(crate::start::StartService::new(
-        infra.engine.clone(),
-        infra.db.clone(),
-        infra.publisher.clone(),
-        crate::adapters::redis::LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
+    let deps = OperationDeps {
+        engine: infra.engine.clone(),
+        db: infra.db.clone(),
+        outbox: infra.outbox.clone(),
+        leases: LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
+        intents: IntentStore::new(infra.redis.clone()),
         lobby,
-        crate::start::StartSettings::from_config(config)?,
-        infra.metrics.clone(),
-    ))
-}
-
-/// Stop, cleanup, restart and patch, on top of the start service.
-pub fn lifecycle_service(
-    config: &Config,
-    infra: &Infra,
-) -> anyhow::Result<crate::lifecycle::LifecycleService> {
-    Ok(crate::lifecycle::LifecycleService::new(
-        start_service(config, infra)?,
-        infra.engine.clone(),
-        infra.db.clone(),
-        crate::adapters::redis::IntentStore::new(infra.redis.clone()),
-        config.image_pull_policy,
-        config.container_stop_timeout(),
-        config.patch_start_grace,
-        infra.metrics.clone(),
-    ))
+        metrics: infra.metrics.clone(),
+    };
+    Ok(Operations::new(deps, config.operation_settings()?))
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{CpuQuota, MemoryLimit, PidsLimit, ResourceLimits};
+use crate::operations::{OperationSettings, StartSettings};
 use crate::ports::PullPolicy;
 
 /// A secret value (password, DSN with credentials) that never prints.
@@ -552,6 +553,31 @@ impl Config {
         };
         full.parse()
             .map_err(|e| ConfigError(format!("{PREFIX}INTERNAL_HTTP_ADDR {raw:?}: {e}")))
+    }
+
+    /// How engine containers are made.
+    pub fn start_settings(&self) -> Result<StartSettings, ConfigError> {
+        let err = |e: String| ConfigError(e);
+        Ok(StartSettings {
+            network: self.docker_network.clone(),
+            log_driver: self.docker_log_driver.clone(),
+            log_opts: self.log_opts().map_err(err)?.into_iter().collect(),
+            pull_policy: self.image_pull_policy,
+            state_root: std::path::PathBuf::from(&self.game_state_root),
+            state_dir_mode: self.state_dir_mode().map_err(err)?,
+            state_owner: (self.game_state_owner_uid, self.game_state_owner_gid),
+            mount_path: self.engine_state_mount_path.clone(),
+            state_env_name: self.engine_state_env_name.clone(),
+            default_limits: self.default_limits()?,
+        })
+    }
+
+    pub fn operation_settings(&self) -> Result<OperationSettings, ConfigError> {
+        Ok(OperationSettings {
+            start: self.start_settings()?,
+            stop_timeout: self.container_stop_timeout(),
+            patch_grace: self.patch_start_grace,
+        })
     }
 
     pub fn container_stop_timeout(&self) -> Duration {

@@ -1,18 +1,21 @@
-//! rtmanager-rs shared library: everything the jobs have in common.
+//! rtmanager-rs shared library: the contracts, the domain, the ports and
+//! adapters, the outbox, the lifecycle operations and the job loop that more
+//! than one job uses. Logic used by one job lives in that job's crate.
 //!
 //! # Layout
 //! - [`domain`]: validated values and vocabularies (game ids, image refs,
-//!   limits, error codes, runtime records, operations, health events, jobs,
-//!   intents). No I/O.
+//!   limits, error codes, runtime records, operations, health events and
+//!   their constructors, jobs, intents, container labels and states). No I/O.
 //! - [`ports`]: the container-engine seam ([`ports::ContainerEngine`]).
-//! - [`adapters`]: Docker (bollard), PostgreSQL (sqlx), Redis.
-//! - [`outbox`]: durable, ordered publishing to Redis streams through a
-//!   PostgreSQL outbox (health events, job results, intents, dead letters).
-//! - [`health`]: the health sources: Docker events, inspect and reconcile, probes.
-//! - [`lifecycle`]: stop, cleanup, restart and patch.
-//! - [`start`]: the `start` lifecycle operation.
-//! - [`stream_consumer`]: consumer-group job loop with reclaim and dead letters.
-//! - [`bootstrap`]: connect, migrate and check before taking work.
+//! - [`adapters`]: Docker (bollard), PostgreSQL (sqlx), Redis, Lobby
+//!   (reqwest): the only modules that speak those libraries.
+//! - [`outbox`]: message builders and the relay that delivers the outbox to
+//!   Redis streams, in order and once.
+//! - [`operations`]: start, stop, cleanup, restart and patch.
+//! - [`stream_consumer`]: the consumer-group job loop with reclaim and dead
+//!   letters (start-job and stop-job).
+//! - [`retry`]: the one backoff policy.
+//! - [`bootstrap`]: connect, migrate and check before taking work; wiring.
 //! - [`config`]: `RTMANAGER_*` settings.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
@@ -22,10 +25,10 @@ pub mod bootstrap;
 pub mod config;
 pub mod domain;
 pub mod health;
-pub mod lifecycle;
+pub mod operations;
 pub mod outbox;
 pub mod ports;
+pub mod retry;
 pub mod shutdown;
-pub mod start;
 pub mod stream_consumer;
 pub mod telemetry;

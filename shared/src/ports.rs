@@ -1,7 +1,9 @@
-//! Ports: the seams between the lifecycle services and the outside world.
+//! Ports: the seams between the operations and the outside world.
 //!
 //! Only the container engine is a trait: seed 004 wants the runtime to be
-//! replaceable (Docker today, Kubernetes later, which cannot run here).
+//! replaceable (Docker today, Kubernetes later, which cannot run here), and
+//! the system tests wrap the Docker engine to stall one call. It is wired as
+//! `Arc<dyn ContainerEngine>` everywhere.
 //! Redis and PostgreSQL adapters are concrete types configured by URL.
 //! Port types are ours; `bollard` types never cross this line.
 
@@ -10,7 +12,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::ResourceLimits;
+use crate::domain::{ContainerState, EventAction, ResourceLimits};
 
 /// `if_missing` (default), `always` or `never`, as `RTMANAGER_IMAGE_PULL_POLICY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -66,8 +68,8 @@ pub struct ContainerInfo {
     pub name: String,
     pub image: String,
     pub labels: HashMap<String, String>,
-    /// Docker `State.Status`: `created`, `running`, `exited`, ...
-    pub state: String,
+    /// Docker `State.Status`.
+    pub state: ContainerState,
     /// Docker `State.Health.Status`; empty without a HEALTHCHECK.
     pub health: String,
     pub restart_count: i64,
@@ -85,8 +87,8 @@ pub struct ContainerSummary {
     pub id: String,
     pub name: String,
     pub labels: HashMap<String, String>,
-    /// Docker `State`: `created`, `running`, `exited`, ...
-    pub state: String,
+    /// Docker `State`.
+    pub state: ContainerState,
     /// Names of the networks it is attached to (also when it is not running).
     pub networks: Vec<String>,
 }
@@ -94,8 +96,7 @@ pub struct ContainerSummary {
 /// One container event from the engine's event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineEvent {
-    /// `start`, `die`, `oom`, `destroy`, ...
-    pub action: String,
+    pub action: EventAction,
     pub container_id: String,
     /// The container's labels, carried in the event attributes.
     pub labels: HashMap<String, String>,
@@ -150,32 +151,14 @@ pub trait ContainerEngine: Send + Sync + 'static {
     async fn daemon_id(&self) -> Result<String, EngineError>;
     /// One resource-usage snapshot: a single answer, never a stats stream
     /// (a stream per container costs a sample a second each).
-    ///
-    /// Default: unsupported, so engines written before this method still build.
-    async fn stats_snapshot(&self, id: &str) -> Result<ContainerStats, EngineError> {
-        Err(EngineError::Rejected(format!(
-            "stats of {id}: not supported by this engine"
-        )))
-    }
+    async fn stats_snapshot(&self, id: &str) -> Result<ContainerStats, EngineError>;
     /// The container's stdout and stderr, interleaved as written. With
     /// `follow` the stream goes on until the container stops (or the stream
     /// is dropped). A missing container is an `Err(NotFound)` item.
-    fn logs(&self, id: &str, options: &LogOptions) -> LogChunks {
-        let id = id.to_owned();
-        let _ = options;
-        Box::pin(futures_util::stream::once(async move {
-            Err(EngineError::Rejected(format!(
-                "logs of {id}: not supported by this engine"
-            )))
-        }))
-    }
+    fn logs(&self, id: &str, options: &LogOptions) -> LogChunks;
     /// The engine's own health check of the container; `Ok(None)` when there
     /// is no such container.
-    async fn health_info(&self, id: &str) -> Result<Option<HealthInfo>, EngineError> {
-        Err(EngineError::Rejected(format!(
-            "health of {id}: not supported by this engine"
-        )))
-    }
+    async fn health_info(&self, id: &str) -> Result<Option<HealthInfo>, EngineError>;
 }
 
 /// One resource-usage snapshot of a container. Counters are cumulative since

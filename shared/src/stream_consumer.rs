@@ -18,14 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::redis::{entry_fields, LeaseStore, RedisClient};
-use crate::domain::{GameId, JobResult};
-use crate::outbox::{OutboxMessage, Publisher};
+use crate::adapters::redis::{ConsumerGroup, LeaseStore, RedisClient, RedisError, StreamEntry};
+use crate::domain::{GameId, JobResult, OutboxMessage};
+use crate::outbox::Outbox;
+use crate::retry;
 use crate::shutdown::AbortOnDrop;
 use crate::telemetry::{Metrics, StreamLabels};
 
@@ -54,7 +54,7 @@ impl From<crate::domain::MalformedJob> for JobDisposition {
     }
 }
 
-/// The business side of a consumer: start jobs today, stop jobs next.
+/// The business side of a consumer (start-job and stop-job each have one).
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     /// The game an entry is about, for the reclaim lease check.
@@ -100,8 +100,8 @@ impl ConsumerSettings {
 }
 
 pub struct StreamConsumer<H> {
-    redis: RedisClient,
-    publisher: Publisher,
+    group: ConsumerGroup,
+    outbox: Outbox,
     leases: LeaseStore,
     handler: Arc<H>,
     settings: ConsumerSettings,
@@ -112,15 +112,15 @@ pub struct StreamConsumer<H> {
 impl<H: JobHandler> StreamConsumer<H> {
     pub fn new(
         redis: RedisClient,
-        publisher: Publisher,
+        outbox: Outbox,
         leases: LeaseStore,
         handler: H,
         settings: ConsumerSettings,
         metrics: Metrics,
     ) -> Self {
         Self {
-            redis,
-            publisher,
+            group: ConsumerGroup::new(redis, &settings.stream, &settings.group, &settings.consumer),
+            outbox,
             leases,
             handler: Arc::new(handler),
             settings,
@@ -130,21 +130,8 @@ impl<H: JobHandler> StreamConsumer<H> {
     }
 
     /// Creates the group if needed (at `group_start_id`, creating the stream).
-    pub async fn ensure_group(&self) -> Result<(), redis::RedisError> {
-        let mut conn = self.redis.manager();
-        let created: Result<String, redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.settings.stream)
-            .arg(&self.settings.group)
-            .arg(&self.settings.group_start_id)
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e),
-        }
+    pub async fn ensure_group(&self) -> Result<(), RedisError> {
+        self.group.ensure(&self.settings.group_start_id).await
     }
 
     /// Consumes until `shutdown`; then finishes in-flight entries within the
@@ -157,8 +144,8 @@ impl<H: JobHandler> StreamConsumer<H> {
         // Dies with this future: a cancelled consumer must not keep its
         // abandoned entries fresh, or no one could ever reclaim them.
         let keepalive = AbortOnDrop(tokio::spawn(this.clone().keep_fresh(shutdown.clone())));
-        let mut reader = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut reader = this.group.reader(this.settings.block);
+        let mut backoff = retry::backoff();
         let mut last_reclaim = tokio::time::Instant::now() - this.settings.reclaim_idle;
         tracing::info!(stream = %this.settings.stream, group = %this.settings.group, consumer = %this.settings.consumer, "consuming");
 
@@ -180,29 +167,19 @@ impl<H: JobHandler> StreamConsumer<H> {
             let (entries, reclaimed) = match batch {
                 Ok((entries, true)) if !entries.is_empty() => (entries, true),
                 Ok(_) => {
-                    if reader.is_none() {
-                        reader = this.redis.blocking(this.settings.block).await.ok();
-                    }
-                    let read = match reader.as_mut() {
-                        Some(conn) => tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            read = this.read_new(conn, free) => read,
-                        },
-                        None => Err(redis::RedisError::from((
-                            redis::ErrorKind::Io,
-                            "no connection",
-                        ))),
+                    let read = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        read = reader.read_new(free) => read,
                     };
                     match read {
                         Ok(entries) => (entries, false),
                         Err(e) => {
-                            reader = None;
-                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "reading the job stream failed");
+                            let wait = retry::next(&mut backoff);
+                            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reading the job stream failed");
                             tokio::select! {
                                 _ = shutdown.cancelled() => break,
-                                _ = tokio::time::sleep(backoff) => {}
+                                _ = tokio::time::sleep(wait) => {}
                             }
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
                             continue;
                         }
                     }
@@ -212,8 +189,8 @@ impl<H: JobHandler> StreamConsumer<H> {
                     (Vec::new(), false)
                 }
             };
-            backoff = Duration::from_millis(100);
-            for (id, fields) in entries {
+            backoff = retry::backoff();
+            for StreamEntry { id, fields } in entries {
                 let permit = permits.clone().acquire_owned().await?;
                 this.in_flight
                     .lock()
@@ -249,57 +226,20 @@ impl<H: JobHandler> StreamConsumer<H> {
         Ok(())
     }
 
-    async fn read_new(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-        count: usize,
-    ) -> Result<Vec<(String, HashMap<String, String>)>, redis::RedisError> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&self.settings.group)
-            .arg(&self.settings.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(self.settings.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.settings.stream)
-            .arg(">")
-            .query_async(conn)
-            .await?;
-        Ok(reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .map(|e| (e.id, entry_fields(&e.map)))
-            .collect())
-    }
-
-    async fn reclaim(
-        &self,
-        count: usize,
-    ) -> Result<Vec<(String, HashMap<String, String>)>, redis::RedisError> {
-        let mut conn = self.redis.manager();
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(&self.settings.stream)
-            .arg(&self.settings.group)
-            .arg(&self.settings.consumer)
-            .arg(self.settings.reclaim_idle.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
+    /// Entries stalled with a crashed consumer, minus those this one works on.
+    async fn reclaim(&self, count: usize) -> Result<Vec<StreamEntry>, RedisError> {
+        let claimed = self
+            .group
+            .reclaim(self.settings.reclaim_idle, count)
             .await?;
         let in_flight = self
             .in_flight
             .lock()
             .expect("in-flight set poisoned")
             .clone();
-        let claimed: Vec<_> = reply
-            .claimed
+        let claimed: Vec<_> = claimed
             .into_iter()
             .filter(|e| !in_flight.contains(&e.id))
-            .map(|e| (e.id, entry_fields(&e.map)))
             .collect();
         if !claimed.is_empty() {
             self.metrics
@@ -334,17 +274,7 @@ impl<H: JobHandler> StreamConsumer<H> {
                 }
                 continue;
             }
-            let mut conn = self.redis.manager();
-            let claimed: Result<redis::Value, _> = redis::cmd("XCLAIM")
-                .arg(&self.settings.stream)
-                .arg(&self.settings.group)
-                .arg(&self.settings.consumer)
-                .arg(0)
-                .arg(&ids)
-                .arg("JUSTID")
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = claimed {
+            if let Err(e) = self.group.keep_fresh(&ids).await {
                 tracing::warn!(error = %e, "keeping in-flight entries fresh failed");
             }
         }
@@ -360,7 +290,7 @@ impl<H: JobHandler> StreamConsumer<H> {
             .inc();
         let dead_key = format!("dead:{job_key}");
         let answered = [format!("result:{job_key}"), dead_key.clone()];
-        match self.publisher.has_any_key(&answered).await {
+        match self.outbox.has_any_key(&answered).await {
             Ok(false) => {}
             Ok(true) => {
                 // Already answered before a crash or a lost ack: just ack.
@@ -389,7 +319,7 @@ impl<H: JobHandler> StreamConsumer<H> {
         }
         let messages = match self.handler.handle(id, fields).await {
             JobDisposition::Done(result) => {
-                vec![self.publisher.job_result_message(&result, &job_key)]
+                vec![self.outbox.job_result(&result, &job_key)]
             }
             JobDisposition::Malformed { reason, result } => {
                 tracing::warn!(entry_id = id, reason = %reason, "malformed job entry sent to the dead-letter stream");
@@ -400,11 +330,11 @@ impl<H: JobHandler> StreamConsumer<H> {
                     })
                     .inc();
                 let mut messages = vec![self.dead_letter(id, fields, &reason, dead_key)];
-                messages.extend(result.map(|r| self.publisher.job_result_message(&r, &job_key)));
+                messages.extend(result.map(|r| self.outbox.job_result(&r, &job_key)));
                 messages
             }
         };
-        match self.publisher.publish(&messages).await {
+        match self.outbox.publish(&messages).await {
             Ok(_) => self.ack(id).await,
             Err(e) => {
                 tracing::error!(entry_id = id, error = %e, "recording the job result failed; the entry stays pending and will be retried")
@@ -439,20 +369,38 @@ impl<H: JobHandler> StreamConsumer<H> {
                 ),
             ],
             dedupe_key: Some(dedupe_key),
+            snapshot: None,
         }
     }
 
     async fn ack(&self, id: &str) {
-        let mut conn = self.redis.manager();
-        let acked: Result<i64, _> = redis::cmd("XACK")
-            .arg(&self.settings.stream)
-            .arg(&self.settings.group)
-            .arg(id)
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = acked {
+        if let Err(e) = self.group.ack(id).await {
             // The result is recorded; a later reclaim finds it and acks.
             tracing::warn!(entry_id = id, error = %e, "ack failed");
         }
     }
+}
+
+/// The whole of a job consumer process: consumes `settings.stream` with
+/// `handler` until `shutdown`, with the outbox relay alongside (it gets a
+/// last delivery attempt before this returns).
+pub async fn consume<H: JobHandler>(
+    infra: &crate::bootstrap::Infra,
+    leases: LeaseStore,
+    handler: H,
+    settings: ConsumerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer = StreamConsumer::new(
+        infra.redis.clone(),
+        infra.outbox.clone(),
+        leases,
+        handler,
+        settings,
+        infra.metrics.clone(),
+    );
+    infra
+        .outbox
+        .with_relay(&infra.redis, consumer.run(shutdown))
+        .await
 }

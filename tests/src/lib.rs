@@ -155,7 +155,7 @@ impl TestEnv {
 
     /// Delivers everything pending in the outbox to Redis now.
     pub async fn flush_outbox(&self) {
-        let relay = self.infra.publisher.relay(self.infra.redis.clone());
+        let relay = self.infra.outbox.relay(self.infra.redis.clone());
         while relay.deliver_pending().await.expect("outbox relay") > 0 {}
     }
 

@@ -47,7 +47,11 @@ async fn every_health_event_type_matches_the_contract_and_its_snapshot() {
             occurred_at_ms: 1_775_121_700_000 + i as i64,
             details: d.clone(),
         };
-        env.infra.publisher.emit_health(&event).await.expect("emit");
+        let outbox = &env.infra.outbox;
+        outbox
+            .publish(&[outbox.health(&event)])
+            .await
+            .expect("emit");
     }
     env.flush_outbox().await;
     let entries = env.read_stream(&env.config.health_events_stream).await;
@@ -100,7 +104,7 @@ async fn job_results_and_admin_intents_match_their_contracts() {
     let jobs = Contract::load("runtime-jobs.asyncapi.yaml");
     let intents = Contract::load("notification-intents.asyncapi.yaml");
     let game = env.game("contract");
-    let publisher = &env.infra.publisher;
+    let publisher = &env.infra.outbox;
     let results = [
         JobResult {
             game_id: game.to_string(),
@@ -123,7 +127,7 @@ async fn job_results_and_admin_intents_match_their_contracts() {
     let mut messages: Vec<_> = results
         .iter()
         .enumerate()
-        .map(|(i, r)| publisher.job_result_message(r, &format!("job-{i}")))
+        .map(|(i, r)| publisher.job_result(r, &format!("job-{i}")))
         .collect();
     for (i, t) in [
         NotificationType::ImagePullFailed,
@@ -138,7 +142,7 @@ async fn job_results_and_admin_intents_match_their_contracts() {
             NotificationType::ContainerStartFailed => ErrorCode::ContainerStartFailed,
             NotificationType::StartConfigInvalid => ErrorCode::StartConfigInvalid,
         };
-        messages.push(publisher.intent_message(&AdminIntent {
+        messages.push(publisher.intent(&AdminIntent {
             notification_type: t,
             game_id: game.clone(),
             image_ref: "galaxy/game:1.4.7".into(),

@@ -22,8 +22,8 @@ use shared::bootstrap::Infra;
 use shared::config::Config;
 use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
 use shared::health::docker_events::ListenerKeys;
+use shared::operations::StartRequest;
 use shared::ports::ContainerEngine;
-use shared::start::StartRequest;
 use system_tests::contract::Contract;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 use tokio::task::JoinHandle;
@@ -61,9 +61,9 @@ impl Running {
 /// game and its container id.
 async fn start_game(env: &TestEnv, config: &Config, infra: &Infra, name: &str) -> (GameId, String) {
     let game = env.game(name);
-    let service = shared::bootstrap::start_service(config, infra).expect("start service");
+    let service = shared::bootstrap::operations(config, infra).expect("start service");
     let outcome = service
-        .handle(&StartRequest {
+        .start(&StartRequest {
             game_id: game.clone(),
             image_ref: ENGINE.to_owned(),
             op_source: OpSource::AdminRest,
@@ -332,13 +332,12 @@ async fn rtmanagers_own_stops_and_removals_and_zero_exits_are_not_reported() {
 
     // A record no longer running with the container (rtmanager stopped it).
     let (stopped, c3) = &games[2];
-    let mut conn = env.db().pool().acquire().await.unwrap();
-    assert!(
-        shared::adapters::postgres::mark_stopped(&mut conn, stopped, c3, chrono::Utc::now())
-            .await
-            .unwrap()
-    );
-    drop(conn);
+    let mut tx = env.db().begin().await.unwrap();
+    assert!(tx
+        .mark_stopped(stopped, c3, chrono::Utc::now())
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
     docker(&["rm", "-f", &stopped.container_name()]);
 
     // A zero exit publishes nothing, as in the Go service.

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 use shared::adapters::docker::DockerEngine;
 use shared::domain::{GameId, OpSource, Outcome, StopReason};
-use shared::lifecycle::{LifecycleService, OperationRequest};
-use shared::start::StartRequest;
+use shared::operations::StartRequest;
+use shared::operations::{OperationRequest, Operations};
 use system_tests::{random_suffix, TestEnv, ENGINE};
 use tokio_util::sync::CancellationToken;
 
@@ -108,14 +108,13 @@ impl Drop for Gateway {
     }
 }
 
-fn lifecycle(env: &TestEnv) -> LifecycleService {
-    shared::bootstrap::lifecycle_service(&env.config, &env.infra).expect("lifecycle service")
+fn lifecycle(env: &TestEnv) -> Operations {
+    shared::bootstrap::operations(&env.config, &env.infra).expect("lifecycle service")
 }
 
-async fn start(svc: &LifecycleService, game: &GameId, image: &str) -> String {
+async fn start(svc: &Operations, game: &GameId, image: &str) -> String {
     let outcome = svc
-        .start_service()
-        .handle(&StartRequest {
+        .start(&StartRequest {
             game_id: game.clone(),
             image_ref: image.to_owned(),
             op_source: OpSource::AdminRest,
@@ -137,12 +136,12 @@ fn op(game: &GameId) -> OperationRequest {
     }
 }
 
-async fn stop(svc: &LifecycleService, game: &GameId) {
+async fn stop(svc: &Operations, game: &GameId) {
     let done = svc.stop(&op(game), StopReason::Cancelled, None).await;
     assert_eq!(done.outcome, Outcome::Success, "{done:?}");
 }
 
-async fn stop_and_clean_up(svc: &LifecycleService, game: &GameId) {
+async fn stop_and_clean_up(svc: &Operations, game: &GameId) {
     stop(svc, game).await;
     let done = svc.cleanup(&op(game)).await;
     assert_eq!(done.outcome, Outcome::Success, "{done:?}");

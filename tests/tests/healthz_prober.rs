@@ -12,10 +12,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shared::adapters::redis::streaks::streak_key;
 use shared::adapters::redis::LeaseStore;
 use shared::domain::{GameId, OpSource, RuntimeRecord};
-use shared::health::prober::{read_streak, streak_key, Target, TargetState, Verdict};
-use shared::start::StartRequest;
+use shared::health::prober::{Target, TargetState, Verdict};
+use shared::operations::StartRequest;
 use system_tests::contract::Contract;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,9 +56,10 @@ impl Engine {
     }
 
     async fn start_game(env: &TestEnv, game: GameId) -> Self {
-        let service = start_job::start_service(&env.config, &env.infra).expect("start service");
+        let service =
+            shared::bootstrap::operations(&env.config, &env.infra).expect("start service");
         let outcome = service
-            .handle(&StartRequest {
+            .start(&StartRequest {
                 game_id: game.clone(),
                 image_ref: ENGINE.to_owned(),
                 op_source: OpSource::AdminRest,
@@ -221,7 +223,7 @@ async fn track_streak_until(
     let end = Instant::now() + deadline;
     let mut max_seen = 0;
     loop {
-        if let Some(streak) = read_streak(env.redis(), game).await.expect("streak") {
+        if let Some(streak) = env.redis().read_streak(game).await.expect("streak") {
             max_seen = max_seen.max(streak.consecutive_failures);
         }
         let events = probe_events(env, game).await;
@@ -331,7 +333,9 @@ async fn a_prober_restarted_mid_streak_still_recovers_once() {
     assert_published(&env, &failed).await;
     first.stop().await;
 
-    let streak = read_streak(env.redis(), &engine.game)
+    let streak = env
+        .redis()
+        .read_streak(&engine.game)
         .await
         .unwrap()
         .expect("streak kept in Redis");
@@ -481,7 +485,7 @@ async fn stopped_and_leased_games_are_not_probed() {
     prober.stop().await;
     for engine in [&leased, &stopped, &control] {
         assert!(probe_events(&env, &engine.game).await.is_empty());
-        let streak = read_streak(env.redis(), &engine.game).await.unwrap();
+        let streak = env.redis().read_streak(&engine.game).await.unwrap();
         assert_eq!(streak.map_or(0, |s| s.consecutive_failures), 0);
     }
     forget_streaks(&env, &[&leased.game, &stopped.game, &control.game]).await;
@@ -526,7 +530,8 @@ async fn a_probe_event_that_cannot_be_committed_is_decided_again_later() {
     engine.set_health("fail").await;
     let prober = RunningProber::spawn(env.config.clone(), &env);
     env.eventually("the threshold crossed", Duration::from_secs(10), || async {
-        read_streak(env.redis(), &engine.game)
+        env.redis()
+            .read_streak(&engine.game)
             .await
             .unwrap()
             .filter(|s| s.failed_published)
@@ -534,7 +539,9 @@ async fn a_probe_event_that_cannot_be_committed_is_decided_again_later() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     prober.stop().await;
-    let streak = read_streak(env.redis(), &engine.game)
+    let streak = env
+        .redis()
+        .read_streak(&engine.game)
         .await
         .unwrap()
         .unwrap();

@@ -10,15 +10,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use shared::adapters::docker::DockerEngine;
 use shared::adapters::redis::LeaseStore;
 use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
 use shared::health::inspect::{InspectSettings, Inspector, PassReport};
+use shared::operations::StartRequest;
 use shared::ports::{
-    ContainerEngine, ContainerInfo, ContainerSpec, ContainerSummary, EngineError, EngineEvents,
-    ImageInfo, PullPolicy,
+    ContainerEngine, ContainerInfo, ContainerSpec, ContainerStats, ContainerSummary, EngineError,
+    EngineEvents, HealthInfo, ImageInfo, LogChunks, LogOptions, PullPolicy,
 };
-use shared::start::StartRequest;
 use system_tests::contract::Contract;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,9 +38,9 @@ async fn pass(inspector: &Inspector, reconcile: bool) -> PassReport {
 
 /// Starts the game through the real start service; returns its container id.
 async fn start(env: &TestEnv, game: &GameId, image: &str) -> String {
-    let service = start_job::start_service(&env.config, &env.infra).expect("start service");
+    let service = shared::bootstrap::operations(&env.config, &env.infra).expect("start service");
     let outcome = service
-        .handle(&StartRequest {
+        .start(&StartRequest {
             game_id: game.clone(),
             image_ref: image.to_owned(),
             op_source: OpSource::AdminRest,
@@ -480,7 +479,7 @@ async fn a_game_under_an_operation_is_skipped_until_its_lease_is_free() {
 /// A wrapper around the real Docker engine that delays the inspect of one
 /// container far beyond the inspect timeout; every call goes to Docker.
 struct DockerWithOneStalledInspect {
-    docker: Arc<DockerEngine>,
+    docker: Arc<dyn ContainerEngine>,
     stalled: String,
     inspected: Mutex<Vec<String>>,
 }
@@ -527,6 +526,15 @@ impl ContainerEngine for DockerWithOneStalledInspect {
     async fn daemon_id(&self) -> Result<String, EngineError> {
         self.docker.daemon_id().await
     }
+    async fn stats_snapshot(&self, id: &str) -> Result<ContainerStats, EngineError> {
+        self.docker.stats_snapshot(id).await
+    }
+    fn logs(&self, id: &str, options: &LogOptions) -> LogChunks {
+        self.docker.logs(id, options)
+    }
+    async fn health_info(&self, id: &str) -> Result<Option<HealthInfo>, EngineError> {
+        self.docker.health_info(id).await
+    }
 }
 
 #[tokio::test]
@@ -553,7 +561,7 @@ async fn one_stalled_inspect_never_delays_the_others() {
     let stalling = Inspector::new(
         engine.clone(),
         env.db().clone(),
-        env.infra.publisher.clone(),
+        env.infra.outbox.clone(),
         LeaseStore::new(env.redis().clone(), env.config.lease_ttl()),
         InspectSettings::from_config(&env.config),
     );

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use shared::domain::{ErrorCode, GameId, OpSource, Outcome, StopReason};
-use shared::lifecycle::{LifecycleService, OperationOutcome, OperationRequest};
-use shared::start::StartRequest;
+use shared::operations::StartRequest;
+use shared::operations::{OperationOutcome, OperationRequest, Operations};
 use system_tests::contract::Contract;
 use system_tests::{inspect, TestEnv, ENGINE};
 use tokio_util::sync::CancellationToken;
 
-fn lifecycle(env: &TestEnv) -> LifecycleService {
-    shared::bootstrap::lifecycle_service(&env.config, &env.infra).expect("lifecycle service")
+fn lifecycle(env: &TestEnv) -> Operations {
+    shared::bootstrap::operations(&env.config, &env.infra).expect("lifecycle service")
 }
 
 fn op(game: &GameId, source_ref: &str) -> OperationRequest {
@@ -23,10 +23,9 @@ fn op(game: &GameId, source_ref: &str) -> OperationRequest {
     }
 }
 
-async fn start(svc: &LifecycleService, game: &GameId, image: &str) -> OperationOutcome {
+async fn start(svc: &Operations, game: &GameId, image: &str) -> OperationOutcome {
     let outcome = svc
-        .start_service()
-        .handle(&StartRequest {
+        .start(&StartRequest {
             game_id: game.clone(),
             image_ref: image.to_owned(),
             op_source: OpSource::AdminRest,
@@ -118,10 +117,7 @@ async fn a_stop_processed_before_its_earlier_start_wins() {
         op_source: OpSource::LobbyStream,
         source_ref: "late".into(),
     };
-    let late = svc
-        .start_service()
-        .handle_requested(&request, Some(1_000))
-        .await;
+    let late = svc.start_requested(&request, Some(1_000)).await;
     assert_eq!(
         codes(&late),
         (Outcome::Failure, Some(ErrorCode::Conflict)),
@@ -129,10 +125,7 @@ async fn a_stop_processed_before_its_earlier_start_wins() {
     );
     assert!(inspect(&game.container_name()).is_none());
     // A start requested after the stop goes ahead.
-    let later = svc
-        .start_service()
-        .handle_requested(&request, Some(3_000))
-        .await;
+    let later = svc.start_requested(&request, Some(3_000)).await;
     assert_eq!(codes(&later), (Outcome::Success, None), "{later:?}");
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use shared::adapters::redis::RedisClient;
 use shared::config::Secret;
 use shared::domain::{HealthDetails, HealthEvent};
-use shared::outbox::Publisher;
+use shared::outbox::Outbox;
 use system_tests::TestEnv;
 use tokio_util::sync::CancellationToken;
 
@@ -89,7 +89,7 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
     let redis = RedisClient::connect(&format!("127.0.0.1:{port}"), &Secret::default())
         .await
         .unwrap();
-    let publisher = Publisher::new(
+    let publisher = Outbox::new(
         env.db().clone(),
         shared::outbox::StreamNames::from_config(&env.config),
         env.infra.metrics.clone(),
@@ -108,7 +108,10 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
             last_error: format!("failure {i}"),
         },
     };
-    publisher.emit_health(&event(1)).await.unwrap();
+    publisher
+        .publish(&[publisher.health(&event(1))])
+        .await
+        .unwrap();
     let stream = env.config.health_events_stream.clone();
     let conn = redis.manager();
     env.eventually("the first event in redis", Duration::from_secs(10), || {
@@ -127,7 +130,7 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
     for i in 2..=6 {
         // Emission only needs PostgreSQL: it succeeds while Redis is away.
         publisher
-            .emit_health(&event(i))
+            .publish(&[publisher.health(&event(i))])
             .await
             .expect("emit while redis is down");
     }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use shared::domain::{ErrorCode, GameId, OpSource, Outcome};
-use shared::start::{StartOutcome, StartRequest, StartService};
+use shared::operations::{OperationOutcome, Operations, StartRequest};
 use system_tests::contract::Contract;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 
-fn service(env: &TestEnv) -> StartService {
-    start_job::start_service(&env.config, &env.infra).expect("start service")
+fn service(env: &TestEnv) -> Operations {
+    shared::bootstrap::operations(&env.config, &env.infra).expect("start service")
 }
 
 fn request(game: &GameId, image: &str) -> StartRequest {
@@ -20,7 +20,7 @@ fn request(game: &GameId, image: &str) -> StartRequest {
     }
 }
 
-fn assert_failed(outcome: &StartOutcome, code: ErrorCode) {
+fn assert_failed(outcome: &OperationOutcome, code: ErrorCode) {
     assert_eq!(
         (outcome.outcome, outcome.error_code),
         (Outcome::Failure, Some(code)),
@@ -42,7 +42,7 @@ async fn intents_for(env: &TestEnv, game: &GameId) -> Vec<String> {
 async fn a_fresh_start_creates_the_container_record_log_and_event() {
     let env = TestEnv::new().await;
     let game = env.game("fresh");
-    let outcome = service(&env).handle(&request(&game, ENGINE)).await;
+    let outcome = service(&env).start(&request(&game, ENGINE)).await;
     assert_eq!(
         (outcome.outcome, outcome.error_code),
         (Outcome::Success, None),
@@ -159,9 +159,9 @@ async fn a_replay_is_a_no_op_and_another_image_is_a_conflict() {
     let env = TestEnv::new().await;
     let game = env.game("replay");
     let svc = service(&env);
-    let first = svc.handle(&request(&game, ENGINE)).await;
+    let first = svc.start(&request(&game, ENGINE)).await;
     assert_eq!(first.outcome, Outcome::Success);
-    let replay = svc.handle(&request(&game, ENGINE)).await;
+    let replay = svc.start(&request(&game, ENGINE)).await;
     assert_eq!(
         (replay.outcome, replay.error_code),
         (Outcome::Success, Some(ErrorCode::ReplayNoOp))
@@ -170,9 +170,7 @@ async fn a_replay_is_a_no_op_and_another_image_is_a_conflict() {
         replay.record.unwrap().current_container_id,
         first.record.unwrap().current_container_id
     );
-    let other = svc
-        .handle(&request(&game, "galaxy-test/engine:1.0.1"))
-        .await;
+    let other = svc.start(&request(&game, "galaxy-test/engine:1.0.1")).await;
     assert_failed(&other, ErrorCode::Conflict);
     let ops = env.operations(&game).await;
     let codes: Vec<&str> = ops.iter().map(|o| o["error_code"].as_str()).collect();
@@ -196,7 +194,7 @@ async fn a_start_after_a_stop_replaces_the_kept_container() {
     let game = env.game("restart");
     let svc = service(&env);
     let first = svc
-        .handle(&request(&game, ENGINE))
+        .start(&request(&game, ENGINE))
         .await
         .record
         .expect("started");
@@ -217,9 +215,7 @@ async fn a_start_after_a_stop_replaces_the_kept_container() {
     .execute(env.db().pool())
     .await
     .unwrap();
-    let second = svc
-        .handle(&request(&game, "galaxy-test/engine:1.0.1"))
-        .await;
+    let second = svc.start(&request(&game, "galaxy-test/engine:1.0.1")).await;
     assert_eq!(second.outcome, Outcome::Success, "{second:?}");
     let record = second.record.unwrap();
     assert_ne!(
@@ -249,7 +245,7 @@ async fn twenty_concurrent_starts_of_one_game_make_exactly_one_container() {
             let (svc, barrier, req) = (svc.clone(), barrier.clone(), request(&game, ENGINE));
             tokio::spawn(async move {
                 barrier.wait().await;
-                svc.handle(&req).await
+                svc.start(&req).await
             })
         })
         .collect();
@@ -289,7 +285,7 @@ async fn invalid_image_refs_are_start_config_invalid_with_an_intent() {
     .enumerate()
     {
         let game = env.game(&format!("badimg{i}"));
-        let outcome = svc.handle(&request(&game, bad)).await;
+        let outcome = svc.start(&request(&game, bad)).await;
         assert_failed(&outcome, ErrorCode::StartConfigInvalid);
         assert!(inspect(&game.container_name()).is_none());
         assert!(
@@ -321,8 +317,8 @@ async fn a_missing_network_is_start_config_invalid() {
     let game = env.game("nonet");
     let mut config = env.config.clone();
     config.docker_network = format!("missing-{}", env.id);
-    let svc = start_job::start_service(&config, &env.infra).unwrap();
-    let outcome = svc.handle(&request(&game, ENGINE)).await;
+    let svc = shared::bootstrap::operations(&config, &env.infra).unwrap();
+    let outcome = svc.start(&request(&game, ENGINE)).await;
     assert_failed(&outcome, ErrorCode::StartConfigInvalid);
     assert!(outcome.error_message.contains("missing"), "{outcome:?}");
     assert!(inspect(&game.container_name()).is_none());
@@ -338,10 +334,10 @@ async fn pull_failures_are_image_pull_failed_with_an_intent() {
     // `never` with an image that is not present.
     let mut config = env.config.clone();
     config.image_pull_policy = shared::ports::PullPolicy::Never;
-    let never = start_job::start_service(&config, &env.infra).unwrap();
+    let never = shared::bootstrap::operations(&config, &env.infra).unwrap();
     let game = env.game("never");
     let outcome = never
-        .handle(&request(&game, "galaxy-test/engine:9.9.9"))
+        .start(&request(&game, "galaxy-test/engine:9.9.9"))
         .await;
     assert_failed(&outcome, ErrorCode::ImagePullFailed);
     assert_eq!(
@@ -351,14 +347,14 @@ async fn pull_failures_are_image_pull_failed_with_an_intent() {
     // `never` with a present image works.
     let present = env.game("present");
     assert_eq!(
-        never.handle(&request(&present, ENGINE)).await.outcome,
+        never.start(&request(&present, ENGINE)).await.outcome,
         Outcome::Success
     );
 
     // `if_missing` of an image no registry serves: a real pull that fails.
     let game = env.game("pull");
     let outcome = service(&env)
-        .handle(&request(&game, "127.0.0.1:9/galaxy/missing:1.0.0"))
+        .start(&request(&game, "127.0.0.1:9/galaxy/missing:1.0.0"))
         .await;
     assert_failed(&outcome, ErrorCode::ImagePullFailed);
     assert!(inspect(&game.container_name()).is_none());
@@ -373,7 +369,7 @@ async fn bad_image_labels_fall_back_to_the_defaults() {
     let env = TestEnv::new().await;
     let game = env.game("badlabels");
     let outcome = service(&env)
-        .handle(&request(&game, "galaxy-test/engine:badlabels"))
+        .start(&request(&game, "galaxy-test/engine:badlabels"))
         .await;
     assert_eq!(outcome.outcome, Outcome::Success, "{outcome:?}");
     let c = inspect(&game.container_name()).unwrap();
@@ -394,7 +390,7 @@ async fn a_failed_record_write_removes_the_new_container() {
     .execute(env.db().pool())
     .await
     .unwrap();
-    let outcome = service(&env).handle(&request(&game, ENGINE)).await;
+    let outcome = service(&env).start(&request(&game, ENGINE)).await;
     assert_failed(&outcome, ErrorCode::ContainerStartFailed);
     assert!(outcome.error_message.contains("sabotaged"), "{outcome:?}");
     assert!(
@@ -447,7 +443,7 @@ async fn an_unrecorded_owned_container_is_adopted_and_a_foreign_one_is_left_alon
     }
     args.push(ENGINE.into());
     let orphan_id = docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let adopted = svc.handle(&request(&orphan, ENGINE)).await;
+    let adopted = svc.start(&request(&orphan, ENGINE)).await;
     assert_eq!(adopted.outcome, Outcome::Success, "{adopted:?}");
     assert_eq!(
         adopted.record.unwrap().current_container_id.as_deref(),
@@ -468,7 +464,7 @@ async fn an_unrecorded_owned_container_is_adopted_and_a_foreign_one_is_left_alon
         ENGINE,
     ]);
     assert_failed(
-        &svc.handle(&request(&other, ENGINE)).await,
+        &svc.start(&request(&other, ENGINE)).await,
         ErrorCode::Conflict,
     );
     assert!(inspect(&other_id).is_some());
@@ -476,7 +472,7 @@ async fn an_unrecorded_owned_container_is_adopted_and_a_foreign_one_is_left_alon
     // Not ours: conflict, never touched.
     let foreign = env.game("foreign");
     let foreign_id = docker(&["create", "--name", &foreign.container_name(), ENGINE]);
-    let outcome = svc.handle(&request(&foreign, ENGINE)).await;
+    let outcome = svc.start(&request(&foreign, ENGINE)).await;
     assert_failed(&outcome, ErrorCode::Conflict);
     assert!(outcome.error_message.contains("not managed"), "{outcome:?}");
     assert_eq!(inspect(&foreign_id).unwrap()["State"]["Status"], "created");
@@ -487,16 +483,22 @@ async fn docker_unreachable_is_docker_unavailable() {
     let env = TestEnv::new().await;
     let game = env.game("nodocker");
     let dead = shared::adapters::docker::DockerEngine::connect("tcp://127.0.0.1:9").unwrap();
-    let svc = StartService::new(
-        Arc::new(dead),
-        env.infra.db.clone(),
-        env.infra.publisher.clone(),
-        shared::adapters::redis::LeaseStore::new(env.infra.redis.clone(), env.config.lease_ttl()),
-        None,
-        shared::start::StartSettings::from_config(&env.config).unwrap(),
-        env.infra.metrics.clone(),
+    let svc = Operations::new(
+        shared::operations::OperationDeps {
+            engine: Arc::new(dead),
+            db: env.infra.db.clone(),
+            outbox: env.infra.outbox.clone(),
+            leases: shared::adapters::redis::LeaseStore::new(
+                env.infra.redis.clone(),
+                env.config.lease_ttl(),
+            ),
+            intents: shared::adapters::redis::IntentStore::new(env.infra.redis.clone()),
+            lobby: None,
+            metrics: env.infra.metrics.clone(),
+        },
+        env.config.operation_settings().unwrap(),
     );
-    let outcome = svc.handle(&request(&game, ENGINE)).await;
+    let outcome = svc.start(&request(&game, ENGINE)).await;
     assert_failed(&outcome, ErrorCode::DockerUnavailable);
     assert!(
         intents_for(&env, &game).await.is_empty(),

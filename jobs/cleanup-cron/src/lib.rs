@@ -9,7 +9,7 @@ use std::time::Duration;
 use shared::bootstrap::Infra;
 use shared::config::Config;
 use shared::domain::{ErrorCode, OpSource, Outcome};
-use shared::lifecycle::{LifecycleService, OperationRequest};
+use shared::operations::{OperationRequest, Operations};
 use tokio_util::sync::CancellationToken;
 
 /// What one pass did.
@@ -54,7 +54,7 @@ pub fn parse_args(args: &[String]) -> anyhow::Result<Schedule> {
 }
 
 pub async fn pass(
-    lifecycle: &LifecycleService,
+    operations: &Operations,
     infra: &Infra,
     retention: Duration,
 ) -> anyhow::Result<PassReport> {
@@ -66,7 +66,7 @@ pub async fn pass(
             op_source: OpSource::AutoTtl,
             source_ref: pass_id.clone(),
         };
-        let outcome = lifecycle.cleanup(&request).await;
+        let outcome = operations.cleanup(&request).await;
         match (outcome.outcome, outcome.error_code) {
             (Outcome::Success, None) => report.cleaned.push(game_id.to_string()),
             (_, Some(ErrorCode::ReplayNoOp | ErrorCode::Conflict)) => {
@@ -107,11 +107,11 @@ pub async fn run(
     every: Option<Duration>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let lifecycle = shared::bootstrap::lifecycle_service(&config, &infra)?;
+    let operations = shared::bootstrap::operations(&config, &infra)?;
     let retention = Duration::from_secs(config.container_retention_days * 24 * 3600);
     let work = async {
         loop {
-            match (pass(&lifecycle, &infra, retention).await, every) {
+            match (pass(&operations, &infra, retention).await, every) {
                 (Ok(_), None) => return Ok(()),
                 (Err(e), None) => return Err(e),
                 (Ok(_), Some(_)) => {}
@@ -126,7 +126,7 @@ pub async fn run(
             }
         }
     };
-    infra.publisher.with_relay(infra.redis.clone(), work).await
+    infra.outbox.with_relay(&infra.redis, work).await
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub fn listener(config: &Config, infra: &Infra) -> Listener {
     Listener::new(
         infra.engine.clone(),
         infra.db.clone(),
-        infra.publisher.clone(),
+        infra.outbox.clone(),
         infra.redis.clone(),
         ListenerSettings::from_config(config),
     )
@@ -26,8 +26,8 @@ pub fn listener(config: &Config, infra: &Infra) -> Listener {
 pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = listener(&config, &infra);
     infra
-        .publisher
-        .with_relay(infra.redis.clone(), listener.run(shutdown))
+        .outbox
+        .with_relay(&infra.redis, listener.run(shutdown))
         .await;
     Ok(())
 }

@@ -20,11 +20,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use shared::adapters::redis::{LeaseStore, RedisClient};
+use shared::adapters::redis::LeaseStore;
 use shared::bootstrap::Infra;
 use shared::config::Config;
 use shared::health::inspect::{InspectSettings, Inspector, PassError, PassReport};
-use shared::outbox::Publisher;
 use tokio_util::sync::CancellationToken;
 
 pub const USAGE: &str = "\
@@ -77,7 +76,7 @@ pub fn inspector(config: &Config, infra: &Infra) -> Inspector {
     Inspector::new(
         infra.engine.clone(),
         infra.db.clone(),
-        infra.publisher.clone(),
+        infra.outbox.clone(),
         LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
         InspectSettings::from_config(config),
     )
@@ -104,27 +103,20 @@ pub async fn run(
         },
         Schedule::Every(period) => {
             let period = period.unwrap_or(config.inspect_interval);
-            let relay_stop = CancellationToken::new();
-            let relay = tokio::spawn(
-                infra
-                    .publisher
-                    .relay(infra.redis.clone())
-                    .run(relay_stop.clone()),
-            );
-            run_every(
+            let passes = run_every(
                 &inspector,
                 period,
                 config.reconcile_interval,
                 grace,
                 &shutdown,
-            )
-            .await;
-            relay_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+            );
+            infra.outbox.with_relay(&infra.redis, passes).await;
             Ok(())
         }
     };
-    let delivered = deliver_outbox(&infra.publisher, infra.redis.clone(), grace).await;
+    // Also after a one-shot pass: its events reach the stream even when no
+    // other relay runs.
+    let delivered = infra.outbox.drain(&infra.redis, grace).await;
     inspector.leases().release_all().await;
     outcome?;
     let delivered = delivered?;
@@ -181,38 +173,6 @@ async fn finish_pass(
     tokio::select! {
         result = &mut pass => Some(result),
         _ = shutdown.cancelled() => tokio::time::timeout(grace, pass).await.ok(),
-    }
-}
-
-/// Delivers pending outbox entries to Redis until none is left (or another
-/// relay holds the delivery lock, which then delivers them), within `within`.
-pub async fn deliver_outbox(
-    publisher: &Publisher,
-    redis: RedisClient,
-    within: Duration,
-) -> anyhow::Result<usize> {
-    let relay = publisher.relay(redis);
-    let deadline = tokio::time::Instant::now() + within;
-    let mut delivered = 0;
-    loop {
-        match tokio::time::timeout_at(deadline, relay.deliver_pending()).await {
-            Ok(Ok(0)) => return Ok(delivered),
-            Ok(Ok(n)) => delivered += n,
-            Ok(Err(e)) if tokio::time::Instant::now() + Duration::from_millis(200) < deadline => {
-                tracing::warn!(error = %e, "outbox delivery failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Ok(Err(e)) => {
-                return Err(anyhow::Error::new(e).context(
-                    "delivering the outbox to Redis; the entries stay queued for the next relay",
-                ))
-            }
-            Err(_) => anyhow::bail!(
-                "the outbox was not delivered to Redis within RTMANAGER_SHUTDOWN_TIMEOUT ({}); \
-                 the entries stay queued for the next relay",
-                humantime::format_duration(within)
-            ),
-        }
     }
 }
 

@@ -138,25 +138,17 @@ pub async fn serve(
     auth: Auth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let lifecycle = shared::bootstrap::lifecycle_service(&config, &infra)?;
+    let operations = shared::bootstrap::operations(&config, &infra)?;
     let state = AppState {
         config: Arc::new(config),
         metrics: GatewayMetrics::new(&auth),
         infra,
-        lifecycle,
+        operations,
         auth,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
     let grace = state.config.shutdown_timeout;
-    let relay_stop = CancellationToken::new();
-    let relay = tokio::spawn(
-        state
-            .infra
-            .publisher
-            .relay(state.infra.redis.clone())
-            .run(relay_stop.clone()),
-    );
     if let Some(metrics_listener) = metrics_listener {
         let server = axum::serve(metrics_listener, metrics_app(state.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -165,6 +157,19 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, auth_disabled = state.auth.is_disabled(), "rest-gateway listening");
     }
+    let serving = serve_until_drained(&state, listener, grace);
+    let outbox = state.infra.outbox.clone();
+    outbox.with_relay(&state.infra.redis, serving).await
+}
+
+/// Serves until `shutdown`, then lets open connections and running lifecycle
+/// tasks finish within `grace`.
+async fn serve_until_drained(
+    state: &AppState,
+    listener: TcpListener,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let shutdown = state.shutdown.clone();
     let server = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut server = tokio::spawn(server.into_future());
@@ -197,8 +202,6 @@ pub async fn serve(
             "lifecycle operations still running at the end of the shutdown grace"
         );
     }
-    relay_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
     result
 }
 

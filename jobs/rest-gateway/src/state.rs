@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use shared::bootstrap::Infra;
 use shared::config::Config;
-use shared::lifecycle::LifecycleService;
+use shared::operations::Operations;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,7 +15,7 @@ use crate::metrics::GatewayMetrics;
 pub struct AppState {
     pub config: Arc<Config>,
     pub infra: Infra,
-    pub lifecycle: LifecycleService,
+    pub operations: Operations,
     pub auth: Auth,
     pub metrics: GatewayMetrics,
     /// Cancelled when the gateway shuts down (long responses, e.g. followed

@@ -7,13 +7,13 @@ use async_trait::async_trait;
 use shared::bootstrap::Infra;
 use shared::config::Config;
 use shared::domain::{GameId, OpSource, StartJob};
-use shared::start::{StartRequest, StartService};
-use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler, StreamConsumer};
+use shared::operations::{Operations, StartRequest};
+use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler};
 use tokio_util::sync::CancellationToken;
 
 /// Turns start-job entries into start requests.
 pub struct StartJobHandler {
-    service: StartService,
+    operations: Operations,
 }
 
 #[async_trait]
@@ -34,16 +34,11 @@ impl JobHandler for StartJobHandler {
             source_ref: entry_id.to_owned(),
         };
         let outcome = self
-            .service
-            .handle_requested(&request, job.requested_at_ms)
+            .operations
+            .start_requested(&request, job.requested_at_ms)
             .await;
         JobDisposition::Done(outcome.job_result(&job.game_id))
     }
-}
-
-/// Builds the start service from connected adapters.
-pub fn start_service(config: &Config, infra: &Infra) -> anyhow::Result<StartService> {
-    shared::bootstrap::start_service(config, infra)
 }
 
 pub fn consumer_settings(config: &Config) -> ConsumerSettings {
@@ -59,19 +54,14 @@ pub fn consumer_settings(config: &Config) -> ConsumerSettings {
 /// Consumes start jobs until `shutdown`; the outbox relay runs alongside and
 /// gets a last delivery attempt before returning.
 pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let service = start_service(&config, &infra)?;
-    let leases = service.leases().clone();
-    let consumer = StreamConsumer::new(
-        infra.redis.clone(),
-        infra.publisher.clone(),
-        leases,
-        StartJobHandler { service },
-        consumer_settings(&config),
-        infra.metrics.clone(),
-    );
-    let consumed = infra
-        .publisher
-        .with_relay(infra.redis.clone(), consumer.run(shutdown))
-        .await;
-    consumed
+    let operations = shared::bootstrap::operations(&config, &infra)?;
+    let settings = consumer_settings(&config);
+    shared::stream_consumer::consume(
+        &infra,
+        operations.leases().clone(),
+        StartJobHandler { operations },
+        settings,
+        shutdown,
+    )
+    .await
 }

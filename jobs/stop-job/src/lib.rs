@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use shared::bootstrap::Infra;
 use shared::config::Config;
 use shared::domain::{GameId, OpSource, StopJob};
-use shared::lifecycle::{LifecycleService, OperationRequest};
-use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler, StreamConsumer};
+use shared::operations::{OperationRequest, Operations};
+use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler};
 use tokio_util::sync::CancellationToken;
 
 pub struct StopJobHandler {
-    lifecycle: LifecycleService,
+    operations: Operations,
 }
 
 #[async_trait]
@@ -33,7 +33,7 @@ impl JobHandler for StopJobHandler {
             source_ref: entry_id.to_owned(),
         };
         let outcome = self
-            .lifecycle
+            .operations
             .stop(&request, job.reason, job.requested_at_ms)
             .await;
         JobDisposition::Done(outcome.job_result(&job.game_id))
@@ -52,19 +52,14 @@ pub fn consumer_settings(config: &Config) -> ConsumerSettings {
 
 /// Consumes stop jobs until `shutdown`, with the outbox relay alongside.
 pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let lifecycle = shared::bootstrap::lifecycle_service(&config, &infra)?;
-    let leases = lifecycle.start_service().leases().clone();
-    let consumer = StreamConsumer::new(
-        infra.redis.clone(),
-        infra.publisher.clone(),
-        leases,
-        StopJobHandler { lifecycle },
-        consumer_settings(&config),
-        infra.metrics.clone(),
-    );
-    let consumed = infra
-        .publisher
-        .with_relay(infra.redis.clone(), consumer.run(shutdown))
-        .await;
-    consumed
+    let operations = shared::bootstrap::operations(&config, &infra)?;
+    let settings = consumer_settings(&config);
+    shared::stream_consumer::consume(
+        &infra,
+        operations.leases().clone(),
+        StopJobHandler { operations },
+        settings,
+        shutdown,
+    )
+    .await
 }

@@ -17,11 +17,12 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
+use crate::domain::labels::{LABEL_OWNER, LABEL_OWNER_VALUE};
+use crate::domain::{ContainerState, EventAction};
 use crate::ports::{
     ContainerEngine, ContainerInfo, ContainerSpec, ContainerStats, ContainerSummary, EngineError,
     EngineEvent, EngineEvents, HealthInfo, ImageInfo, LogChunks, LogOptions, PullPolicy,
 };
-use crate::start::{LABEL_OWNER, LABEL_OWNER_VALUE};
 
 /// Seconds bollard waits for one request; pulls stream, so this bounds a stall.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
@@ -42,11 +43,6 @@ impl DockerEngine {
         }
         .map_err(|e| EngineError::Unavailable(format!("{host}: {e}")))?;
         Ok(Self { docker })
-    }
-
-    /// The underlying client, for adapters that need more than the port.
-    pub fn client(&self) -> &Docker {
-        &self.docker
     }
 }
 
@@ -108,7 +104,10 @@ fn container_info(resp: bollard::models::ContainerInspectResponse) -> ContainerI
             .to_owned(),
         image: config.image.unwrap_or_default(),
         labels: config.labels.unwrap_or_default(),
-        state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        state: state
+            .status
+            .map(|s| ContainerState::parse(s.as_ref()))
+            .unwrap_or_default(),
         health: state
             .health
             .and_then(|h| h.status)
@@ -302,7 +301,10 @@ impl ContainerEngine for DockerEngine {
                     .trim_start_matches('/')
                     .to_owned(),
                 labels: c.labels.unwrap_or_default(),
-                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                state: c
+                    .state
+                    .map(|s| ContainerState::parse(s.as_ref()))
+                    .unwrap_or_default(),
                 networks: {
                     let mut names: Vec<String> = c
                         .network_settings
@@ -338,7 +340,7 @@ impl ContainerEngine for DockerEngine {
             let actor = message.actor.unwrap_or_default();
             let labels = actor.attributes.unwrap_or_default();
             Ok(EngineEvent {
-                action: message.action.unwrap_or_default(),
+                action: EventAction::parse(&message.action.unwrap_or_default()),
                 container_id: actor.id.unwrap_or_default(),
                 exit_code: labels.get("exitCode").and_then(|c| c.parse().ok()),
                 labels,

@@ -118,7 +118,111 @@ impl SnapshotStatus {
     }
 }
 
+/// One constructor per event type: the contract's seven shapes live here and
+/// nowhere else. `at_ms` is when the observation was made (Unix ms).
 impl HealthEvent {
+    fn new(game_id: &GameId, container_id: &str, at_ms: i64, details: HealthDetails) -> Self {
+        Self {
+            game_id: game_id.clone(),
+            container_id: container_id.to_owned(),
+            occurred_at_ms: at_ms,
+            details,
+        }
+    }
+
+    pub fn container_started(
+        game_id: &GameId,
+        container_id: &str,
+        at_ms: i64,
+        image_ref: &str,
+    ) -> Self {
+        let image_ref = image_ref.to_owned();
+        Self::new(
+            game_id,
+            container_id,
+            at_ms,
+            HealthDetails::ContainerStarted { image_ref },
+        )
+    }
+
+    pub fn container_exited(
+        game_id: &GameId,
+        container_id: &str,
+        at_ms: i64,
+        exit_code: i64,
+        oom: bool,
+    ) -> Self {
+        let details = HealthDetails::ContainerExited { exit_code, oom };
+        Self::new(game_id, container_id, at_ms, details)
+    }
+
+    pub fn container_oom(game_id: &GameId, container_id: &str, at_ms: i64, exit_code: i64) -> Self {
+        Self::new(
+            game_id,
+            container_id,
+            at_ms,
+            HealthDetails::ContainerOom { exit_code },
+        )
+    }
+
+    pub fn container_disappeared(game_id: &GameId, container_id: &str, at_ms: i64) -> Self {
+        Self::new(
+            game_id,
+            container_id,
+            at_ms,
+            HealthDetails::ContainerDisappeared,
+        )
+    }
+
+    /// `state` is the engine's own string, carried verbatim.
+    pub fn inspect_unhealthy(
+        game_id: &GameId,
+        container_id: &str,
+        at_ms: i64,
+        restart_count: i64,
+        state: &str,
+        health: &str,
+    ) -> Self {
+        let details = HealthDetails::InspectUnhealthy {
+            restart_count,
+            state: state.to_owned(),
+            health: health.to_owned(),
+        };
+        Self::new(game_id, container_id, at_ms, details)
+    }
+
+    pub fn probe_failed(
+        game_id: &GameId,
+        container_id: &str,
+        at_ms: i64,
+        consecutive_failures: i64,
+        last_status: i64,
+        last_error: &str,
+    ) -> Self {
+        let details = HealthDetails::ProbeFailed {
+            consecutive_failures,
+            last_status,
+            last_error: last_error.to_owned(),
+        };
+        Self::new(game_id, container_id, at_ms, details)
+    }
+
+    pub fn probe_recovered(
+        game_id: &GameId,
+        container_id: &str,
+        at_ms: i64,
+        prior_failure_count: i64,
+    ) -> Self {
+        let details = HealthDetails::ProbeRecovered {
+            prior_failure_count,
+        };
+        Self::new(game_id, container_id, at_ms, details)
+    }
+
+    pub fn event_type(&self) -> EventType {
+        self.details.event_type()
+    }
+
     /// Flat stream fields: one per top-level property, `details` as JSON text,
     /// integers as decimal strings.
     pub fn stream_fields(&self) -> Vec<(String, String)> {
@@ -157,15 +261,8 @@ mod tests {
 
     #[test]
     fn stream_fields_are_flat_with_json_details() {
-        let event = HealthEvent {
-            game_id: GameId::parse("g1").unwrap(),
-            container_id: "c".into(),
-            occurred_at_ms: 17,
-            details: HealthDetails::ContainerExited {
-                exit_code: 137,
-                oom: false,
-            },
-        };
+        let event =
+            HealthEvent::container_exited(&GameId::parse("g1").unwrap(), "c", 17, 137, false);
         let fields = event.stream_fields();
         assert_eq!(fields[2], ("event_type".into(), "container_exited".into()));
         assert_eq!(fields[3], ("occurred_at_ms".into(), "17".into()));

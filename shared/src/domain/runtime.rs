@@ -26,18 +26,6 @@ impl RuntimeStatus {
             .into_iter()
             .find(|s| s.as_str() == raw)
     }
-
-    /// The only four transitions of the Go service. A start on a game with no
-    /// record (or a removed one) is an upsert, not a transition.
-    pub const fn can_become(self, next: RuntimeStatus) -> bool {
-        matches!(
-            (self, next),
-            (Self::Running, Self::Stopped)
-                | (Self::Running, Self::Removed)
-                | (Self::Stopped, Self::Running)
-                | (Self::Stopped, Self::Removed)
-        )
-    }
 }
 
 /// One row of `runtime_records`.
@@ -55,28 +43,4 @@ pub struct RuntimeRecord {
     pub removed_at: Option<DateTime<Utc>>,
     pub last_op_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RuntimeStatus::*;
-
-    #[test]
-    fn only_the_four_documented_transitions_are_allowed() {
-        let all = [Running, Stopped, Removed];
-        let allowed: Vec<_> = all
-            .iter()
-            .flat_map(|a| all.iter().map(move |b| (*a, *b)))
-            .filter(|(a, b)| a.can_become(*b))
-            .collect();
-        assert_eq!(
-            allowed,
-            [
-                (Running, Stopped),
-                (Running, Removed),
-                (Stopped, Running),
-                (Stopped, Removed)
-            ]
-        );
-    }
 }

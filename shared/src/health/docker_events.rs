@@ -42,7 +42,7 @@
 //!
 //! # Exactly once by construction
 //! Every event is staged with an outbox dedupe key,
-//! `health:{event_type}:{container_id}` ([`Publisher::stage_health_once`]): the
+//! `health:{event_type}:{container_id}` ([`Outbox::health_once`]): the
 //! outbox's unique key is checked and set in the same PostgreSQL transaction
 //! that queues the event (and flips the record). So handling an observation
 //! twice — cursor overlap, catch-up racing a replayed event, two instances
@@ -99,22 +99,21 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::postgres::{mark_stopped, Database, StoreError};
+use crate::adapters::postgres::{Database, StoreError, UnitOfWork};
 use crate::adapters::redis::{IntentKind, IntentStore, Lease, LeaseStore, RedisClient, RedisError};
 use crate::config::Config;
-use crate::domain::{GameId, HealthDetails, HealthEvent, RuntimeRecord, RuntimeStatus};
-use crate::outbox::Publisher;
+use crate::domain::labels::LABEL_GAME_ID;
+use crate::domain::{
+    ContainerState, EventAction, GameId, HealthDetails, HealthEvent, RuntimeRecord, RuntimeStatus,
+};
+use crate::outbox::Outbox;
 use crate::ports::{ContainerEngine, ContainerInfo, EngineError, EngineEvent};
-use crate::start::LABEL_GAME_ID;
 
 /// Reported as the exit code of an OOM kill whose exit is not known yet.
 pub const OOM_EXIT_CODE: i64 = 137;
 
 /// Without a cursor, how far back the first subscription starts.
 const NO_CURSOR_LOOKBACK_NANOS: i64 = 2_000_000_000;
-
-/// The cursor outlives any outage, but not a decommissioned daemon.
-const CURSOR_TTL_SECS: u64 = 30 * 24 * 3600;
 
 /// Timings of the listener; [`ListenerSettings::from_config`] gives the
 /// production values.
@@ -226,7 +225,7 @@ impl Backoff {
 pub struct Listener {
     engine: Arc<dyn ContainerEngine>,
     db: Database,
-    publisher: Publisher,
+    outbox: Outbox,
     redis: RedisClient,
     leases: LeaseStore,
     intents: IntentStore,
@@ -247,21 +246,21 @@ fn now_nanos() -> i64 {
 /// `removing` while `docker rm -f` runs (it kills first); `dead` when a
 /// removal failed half-way.
 fn is_being_removed(info: &ContainerInfo) -> bool {
-    matches!(info.state.as_str(), "removing" | "dead")
+    info.state.is_being_removed()
 }
 
 impl Listener {
     pub fn new(
         engine: Arc<dyn ContainerEngine>,
         db: Database,
-        publisher: Publisher,
+        outbox: Outbox,
         redis: RedisClient,
         settings: ListenerSettings,
     ) -> Self {
         Self {
             engine,
             db,
-            publisher,
+            outbox,
             leases: LeaseStore::new(redis.clone(), settings.lease_ttl),
             intents: IntentStore::new(redis.clone()),
             redis,
@@ -320,12 +319,7 @@ impl Listener {
 
     async fn instance(&self) -> Result<&str, StoreError> {
         self.instance
-            .get_or_try_init(|| async {
-                sqlx::query_scalar::<_, String>("SELECT instance_id FROM outbox_identity")
-                    .fetch_one(self.db.pool())
-                    .await
-                    .map_err(StoreError::from)
-            })
+            .get_or_try_init(|| async { self.db.outbox_instance().await })
             .await
             .map(String::as_str)
     }
@@ -415,27 +409,11 @@ impl Listener {
     }
 
     async fn read_cursor(&self, keys: &ListenerKeys) -> Result<Option<i64>, RedisError> {
-        let mut conn = self.redis.manager();
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(&keys.cursor)
-            .query_async(&mut conn)
-            .await?;
-        Ok(raw.and_then(|r| r.parse().ok()))
+        self.redis.read_cursor(&keys.cursor).await
     }
 
-    /// Plain `SET`: only the lease holder writes, and a cursor that goes back
-    /// (a holder that just lost its lease) only makes events be handled again,
-    /// which publishes nothing new.
     async fn write_cursor(&self, keys: &ListenerKeys, time_nano: i64) -> Result<(), RedisError> {
-        let mut conn = self.redis.manager();
-        let _: () = redis::cmd("SET")
-            .arg(&keys.cursor)
-            .arg(time_nano)
-            .arg("EX")
-            .arg(CURSOR_TTL_SECS)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        self.redis.write_cursor(&keys.cursor, time_nano).await
     }
 
     /// Handles one daemon event; an error leaves the cursor before it, so it
@@ -450,13 +428,13 @@ impl Listener {
         };
         let at_ms = event.time_nano.div_euclid(1_000_000);
         let container = event.container_id.as_str();
-        match event.action.as_str() {
-            "die" => {
+        match event.action {
+            EventAction::Die => {
                 self.on_die(&game_id, container, event.exit_code, at_ms)
                     .await
             }
-            "oom" => self.on_oom(&game_id, container, at_ms).await,
-            "destroy" => self.on_destroy(&game_id, container, at_ms).await,
+            EventAction::Oom => self.on_oom(&game_id, container, at_ms).await,
+            EventAction::Destroy => self.on_destroy(&game_id, container, at_ms).await,
             _ => Ok(()),
         }
     }
@@ -496,15 +474,12 @@ impl Listener {
             return Ok(());
         }
         let exit_code = match self.engine.inspect_container(container).await? {
-            Some(info) if info.state != "running" && info.exit_code != 0 => info.exit_code,
+            Some(info) if !info.state.is_running() && info.exit_code != 0 => info.exit_code,
             _ => OOM_EXIT_CODE,
         };
-        self.publish(&[HealthEvent {
-            game_id: game_id.clone(),
-            container_id: container.to_owned(),
-            occurred_at_ms: at_ms,
-            details: HealthDetails::ContainerOom { exit_code },
-        }])
+        self.publish(&[HealthEvent::container_oom(
+            game_id, container, at_ms, exit_code,
+        )])
         .await?;
         Ok(())
     }
@@ -525,12 +500,9 @@ impl Listener {
         if self.current_running(game_id, container).await?.is_none() {
             return Ok(());
         }
-        self.publish(&[HealthEvent {
-            game_id: game_id.clone(),
-            container_id: container.to_owned(),
-            occurred_at_ms: at_ms,
-            details: HealthDetails::ContainerDisappeared,
-        }])
+        self.publish(&[HealthEvent::container_disappeared(
+            game_id, container, at_ms,
+        )])
         .await?;
         Ok(())
     }
@@ -575,25 +547,23 @@ impl Listener {
         if oom {
             // The daemon's `oom` precedes its `die`; normally it was already
             // published from its own event and this one is a no-op.
-            events.push(HealthEvent {
-                game_id: game_id.clone(),
-                container_id: container.to_owned(),
-                occurred_at_ms: at_ms - 1,
-                details: HealthDetails::ContainerOom { exit_code },
-            });
+            events.push(HealthEvent::container_oom(
+                game_id,
+                container,
+                at_ms - 1,
+                exit_code,
+            ));
         }
-        events.push(HealthEvent {
-            game_id: game_id.clone(),
-            container_id: container.to_owned(),
-            occurred_at_ms: at_ms,
-            details: HealthDetails::ContainerExited { exit_code, oom },
-        });
-        let mut tx = self.db.begin().await?;
+        events.push(HealthEvent::container_exited(
+            game_id, container, at_ms, exit_code, oom,
+        ));
+        let mut tx = self.outbox.begin().await?;
         if stop_record {
             // Compare-and-set on the container: a late event never
             // overwrites a newer start. Losing it to another observer (or an
             // earlier pass) is fine: the dedupe key decides publication.
-            mark_stopped(&mut tx, game_id, container, millis_to_time(at_ms)).await?;
+            tx.mark_stopped(game_id, container, millis_to_time(at_ms))
+                .await?;
         }
         let fresh = self.stage(&mut tx, &events).await?;
         tx.commit().await?;
@@ -603,7 +573,7 @@ impl Listener {
 
     /// Stages each event once (by its dedupe key) in one transaction.
     async fn publish(&self, events: &[HealthEvent]) -> Result<usize, StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.outbox.begin().await?;
         let fresh = self.stage(&mut tx, events).await?;
         tx.commit().await?;
         self.published(events, fresh);
@@ -612,13 +582,13 @@ impl Listener {
 
     async fn stage(
         &self,
-        conn: &mut sqlx::PgConnection,
+        tx: &mut UnitOfWork,
         events: &[HealthEvent],
     ) -> Result<usize, StoreError> {
         let mut fresh = 0;
         for event in events {
             let key = dedupe_key(&event.details, &event.container_id);
-            if self.publisher.stage_health_once(conn, event, &key).await? {
+            if tx.stage(&self.outbox.health_once(event, &key)).await? {
                 fresh += 1;
                 tracing::info!(
                     game_id = %event.game_id,
@@ -633,10 +603,10 @@ impl Listener {
     }
 
     fn published(&self, events: &[HealthEvent], fresh: usize) {
-        if fresh > 0 {
-            self.publisher.wake();
-        } else if let Some(event) = events.last() {
-            tracing::debug!(game_id = %event.game_id, container_id = %event.container_id, "observation already published");
+        if fresh == 0 {
+            if let Some(event) = events.last() {
+                tracing::debug!(game_id = %event.game_id, container_id = %event.container_id, "observation already published");
+            }
         }
     }
 
@@ -672,15 +642,14 @@ impl Listener {
                     return Ok(0);
                 }
                 Ok(self
-                    .publish(&[HealthEvent {
-                        game_id: game_id.clone(),
-                        container_id: container.to_owned(),
-                        occurred_at_ms: Utc::now().timestamp_millis(),
-                        details: HealthDetails::ContainerDisappeared,
-                    }])
+                    .publish(&[HealthEvent::container_disappeared(
+                        game_id,
+                        container,
+                        Utc::now().timestamp_millis(),
+                    )])
                     .await?)
             }
-            Some(info) if info.state == "exited" && info.exit_code != 0 => {
+            Some(info) if info.state == ContainerState::Exited && info.exit_code != 0 => {
                 if self.rtmanager_acted(container).await? {
                     return Ok(0);
                 }

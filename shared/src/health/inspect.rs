@@ -35,7 +35,7 @@
 //!   restart_count)` of each container lives in PostgreSQL
 //!   (`inspect_observations`), not in Redis, so it can be compare-and-set in
 //!   the very transaction that stages the event
-//!   ([`Publisher::stage_health`]): the row is only written when it differs
+//!   ([`crate::adapters::postgres::UnitOfWork::stage`]): the row is only written when it differs
 //!   from the new observation, and the event is staged only when the row was
 //!   written. Two passes racing on one container publish it once; a crash
 //!   between the two cannot happen because there is no "between". A healthy
@@ -70,23 +70,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::adapters::postgres::{Database, StoreError};
+use crate::adapters::redis::{Lease, LeaseStore};
+use crate::config::Config;
+use crate::domain::labels::{LABEL_ENGINE_IMAGE_REF, LABEL_GAME_ID};
+use crate::domain::{
+    GameId, HealthEvent, Observation, ObservationMemory as Memory, OpKind, OpSource,
+    OperationEntry, Outcome, RuntimeRecord, RuntimeStatus,
+};
+use crate::outbox::Outbox;
+use crate::ports::{ContainerEngine, ContainerInfo, EngineError};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use rand::RngCore;
-use sqlx::{PgConnection, Row};
-
-use crate::adapters::postgres::{
-    append_operation, insert_record_if_absent, mark_removed, mark_stopped, Database, StoreError,
-};
-use crate::adapters::redis::{Lease, LeaseStore};
-use crate::config::Config;
-use crate::domain::{
-    GameId, HealthDetails, HealthEvent, OpKind, OpSource, OperationEntry, Outcome, RuntimeRecord,
-    RuntimeStatus,
-};
-use crate::outbox::Publisher;
-use crate::ports::{ContainerEngine, ContainerInfo, EngineError};
-use crate::start::{LABEL_ENGINE_IMAGE_REF, LABEL_GAME_ID};
 
 /// Settings of a pass, resolved from [`Config`].
 #[derive(Debug, Clone)]
@@ -112,39 +108,12 @@ impl InspectSettings {
     }
 }
 
-/// What one inspect saw: the `inspect_unhealthy` details.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
-    pub state: String,
-    pub health: String,
-    pub restart_count: i64,
-}
-
-impl Observation {
-    pub fn of(info: &ContainerInfo) -> Self {
-        Self {
-            state: info.state.clone(),
-            health: info.health.clone(),
-            restart_count: info.restart_count,
-        }
+fn observation_of(info: &ContainerInfo) -> Observation {
+    Observation {
+        state: info.state.clone(),
+        health: info.health.clone(),
+        restart_count: info.restart_count,
     }
-
-    fn details(&self) -> HealthDetails {
-        HealthDetails::InspectUnhealthy {
-            restart_count: self.restart_count,
-            state: self.state.clone(),
-            health: self.health.clone(),
-        }
-    }
-}
-
-/// What earlier passes remember about one container.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Memory {
-    /// The RestartCount last accounted for.
-    pub restart_count: i64,
-    /// The last published unhealthy observation; `None` after a healthy one.
-    pub published: Option<Observation>,
 }
 
 /// What to do about one observation.
@@ -163,7 +132,7 @@ pub enum Verdict {
 /// above the one last accounted for.
 pub fn assess(observation: &Observation, memory: Option<&Memory>) -> Verdict {
     let baseline = memory.map_or(0, |m| m.restart_count);
-    let unhealthy = observation.state != "running"
+    let unhealthy = !observation.state.is_running()
         || observation.health == "unhealthy"
         || observation.restart_count > baseline;
     match (unhealthy, memory.and_then(|m| m.published.as_ref())) {
@@ -254,7 +223,7 @@ struct PassContext {
 pub struct Inspector {
     engine: Arc<dyn ContainerEngine>,
     db: Database,
-    publisher: Publisher,
+    outbox: Outbox,
     leases: LeaseStore,
     settings: InspectSettings,
 }
@@ -263,14 +232,14 @@ impl Inspector {
     pub fn new(
         engine: Arc<dyn ContainerEngine>,
         db: Database,
-        publisher: Publisher,
+        outbox: Outbox,
         leases: LeaseStore,
         settings: InspectSettings,
     ) -> Self {
         Self {
             engine,
             db,
-            publisher,
+            outbox,
             leases,
             settings,
         }
@@ -291,7 +260,7 @@ impl Inspector {
             .db
             .list_records((!reconcile).then_some(RuntimeStatus::Running))
             .await?;
-        let memory = load_memory(self.db.pool()).await?;
+        let memory = self.db.observation_memory().await?;
 
         let listed: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
         let recorded: HashSet<&str> = records.iter().map(|r| r.game_id.as_str()).collect();
@@ -379,7 +348,8 @@ impl Inspector {
                 Finding::ObservedExit(g) => report.observed_exits.push(g),
             }
         }
-        if let Err(e) = prune_memory(self.db.pool(), &listed, started).await {
+        let listed_ids: Vec<&str> = listed.iter().copied().collect();
+        if let Err(e) = self.db.prune_observations(&listed_ids, started).await {
             tracing::warn!(error = %e, "pruning inspect observations failed; retried next pass");
         }
         for list in [
@@ -475,8 +445,8 @@ impl Inspector {
         };
         let observed_at = Utc::now();
         let mut findings = vec![Finding::Inspected(container_id.clone())];
-        let observation = Observation::of(&info);
-        if ctx.reconcile && is_exited(&observation.state) {
+        let observation = observation_of(&info);
+        if ctx.reconcile && observation.state.is_exited() {
             findings.extend(self.observe_exit(&record, &container_id, ctx).await);
             return findings;
         }
@@ -486,7 +456,7 @@ impl Inspector {
                     .await,
             ),
             Verdict::Recovered => {
-                if let Err(e) = forget_published(self.db.pool(), &container_id).await {
+                if let Err(e) = self.db.forget_published(&container_id).await {
                     tracing::warn!(game_id = %record.game_id, container_id, error = %e, "clearing the published observation failed");
                     findings.push(Finding::Failed(container_id));
                 }
@@ -523,10 +493,7 @@ impl Inspector {
         let result = action(&lease).await;
         lease.release().await;
         match result {
-            Ok(findings) => {
-                self.publisher.wake();
-                findings
-            }
+            Ok(findings) => findings,
             Err(e) => {
                 tracing::warn!(game_id = %game_id, container_id, error = %e, "inspect action failed; retried next pass");
                 vec![Finding::Failed(container_id.to_owned())]
@@ -542,21 +509,16 @@ impl Inspector {
         observed_at: DateTime<Utc>,
     ) -> Vec<Finding> {
         self.under_lease(game_id, container_id, async |lease| {
-            let mut tx = self.db.begin().await?;
-            if !record_is_current(&mut tx, game_id, container_id).await? {
+            let mut tx = self.outbox.begin().await?;
+            if !tx.lock_current_record(game_id, container_id).await? {
                 return Ok(vec![Finding::Superseded(game_id.clone())]);
             }
-            if !store_published(&mut tx, game_id, container_id, observation).await? {
+            if !tx.store_published(game_id, container_id, observation).await? {
                 // A concurrent pass published this very observation.
                 return Ok(Vec::new());
             }
-            let event = HealthEvent {
-                game_id: game_id.clone(),
-                container_id: container_id.to_owned(),
-                occurred_at_ms: observed_at.timestamp_millis(),
-                details: observation.details(),
-            };
-            self.publisher.stage_health(&mut tx, &event).await?;
+            let event = observation.event(game_id, container_id, observed_at.timestamp_millis());
+            tx.stage(&self.outbox.health(&event)).await?;
             if lease.is_lost() {
                 return Ok(vec![Finding::Busy(game_id.clone())]);
             }
@@ -583,12 +545,11 @@ impl Inspector {
                 Ok(Some(_)) => return Ok(Vec::new()),
                 Err(finding) => return Ok(vec![finding]),
             }
-            let mut tx = self.db.begin().await?;
-            if !mark_removed(&mut tx, game_id, container_id, started_at).await? {
+            let mut tx = self.outbox.begin().await?;
+            if !tx.mark_removed(game_id, container_id, started_at).await? {
                 return Ok(vec![Finding::Superseded(game_id.clone())]);
             }
-            append_operation(
-                &mut tx,
+            tx.append_operation(
                 &self.entry(
                     ctx,
                     record,
@@ -598,14 +559,9 @@ impl Inspector {
                 ),
             )
             .await?;
-            let event = HealthEvent {
-                game_id: game_id.clone(),
-                container_id: container_id.to_owned(),
-                occurred_at_ms: started_at.timestamp_millis(),
-                details: HealthDetails::ContainerDisappeared,
-            };
-            self.publisher.stage_health(&mut tx, &event).await?;
-            forget_container(&mut tx, container_id).await?;
+            let event = HealthEvent::container_disappeared(game_id, container_id, started_at.timestamp_millis());
+            tx.stage(&self.outbox.health(&event)).await?;
+            tx.forget_container(container_id).await?;
             if lease.is_lost() {
                 return Ok(vec![Finding::Busy(game_id.clone())]);
             }
@@ -629,18 +585,17 @@ impl Inspector {
             let started_at = Utc::now();
             // Confirm under the lease: a restart policy may have revived it.
             let info = match self.inspect(container_id).await {
-                Ok(Some(info)) if is_exited(&info.state) => info,
+                Ok(Some(info)) if info.state.is_exited() => info,
                 Ok(_) => return Ok(Vec::new()),
                 Err(finding) => return Ok(vec![finding]),
             };
             let observed_at = Utc::now();
             let stopped_at = info.finished_at.unwrap_or(observed_at);
-            let mut tx = self.db.begin().await?;
-            if !mark_stopped(&mut tx, game_id, container_id, stopped_at).await? {
+            let mut tx = self.outbox.begin().await?;
+            if !tx.mark_stopped(game_id, container_id, stopped_at).await? {
                 return Ok(vec![Finding::Superseded(game_id.clone())]);
             }
-            append_operation(
-                &mut tx,
+            tx.append_operation(
                 &self.entry(
                     ctx,
                     record,
@@ -650,16 +605,11 @@ impl Inspector {
                 ),
             )
             .await?;
-            let observation = Observation::of(&info);
+            let observation = observation_of(&info);
             let mut findings = vec![Finding::ObservedExit(game_id.clone())];
-            if store_published(&mut tx, game_id, container_id, &observation).await? {
-                let event = HealthEvent {
-                    game_id: game_id.clone(),
-                    container_id: container_id.to_owned(),
-                    occurred_at_ms: observed_at.timestamp_millis(),
-                    details: observation.details(),
-                };
-                self.publisher.stage_health(&mut tx, &event).await?;
+            if tx.store_published(game_id, container_id, &observation).await? {
+                let event = observation.event(game_id, container_id, observed_at.timestamp_millis());
+                tx.stage(&self.outbox.health(&event)).await?;
                 findings.push(Finding::Unhealthy(game_id.clone()));
             }
             if lease.is_lost() {
@@ -682,12 +632,11 @@ impl Inspector {
                 Err(finding) => return Ok(vec![finding]),
             };
             let record = self.adopted_record(game_id, &info, started_at);
-            let mut tx = self.db.begin().await?;
-            if !insert_record_if_absent(&mut tx, &record).await? {
+            let mut tx = self.outbox.begin().await?;
+            if !tx.insert_record_if_absent(&record).await? {
                 return Ok(vec![Finding::Superseded(game_id.clone())]);
             }
-            append_operation(
-                &mut tx,
+            tx.append_operation(
                 &self.entry(ctx, &record, OpKind::ReconcileAdopt, &info.id, started_at),
             )
             .await?;
@@ -707,7 +656,7 @@ impl Inspector {
         info: &ContainerInfo,
         now: DateTime<Utc>,
     ) -> RuntimeRecord {
-        let running = info.state == "running";
+        let running = info.state.is_running();
         let image_ref = info
             .labels
             .get(LABEL_ENGINE_IMAGE_REF)
@@ -763,10 +712,6 @@ impl Inspector {
     }
 }
 
-fn is_exited(state: &str) -> bool {
-    matches!(state, "exited" | "dead")
-}
-
 /// `inspect-<unix ms>-<8 hex>`: names the pass in logs and operation rows.
 fn new_pass_id(at: DateTime<Utc>) -> String {
     let mut bytes = [0u8; 4];
@@ -775,136 +720,13 @@ fn new_pass_id(at: DateTime<Utc>) -> String {
     format!("inspect-{}-{hex}", at.timestamp_millis())
 }
 
-// ---------------------------------------------------------------------------
-// inspect_observations (migrations/20261122000002_inspect_observations.sql)
-// ---------------------------------------------------------------------------
-
-async fn load_memory(pool: &sqlx::PgPool) -> Result<HashMap<String, Memory>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT container_id, restart_count, published_state, published_health, \
-             published_restart_count FROM inspect_observations",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let state: Option<String> = row.try_get("published_state")?;
-            let published = match state {
-                Some(state) => Some(Observation {
-                    state,
-                    health: row.try_get("published_health")?,
-                    restart_count: row.try_get("published_restart_count")?,
-                }),
-                None => None,
-            };
-            Ok((
-                row.try_get("container_id")?,
-                Memory {
-                    restart_count: row.try_get("restart_count")?,
-                    published,
-                },
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
-}
-
-/// Compare-and-set of the published observation: `true` when it was written,
-/// i.e. when it differs from the stored one and the event must be staged.
-async fn store_published(
-    conn: &mut PgConnection,
-    game_id: &GameId,
-    container_id: &str,
-    observation: &Observation,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO inspect_observations (container_id, game_id, restart_count, \
-             published_state, published_health, published_restart_count, observed_at) \
-         VALUES ($1, $2, $3, $4, $5, $3, now()) \
-         ON CONFLICT (container_id) DO UPDATE SET restart_count = EXCLUDED.restart_count, \
-             published_state = EXCLUDED.published_state, \
-             published_health = EXCLUDED.published_health, \
-             published_restart_count = EXCLUDED.published_restart_count, observed_at = now() \
-         WHERE (inspect_observations.published_state, inspect_observations.published_health, \
-                inspect_observations.published_restart_count) \
-             IS DISTINCT FROM (EXCLUDED.published_state, EXCLUDED.published_health, \
-                EXCLUDED.published_restart_count)",
-    )
-    .bind(container_id)
-    .bind(game_id.as_str())
-    .bind(observation.restart_count)
-    .bind(&observation.state)
-    .bind(&observation.health)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// A healthy observation: the next failure is news again.
-async fn forget_published(pool: &sqlx::PgPool, container_id: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE inspect_observations SET published_state = NULL, published_health = NULL, \
-             published_restart_count = NULL, observed_at = now() \
-         WHERE container_id = $1 AND published_state IS NOT NULL",
-    )
-    .bind(container_id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-async fn forget_container(conn: &mut PgConnection, container_id: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM inspect_observations WHERE container_id = $1")
-        .bind(container_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Drops the memory of containers no longer listed (and not written since
-/// this pass began, so a concurrent pass's fresh rows survive).
-async fn prune_memory(
-    pool: &sqlx::PgPool,
-    listed: &HashSet<&str>,
-    pass_started: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let listed: Vec<&str> = listed.iter().copied().collect();
-    sqlx::query(
-        "DELETE FROM inspect_observations \
-         WHERE NOT (container_id = ANY($1)) AND observed_at < $2",
-    )
-    .bind(&listed)
-    .bind(pass_started)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Locks the record while the event commits: it must still be `running` on
-/// this container.
-async fn record_is_current(
-    conn: &mut PgConnection,
-    game_id: &GameId,
-    container_id: &str,
-) -> Result<bool, StoreError> {
-    let row = sqlx::query(
-        "SELECT 1 FROM runtime_records \
-         WHERE game_id = $1 AND status = 'running' AND current_container_id = $2 FOR SHARE",
-    )
-    .bind(game_id.as_str())
-    .bind(container_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn obs(state: &str, health: &str, restart_count: i64) -> Observation {
         Observation {
-            state: state.into(),
+            state: crate::domain::ContainerState::parse(state),
             health: health.into(),
             restart_count,
         }

@@ -13,7 +13,7 @@
 //! the first success after that emits one `probe_recovered
 //! {prior_failure_count}`. Nothing below the threshold, nothing repeated
 //! during a streak. Events go through the one health publisher
-//! ([`Publisher::emit_health`]: snapshot + outbox row in one transaction).
+//! ([`Outbox::health`]: snapshot + outbox row in one transaction).
 //!
 //! Not probed (and not counted as a failure): a game younger than
 //! `RTMANAGER_PROBE_INITIAL_GRACE` (by `started_at`); a game whose per-game
@@ -99,16 +99,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use redis::Script;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::Database;
-use crate::adapters::redis::{lease_key, LeaseStore, RedisClient};
+use crate::adapters::redis::streaks::StreakVerdict;
+use crate::adapters::redis::{LeaseStore, RedisClient};
 use crate::config::{Config, ConfigError};
 use crate::domain::{GameId, HealthDetails, HealthEvent, RuntimeRecord, RuntimeStatus};
-use crate::outbox::Publisher;
+use crate::outbox::Outbox;
 use crate::ports::{ContainerEngine, EngineError};
 
 // ---------------------------------------------------------------------------
@@ -357,106 +357,6 @@ fn describe(err: &reqwest::Error, timeout: Duration) -> String {
 // Streak state (Redis)
 // ---------------------------------------------------------------------------
 
-/// `rtmanager:probe:{base64url(game_id)}`.
-pub fn streak_key(game_id: &GameId) -> String {
-    format!("rtmanager:probe:{}", game_id.key_segment())
-}
-
-/// Applies one observation to a game's streak and decides, atomically, what
-/// to publish. KEYS: streak hash, game lease. ARGV: container id, `ok` or
-/// `fail`, threshold, slot, TTL seconds. Returns `{verdict, count,
-/// pre-image...}` where verdict is `ok`, `recovered` (count = the failures
-/// right before), `counted`, `failed` (count = the streak), `skipped` (lease
-/// held: a failure during an operation is not counted) or `duplicate` (this
-/// slot, or a later one, was already observed: by another prober or before a
-/// restart). The
-/// pre-image (the replaced fields, `''` when absent) lets [`UNDO_LUA`]
-/// restore them when the event cannot be committed.
-pub const OBSERVE_LUA: &str = r#"
-local s = redis.call('HMGET', KEYS[1], 'container_id', 'consecutive_failures',
-  'failed_published', 'failed_container', 'last_slot')
-local cid = s[1] or ''
-local fails = tonumber(s[2]) or 0
-local published = s[3] == '1'
-local failed_for = s[4] or ''
-local slot = tonumber(ARGV[4])
-local pre = {cid, tostring(s[2] or ''), tostring(s[3] or ''), failed_for, tostring(s[5] or '')}
-if s[5] and tonumber(s[5]) >= slot then
-  return {'duplicate', fails, unpack(pre)}
-end
-local verdict
-if ARGV[2] == 'ok' then
-  if published then
-    verdict = 'recovered'
-    redis.call('HSET', KEYS[1], 'container_id', ARGV[1], 'consecutive_failures', 0,
-      'failed_published', 0, 'failed_container', '', 'last_slot', ARGV[4])
-  else
-    verdict = 'ok'
-    redis.call('HSET', KEYS[1], 'container_id', ARGV[1], 'consecutive_failures', 0,
-      'last_slot', ARGV[4])
-  end
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  return {verdict, fails, unpack(pre)}
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {'skipped', fails, unpack(pre)}
-end
-if cid ~= ARGV[1] then fails = 0 end
-fails = fails + 1
-verdict = 'counted'
-if fails >= tonumber(ARGV[3]) and not (published and failed_for == ARGV[1]) then
-  verdict = 'failed'
-  redis.call('HSET', KEYS[1], 'failed_published', 1, 'failed_container', ARGV[1])
-end
-redis.call('HSET', KEYS[1], 'container_id', ARGV[1], 'consecutive_failures', fails,
-  'last_slot', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return {verdict, fails, unpack(pre)}"#;
-
-/// Restores an observation's pre-image, only while nothing has observed the
-/// game since (`last_slot` is still the observation's slot). ARGV: slot,
-/// then the pre-image; an empty pre-image `last_slot` means there was no
-/// state, so the key is deleted.
-pub const UNDO_LUA: &str = r#"
-if redis.call('HGET', KEYS[1], 'last_slot') ~= ARGV[1] then return 0 end
-if ARGV[6] == '' then redis.call('DEL', KEYS[1]) return 1 end
-redis.call('HSET', KEYS[1], 'container_id', ARGV[2], 'consecutive_failures', ARGV[3],
-  'failed_published', ARGV[4], 'failed_container', ARGV[5], 'last_slot', ARGV[6])
-return 1"#;
-
-/// The streak hash as stored (for operators and tests).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Streak {
-    pub container_id: String,
-    pub consecutive_failures: i64,
-    pub failed_published: bool,
-    pub failed_container: String,
-    pub last_slot: Option<u64>,
-}
-
-/// Reads a game's streak; `None` when there is none.
-pub async fn read_streak(
-    redis: &RedisClient,
-    game_id: &GameId,
-) -> Result<Option<Streak>, crate::adapters::redis::RedisError> {
-    let mut conn = redis.manager();
-    let map: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(streak_key(game_id))
-        .query_async(&mut conn)
-        .await?;
-    if map.is_empty() {
-        return Ok(None);
-    }
-    let get = |k: &str| map.get(k).cloned().unwrap_or_default();
-    Ok(Some(Streak {
-        container_id: get("container_id"),
-        consecutive_failures: get("consecutive_failures").parse().unwrap_or(0),
-        failed_published: get("failed_published") == "1",
-        failed_container: get("failed_container"),
-        last_slot: get("last_slot").parse().ok(),
-    }))
-}
-
 // ---------------------------------------------------------------------------
 // Targets and verdicts
 // ---------------------------------------------------------------------------
@@ -564,13 +464,12 @@ struct Inner {
     db: Database,
     redis: RedisClient,
     engine: Arc<dyn ContainerEngine>,
-    publisher: Publisher,
+    outbox: Outbox,
     leases: LeaseStore,
     http: reqwest::Client,
     permits: Semaphore,
-    observe: Script,
-    undo: Script,
-    state_ttl_secs: u64,
+    /// How long a game's streak outlives its last observation.
+    streak_ttl: Duration,
 }
 
 /// A running target task: its latest record and its stop switch.
@@ -585,12 +484,10 @@ impl Prober {
         db: Database,
         redis: RedisClient,
         engine: Arc<dyn ContainerEngine>,
-        publisher: Publisher,
+        outbox: Outbox,
     ) -> Result<Self, ProberError> {
         let http = http_client(settings.interval)?;
-        let state_ttl_secs = (settings.interval * 100)
-            .max(Duration::from_secs(24 * 3600))
-            .as_secs();
+        let streak_ttl = (settings.interval * 100).max(Duration::from_secs(24 * 3600));
         Ok(Self {
             inner: Arc::new(Inner {
                 permits: Semaphore::new(settings.concurrency.max(1)),
@@ -599,11 +496,9 @@ impl Prober {
                 db,
                 redis,
                 engine,
-                publisher,
+                outbox,
                 http,
-                observe: Script::new(OBSERVE_LUA),
-                undo: Script::new(UNDO_LUA),
-                state_ttl_secs,
+                streak_ttl,
             }),
         })
     }
@@ -859,58 +754,68 @@ impl Prober {
         stop: &CancellationToken,
     ) -> Verdict {
         let inner = &self.inner;
-        let key = streak_key(&target.game_id);
-        let mut conn = inner.redis.manager();
-        let reply: Result<(String, i64, String, String, String, String, String), _> = inner
-            .observe
-            .key(&key)
-            .key(lease_key(&target.game_id))
-            .arg(&target.container_id)
-            .arg(if result.is_healthy() { "ok" } else { "fail" })
-            .arg(inner.settings.threshold)
-            .arg(slot)
-            .arg(inner.state_ttl_secs)
-            .invoke_async(&mut conn)
+        let observed = inner
+            .redis
+            .observe_streak(
+                &target.game_id,
+                &target.container_id,
+                result.is_healthy(),
+                inner.settings.threshold,
+                slot,
+                inner.streak_ttl,
+            )
             .await;
-        let (verdict, count, pre_cid, pre_fails, pre_pub, pre_for, pre_slot) = match reply {
+        let (verdict, pre) = match observed {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(game_id = %target.game_id, error = %e, "probe streak update failed; observation lost");
                 return Verdict::NotProbed(Skip::RedisUnavailable);
             }
         };
-        let details = match (verdict.as_str(), &result) {
-            ("ok", _) => return Verdict::Healthy,
-            ("counted", _) => {
+        let at_ms = Utc::now().timestamp_millis();
+        let (game, container) = (&target.game_id, target.container_id.as_str());
+        let event = match (verdict, &result) {
+            (StreakVerdict::Healthy, _) => return Verdict::Healthy,
+            (
+                StreakVerdict::Counted {
+                    consecutive_failures,
+                },
+                _,
+            ) => {
                 return Verdict::Failing {
-                    consecutive_failures: count,
+                    consecutive_failures,
                 }
             }
-            ("duplicate", _) => return Verdict::Duplicate,
-            ("skipped", _) => return Verdict::Discarded,
-            ("recovered", _) => HealthDetails::ProbeRecovered {
-                prior_failure_count: count,
-            },
-            ("failed", ProbeResult::Unhealthy { status, error }) => HealthDetails::ProbeFailed {
-                consecutive_failures: count,
-                last_status: i64::from(*status),
-                last_error: error.clone(),
-            },
-            (other, _) => {
-                tracing::error!(game_id = %target.game_id, verdict = other, "unexpected probe verdict");
+            (StreakVerdict::Duplicate, _) => return Verdict::Duplicate,
+            (StreakVerdict::Skipped, _) => return Verdict::Discarded,
+            (
+                StreakVerdict::Recovered {
+                    prior_failure_count,
+                },
+                _,
+            ) => HealthEvent::probe_recovered(game, container, at_ms, prior_failure_count),
+            (
+                StreakVerdict::Failed {
+                    consecutive_failures,
+                },
+                ProbeResult::Unhealthy { status, error },
+            ) => HealthEvent::probe_failed(
+                game,
+                container,
+                at_ms,
+                consecutive_failures,
+                i64::from(*status),
+                error,
+            ),
+            (StreakVerdict::Failed { .. }, _) => {
+                tracing::error!(game_id = %target.game_id, "probe streak failed on a healthy probe");
                 return Verdict::Discarded;
             }
         };
-        let event = HealthEvent {
-            game_id: target.game_id.clone(),
-            container_id: target.container_id.clone(),
-            occurred_at_ms: Utc::now().timestamp_millis(),
-            details,
-        };
         let mut backoff = Duration::from_millis(200);
         loop {
-            match inner.publisher.emit_health(&event).await {
-                Ok(()) => break,
+            match inner.outbox.publish(&[inner.outbox.health(&event)]).await {
+                Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(game_id = %target.game_id, error = %e, "probe event not committed; retrying");
                 }
@@ -921,17 +826,7 @@ impl Prober {
             };
             if stopped {
                 // Give the transition back, so it is decided again later.
-                let undone: Result<i64, _> = inner
-                    .undo
-                    .key(&key)
-                    .arg(slot)
-                    .arg(&pre_cid)
-                    .arg(&pre_fails)
-                    .arg(&pre_pub)
-                    .arg(&pre_for)
-                    .arg(&pre_slot)
-                    .invoke_async(&mut conn)
-                    .await;
+                let undone = inner.redis.undo_streak(game, slot, &pre).await;
                 tracing::warn!(game_id = %target.game_id, undone = ?undone, "stopping before the probe event was committed; streak transition given back");
                 return Verdict::NotProbed(Skip::Cancelled);
             }
@@ -948,12 +843,15 @@ impl Prober {
                     consecutive_failures,
                 }
             }
-            _ => {
-                tracing::info!(game_id = %target.game_id, prior_failure_count = count, "probe_recovered");
+            HealthDetails::ProbeRecovered {
+                prior_failure_count,
+            } => {
+                tracing::info!(game_id = %target.game_id, prior_failure_count, "probe_recovered");
                 Verdict::Recovered {
-                    prior_failure_count: count,
+                    prior_failure_count,
                 }
             }
+            _ => Verdict::Discarded,
         }
     }
 }

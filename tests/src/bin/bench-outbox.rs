@@ -39,9 +39,9 @@ async fn main() {
 
     let started = Instant::now();
     for i in 0..EVENTS {
-        env.infra
-            .publisher
-            .emit_health(&event(i))
+        let outbox = &env.infra.outbox;
+        outbox
+            .publish(&[outbox.health(&event(i))])
             .await
             .expect("emit");
     }

@@ -21,10 +21,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shared::adapters::redis::streaks::streak_key;
 use shared::domain::GameId;
 use shared::health::prober::{
-    http_client, http_probe, streak_key, AddressMode, Prober, ProberSettings, Target, TargetState,
-    Verdict,
+    http_client, http_probe, AddressMode, Prober, ProberSettings, Target, TargetState, Verdict,
 };
 use shared::ports::ContainerEngine;
 use system_tests::TestEnv;
@@ -222,7 +222,7 @@ async fn bench() {
             env.infra.db.clone(),
             env.infra.redis.clone(),
             engine.clone(),
-            env.infra.publisher.clone(),
+            env.infra.outbox.clone(),
         )
         .expect("prober")
     };

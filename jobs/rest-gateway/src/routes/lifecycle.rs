@@ -27,8 +27,7 @@ use axum::routing::{delete, post};
 use axum::{extract::State, Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::domain::{ErrorCode, GameId, Outcome, RuntimeRecord, StopReason};
-use shared::lifecycle::{OperationOutcome, OperationRequest};
-use shared::start::StartRequest;
+use shared::operations::{OperationOutcome, OperationRequest, StartRequest};
 
 use crate::error::ApiError;
 use crate::extract::{Caller, GamePath, OptionalJson, RequestId, StrictJson};
@@ -161,11 +160,8 @@ async fn start(
         op_source: caller.0,
         source_ref: request_id.0,
     };
-    let service = state.lifecycle.clone();
-    run(&state, game, async move {
-        service.start_service().handle(&request).await
-    })
-    .await
+    let service = state.operations.clone();
+    run(&state, game, async move { service.start(&request).await }).await
 }
 
 async fn stop(
@@ -185,7 +181,7 @@ async fn stop(
         .into_response();
     };
     let req = operation(game.clone(), caller, request_id);
-    let service = state.lifecycle.clone();
+    let service = state.operations.clone();
     run(&state, game, async move {
         service.stop(&req, reason, None).await
     })
@@ -200,7 +196,7 @@ async fn restart(
     OptionalJson(_): OptionalJson<EmptyBody>,
 ) -> Response {
     let req = operation(game.clone(), caller, request_id);
-    let service = state.lifecycle.clone();
+    let service = state.operations.clone();
     run(&state, game, async move { service.restart(&req).await }).await
 }
 
@@ -212,7 +208,7 @@ async fn patch(
     StrictJson(body): StrictJson<ImageBody>,
 ) -> Response {
     let req = operation(game.clone(), caller, request_id);
-    let service = state.lifecycle.clone();
+    let service = state.operations.clone();
     run(&state, game, async move {
         service.patch(&req, &body.image_ref).await
     })
@@ -226,6 +222,6 @@ async fn cleanup(
     request_id: RequestId,
 ) -> Response {
     let req = operation(game.clone(), caller, request_id);
-    let service = state.lifecycle.clone();
+    let service = state.operations.clone();
     run(&state, game, async move { service.cleanup(&req).await }).await
 }

@@ -27,7 +27,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use shared::domain::{ErrorCode, GameId};
-use shared::ports::{ContainerEngine, EngineError, LogOptions};
+use shared::ports::{EngineError, LogOptions};
 
 use crate::error::ApiError;
 use crate::extract::{GamePath, StrictQuery};

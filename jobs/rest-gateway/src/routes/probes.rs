@@ -21,7 +21,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use shared::adapters::postgres::MIGRATOR;
-use shared::ports::ContainerEngine;
 
 use crate::state::AppState;
 

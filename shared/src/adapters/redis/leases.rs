@@ -1,119 +1,15 @@
-//! Redis adapter: connections, the per-game lease, stream helpers.
-//!
-//! Two kinds of connection, because a blocking `XREADGROUP` stalls every other
-//! command on a multiplexed connection: [`RedisClient::manager`] for quick
-//! commands (leases, acks, publishes) and [`RedisClient::blocking`] for a
-//! dedicated reader whose response timeout exceeds its block time.
+//! The per-game lease `rtmanager:game_lease:{base64url(game_id)}` (and the
+//! same lease on any key, e.g. one `docker-events` per Docker host).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::RngCore;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::Script;
 
-use crate::config::Secret;
-use crate::domain::{ErrorCode, GameId};
-
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("redis unavailable: {0}")]
-pub struct RedisError(pub String);
-
-impl RedisError {
-    pub fn code(&self) -> ErrorCode {
-        ErrorCode::ServiceUnavailable
-    }
-}
-
-impl From<redis::RedisError> for RedisError {
-    fn from(e: redis::RedisError) -> Self {
-        Self(e.to_string())
-    }
-}
-
-/// How long a quick command may take before it counts as Redis being away.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
-
-#[derive(Clone)]
-pub struct RedisClient {
-    client: Client,
-    manager: ConnectionManager,
-}
-
-impl RedisClient {
-    /// `addr` is `host:port` (as `RTMANAGER_REDIS_MASTER_ADDR`); the password
-    /// may be empty.
-    pub async fn connect(addr: &str, password: &Secret) -> Result<Self, RedisError> {
-        let url = if password.expose().is_empty() {
-            format!("redis://{addr}/")
-        } else {
-            // The password is percent-encoded into the URL only in memory.
-            format!("redis://:{}@{addr}/", percent_encode(password.expose()))
-        };
-        let client =
-            Client::open(url).map_err(|e| RedisError(format!("bad address {addr}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let manager = client.get_connection_manager_with_config(config).await?;
-        Ok(Self { client, manager })
-    }
-
-    pub fn manager(&self) -> ConnectionManager {
-        self.manager.clone()
-    }
-
-    /// A dedicated connection for blocking reads of up to `block`.
-    pub async fn blocking(&self, block: Duration) -> Result<MultiplexedConnection, RedisError> {
-        let config = AsyncConnectionConfig::new()
-            .set_response_timeout(Some(block + COMMAND_TIMEOUT))
-            .set_connection_timeout(Some(COMMAND_TIMEOUT));
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
-    }
-
-    pub async fn ping(&self) -> Result<(), RedisError> {
-        let mut conn = self.manager();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok(())
-    }
-}
-
-fn percent_encode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Turns a stream entry's values into strings; non-UTF-8 values are lossy.
-pub fn entry_fields(map: &HashMap<String, redis::Value>) -> HashMap<String, String> {
-    map.iter()
-        .map(|(k, v)| {
-            let s = match v {
-                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                redis::Value::SimpleString(s) => s.clone(),
-                redis::Value::Int(i) => i.to_string(),
-                other => format!("{other:?}"),
-            };
-            (k.clone(), s)
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------
-// Per-game lease
-// ---------------------------------------------------------------------------
+use super::{RedisClient, RedisError};
+use crate::domain::GameId;
 
 /// Compare-and-delete: Redis 7.0 has no built-in for it.
 const RELEASE_LUA: &str = r#"
@@ -307,68 +203,5 @@ impl Drop for Lease {
                         .await;
             });
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Intents: what rtmanager itself is about to do to a container
-// ---------------------------------------------------------------------------
-
-/// A stop or removal rtmanager starts itself, recorded *before* it acts, so
-/// the health sources do not report it as a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IntentKind {
-    Stop,
-    Removal,
-}
-
-impl IntentKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Removal => "removal",
-        }
-    }
-}
-
-/// How long an intent is remembered: far beyond a stop timeout.
-const INTENT_TTL_SECS: u64 = 3600;
-
-#[derive(Clone)]
-pub struct IntentStore {
-    redis: RedisClient,
-}
-
-pub fn intent_key(kind: IntentKind, container_id: &str) -> String {
-    format!("rtmanager:intent:{}:{container_id}", kind.as_str())
-}
-
-impl IntentStore {
-    pub fn new(redis: RedisClient) -> Self {
-        Self { redis }
-    }
-
-    pub async fn record(&self, kind: IntentKind, container_id: &str) -> Result<(), RedisError> {
-        let mut conn = self.redis.manager();
-        let _: () = redis::cmd("SET")
-            .arg(intent_key(kind, container_id))
-            .arg(1)
-            .arg("EX")
-            .arg(INTENT_TTL_SECS)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn is_recorded(
-        &self,
-        kind: IntentKind,
-        container_id: &str,
-    ) -> Result<bool, RedisError> {
-        let mut conn = self.redis.manager();
-        Ok(redis::cmd("EXISTS")
-            .arg(intent_key(kind, container_id))
-            .query_async(&mut conn)
-            .await?)
     }
 }

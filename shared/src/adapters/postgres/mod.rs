@@ -1,0 +1,173 @@
+//! PostgreSQL adapter: the only code that speaks sqlx.
+//!
+//! - [`Database`]: the pool, migrations, reads outside a transaction.
+//! - [`UnitOfWork`]: one transaction in our vocabulary; every write of a
+//!   lifecycle operation or a health source goes through one.
+//! - [`records`], [`operations`], [`snapshots`], [`outbox`], [`observations`],
+//!   [`reads`]: the queries, by table (reads: the gateway's and discovery's).
+//!
+//! Queries are checked at run time (no live database at build time). The
+//! tables live in the schema the DSN's `search_path` names.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::domain::ErrorCode;
+
+pub mod observations;
+pub mod operations;
+pub mod outbox;
+pub mod reads;
+pub mod records;
+pub mod snapshots;
+mod unit_of_work;
+
+pub use outbox::{PendingRow, RelayBatch};
+pub use reads::MonitoringRow;
+pub use unit_of_work::UnitOfWork;
+
+/// Migrations embedded at build time from the workspace's `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached in time: `service_unavailable`.
+    #[error("postgres unavailable: {0}")]
+    Unavailable(String),
+    /// The database answered with an error: `internal_error`.
+    #[error("postgres error: {0}")]
+    Query(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            Self::Query(_) | Self::Corrupt(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Database(db) => Self::Query(db.to_string()),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => Self::Query(err.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A pool on the primary.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: PgPool,
+}
+
+impl Database {
+    /// Connects lazily-checked: `acquire_timeout` bounds how long an operation
+    /// waits when PostgreSQL is away, so it fails with `service_unavailable`
+    /// instead of hanging.
+    pub async fn connect(dsn: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let (dsn, search_path) = split_search_path(dsn);
+        let mut options: PgConnectOptions = dsn
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Unavailable(format!("bad DSN: {e}")))?;
+        if let Some(schema) = search_path {
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations; an already-applied migration is a success.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Query(format!("migrations: {e}")))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Opens a unit of work (one transaction).
+    pub async fn begin(&self) -> Result<UnitOfWork, StoreError> {
+        Ok(UnitOfWork::new(self.pool.begin().await?))
+    }
+
+    /// The raw pool: for the system tests, which sabotage and inspect the
+    /// database directly. Production code goes through the methods here.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool (tests, and processes on their way out).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The Go service's DSNs carry `?search_path=rtmanager` (a lib/pq parameter),
+/// which sqlx ignores; it is turned into the session option sqlx understands,
+/// so a DSN copied from the Go service keeps its tables in their schema.
+fn split_search_path(dsn: &str) -> (String, Option<String>) {
+    let Some((base, query)) = dsn.split_once('?') else {
+        return (dsn.to_owned(), None);
+    };
+    let mut search_path = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some(("search_path", value)) => {
+                search_path = Some(value.replace("%2C", ",").replace("%2c", ","));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let dsn = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (dsn, search_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_search_path;
+
+    #[test]
+    fn a_go_style_search_path_parameter_becomes_a_session_option() {
+        assert_eq!(
+            split_search_path("postgres://u:p@h/db?search_path=rtmanager&sslmode=disable"),
+            (
+                "postgres://u:p@h/db?sslmode=disable".to_owned(),
+                Some("rtmanager".to_owned())
+            )
+        );
+        assert_eq!(
+            split_search_path("postgres://h/db?search_path=a%2Cb"),
+            ("postgres://h/db".to_owned(), Some("a,b".to_owned()))
+        );
+        assert_eq!(
+            split_search_path("postgres://h/db"),
+            ("postgres://h/db".to_owned(), None)
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! [`UnitOfWork`]: one PostgreSQL transaction, in rtmanager's vocabulary.
+//!
+//! Services never hold a connection: they open a unit of work, call its verbs
+//! (`upsert_running_record`, `mark_stopped`, `append_operation`, `stage`, ...,
+//! defined beside their tables in the sibling modules) and [`UnitOfWork::commit`].
+//! Dropping it uncommitted rolls everything back.
+//!
+//! `commit` is the one place every write passes: checks that must hold at
+//! commit time (a fencing token, a per-game ordering key) belong there.
+
+use std::sync::Arc;
+
+use sqlx::{Postgres, Transaction};
+
+use super::StoreError;
+use crate::domain::EventType;
+
+/// Called after a successful commit with the health events it made durable
+/// (the outbox wakes its relay and counts them).
+pub type CommitHook = Arc<dyn Fn(&[EventType]) + Send + Sync>;
+
+pub struct UnitOfWork {
+    pub(super) tx: Transaction<'static, Postgres>,
+    /// Health events staged so far (for the commit hook).
+    pub(super) staged: Vec<EventType>,
+    on_commit: Option<CommitHook>,
+}
+
+impl UnitOfWork {
+    pub(super) fn new(tx: Transaction<'static, Postgres>) -> Self {
+        Self {
+            tx,
+            staged: Vec::new(),
+            on_commit: None,
+        }
+    }
+
+    /// Runs `hook` once this unit of work has committed.
+    pub fn on_commit(mut self, hook: CommitHook) -> Self {
+        self.on_commit = Some(hook);
+        self
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        if let Some(hook) = &self.on_commit {
+            hook(&self.staged);
+        }
+        Ok(())
+    }
+
+    /// The transaction's connection, for the sibling query modules.
+    pub(super) fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+}

@@ -1,0 +1,176 @@
+//! The consumer-group commands of the job loop: create the group, read new
+//! entries (on a dedicated blocking connection), reclaim stalled ones, keep
+//! in-flight ones fresh, ack.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+
+use super::{RedisClient, RedisError};
+
+/// One stream entry, its values as strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub id: String,
+    pub fields: HashMap<String, String>,
+}
+
+/// Turns a stream entry's values into strings; non-UTF-8 values are lossy.
+pub fn entry_fields(map: &HashMap<String, redis::Value>) -> HashMap<String, String> {
+    map.iter()
+        .map(|(k, v)| {
+            let s = match v {
+                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                redis::Value::SimpleString(s) => s.clone(),
+                redis::Value::Int(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            (k.clone(), s)
+        })
+        .collect()
+}
+
+/// One consumer (`consumer`) of one group (`group`) on one stream.
+#[derive(Clone)]
+pub struct ConsumerGroup {
+    redis: RedisClient,
+    stream: String,
+    group: String,
+    consumer: String,
+}
+
+impl ConsumerGroup {
+    pub fn new(redis: RedisClient, stream: &str, group: &str, consumer: &str) -> Self {
+        Self {
+            redis,
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+        }
+    }
+
+    /// Creates the group at `start_id` (and the stream) unless it exists.
+    pub async fn ensure(&self, start_id: &str) -> Result<(), RedisError> {
+        let created: Result<String, redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(start_id)
+            .arg("MKSTREAM")
+            .query_async(&mut self.redis.manager())
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A reader of new entries, blocking up to `block` per read.
+    pub fn reader(&self, block: Duration) -> GroupReader {
+        GroupReader {
+            group: self.clone(),
+            block,
+            conn: None,
+        }
+    }
+
+    /// Claims up to `count` entries pending longer than `min_idle` with any
+    /// consumer of the group.
+    pub async fn reclaim(
+        &self,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, RedisError> {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.redis.manager())
+            .await?;
+        Ok(reply
+            .claimed
+            .into_iter()
+            .map(|e| StreamEntry {
+                fields: entry_fields(&e.map),
+                id: e.id,
+            })
+            .collect())
+    }
+
+    /// Resets the idle time of entries this consumer is working on, so no
+    /// other consumer reclaims them.
+    pub async fn keep_fresh(&self, ids: &[String]) -> Result<(), RedisError> {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID")
+            .query_async(&mut self.redis.manager())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ack(&self, id: &str) -> Result<(), RedisError> {
+        let _: i64 = redis::cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(id)
+            .query_async(&mut self.redis.manager())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Reads new entries for one consumer on a connection of its own.
+pub struct GroupReader {
+    group: ConsumerGroup,
+    block: Duration,
+    /// Opened on the first read; dropped after an error and opened again.
+    conn: Option<MultiplexedConnection>,
+}
+
+impl GroupReader {
+    /// Up to `count` entries never delivered to this group; empty after
+    /// `block` without any.
+    pub async fn read_new(&mut self, count: usize) -> Result<Vec<StreamEntry>, RedisError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self
+                .conn
+                .insert(self.group.redis.blocking(self.block).await?),
+        };
+        let g = &self.group;
+        let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&g.group)
+            .arg(&g.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(self.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&g.stream)
+            .arg(">")
+            .query_async(conn)
+            .await;
+        let reply = reply.inspect_err(|_| self.conn = None)?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(|e| StreamEntry {
+                fields: entry_fields(&e.map),
+                id: e.id,
+            })
+            .collect())
+    }
+}

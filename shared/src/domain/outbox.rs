@@ -1,0 +1,17 @@
+//! An entry on its way to a Redis stream through the outbox.
+
+use super::HealthEvent;
+
+/// One stream entry, committed to the outbox with the state it reports and
+/// relayed to Redis later, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub stream: String,
+    pub fields: Vec<(String, String)>,
+    /// At most one row per key (one result per job entry, one event per
+    /// observation): staging a repeat is a no-op.
+    pub dedupe_key: Option<String>,
+    /// A health event moves its game's snapshot forward in the same
+    /// transaction (only when the entry itself is new).
+    pub snapshot: Option<HealthEvent>,
+}

@@ -1,0 +1,66 @@
+//! `cleanup_container`: stopped runtimes only (`conflict` when running);
+//! removal intent, container removed, `stopped -> removed`. The state
+//! directory is never deleted.
+
+use chrono::Utc;
+
+use super::common::{engine_failure, fail, store_failure, Done, Failure};
+use super::{OperationOutcome, OperationRequest, Operations};
+use crate::adapters::redis::IntentKind;
+use crate::domain::{ErrorCode, OpKind, RuntimeStatus};
+
+impl Operations {
+    pub async fn cleanup(&self, req: &OperationRequest) -> OperationOutcome {
+        self.locked(req, OpKind::CleanupContainer, "", async |_, _| {
+            self.cleanup_steps(req).await
+        })
+        .await
+    }
+
+    async fn cleanup_steps(&self, req: &OperationRequest) -> Result<Done, Failure> {
+        let record = self.load_record(&req.game_id).await?.ok_or_else(|| {
+            fail(
+                ErrorCode::NotFound,
+                format!("no runtime record for game {}", req.game_id),
+            )
+        })?;
+        match record.status {
+            RuntimeStatus::Removed => return Ok(Done::replay(Some(record))),
+            RuntimeStatus::Running => {
+                return Err(fail(
+                    ErrorCode::Conflict,
+                    "the runtime is running; stop it before cleanup",
+                ))
+            }
+            RuntimeStatus::Stopped => {}
+        }
+        let container = record.current_container_id.clone().unwrap_or_default();
+        let image = record.current_image_ref.clone().unwrap_or_default();
+        self.intents
+            .record(IntentKind::Removal, &container)
+            .await
+            .map_err(|e| {
+                fail(
+                    ErrorCode::ServiceUnavailable,
+                    format!("record removal intent: {e}"),
+                )
+            })?;
+        self.engine
+            .remove(&container)
+            .await
+            .map_err(engine_failure(ErrorCode::Internal, "remove container"))?;
+        let removed = async {
+            let mut tx = self.db.begin().await?;
+            tx.mark_removed(&req.game_id, &container, Utc::now())
+                .await?;
+            tx.commit().await
+        };
+        removed.await.map_err(store_failure("mark removed"))?;
+        let record = self.load_record(&req.game_id).await?;
+        Ok(Done {
+            image_ref: image,
+            container_id: container,
+            ..Done::applied(record, None)
+        })
+    }
+}

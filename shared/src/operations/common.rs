@@ -1,0 +1,241 @@
+//! What every operation shares: the lease prologue, the mapping of adapter
+//! errors to stable codes, and [`Operations::finish`], the one place an
+//! outcome is recorded (operation-log row, admin intent, metric, log line).
+
+use chrono::{DateTime, Utc};
+
+use super::{OperationOutcome, OperationRequest, Operations};
+use crate::adapters::postgres::StoreError;
+use crate::adapters::redis::Lease;
+use crate::domain::{
+    AdminIntent, ErrorCode, GameId, NotificationType, OpKind, OperationEntry, Outcome,
+    RuntimeRecord,
+};
+use crate::ports::EngineError;
+use crate::telemetry::OperationLabels;
+
+/// A step failure on its way to becoming an [`OperationOutcome`].
+pub(super) struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The container the failed operation made or touched, when known.
+    pub container_id: String,
+}
+
+pub(super) fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+        container_id: String::new(),
+    }
+}
+
+impl Failure {
+    pub fn with_container(mut self, container_id: &str) -> Self {
+        self.container_id = container_id.to_owned();
+        self
+    }
+}
+
+/// Docker unreachable is `docker_unavailable` whatever the step; any other
+/// engine error takes the step's own code.
+pub(super) fn engine_failure(
+    step_code: ErrorCode,
+    context: &str,
+) -> impl Fn(EngineError) -> Failure + '_ {
+    move |e| match e {
+        EngineError::Unavailable(m) => {
+            fail(ErrorCode::DockerUnavailable, format!("{context}: {m}"))
+        }
+        other => fail(step_code, format!("{context}: {other}")),
+    }
+}
+
+/// PostgreSQL away is `service_unavailable`, any other store error `internal_error`.
+pub(super) fn store_failure(context: &str) -> impl Fn(StoreError) -> Failure + '_ {
+    move |e| fail(e.code(), format!("{context}: {e}"))
+}
+
+/// What a successful operation hands back.
+pub(super) struct Done {
+    pub record: Option<RuntimeRecord>,
+    /// `replay_no_op` when nothing had to be done.
+    pub code: Option<ErrorCode>,
+    pub image_ref: String,
+    pub container_id: String,
+    /// The operation-log row was written in the operation's own commit.
+    pub logged: bool,
+}
+
+impl Done {
+    /// Nothing to do: the record is already where the request wants it.
+    pub fn replay(record: Option<RuntimeRecord>) -> Self {
+        Self::applied(record, Some(ErrorCode::ReplayNoOp))
+    }
+
+    /// Done; image and container are the record's.
+    pub fn applied(record: Option<RuntimeRecord>, code: Option<ErrorCode>) -> Self {
+        let image_ref = record
+            .as_ref()
+            .and_then(|r| r.current_image_ref.clone())
+            .unwrap_or_default();
+        let container_id = record
+            .as_ref()
+            .and_then(|r| r.current_container_id.clone())
+            .unwrap_or_default();
+        Self {
+            record,
+            code,
+            image_ref,
+            container_id,
+            logged: false,
+        }
+    }
+}
+
+impl Operations {
+    /// The lease prologue: `conflict` when another operation holds the game,
+    /// `service_unavailable` when Redis is away.
+    pub(super) async fn lease(&self, game_id: &GameId) -> Result<Lease, Failure> {
+        match self.leases.try_acquire(game_id).await {
+            Ok(Some(lease)) => Ok(lease),
+            Ok(None) => Err(fail(
+                ErrorCode::Conflict,
+                "another lifecycle operation is in progress for this game",
+            )),
+            Err(e) => Err(fail(
+                ErrorCode::ServiceUnavailable,
+                format!("acquire game lease: {e}"),
+            )),
+        }
+    }
+
+    /// Runs `body` under the game's lease, releases it, and records the
+    /// outcome. `requested_image` is the image a failure's row names.
+    pub(super) async fn locked(
+        &self,
+        req: &OperationRequest,
+        op: OpKind,
+        requested_image: &str,
+        body: impl AsyncFnOnce(&Lease, DateTime<Utc>) -> Result<Done, Failure>,
+    ) -> OperationOutcome {
+        let started_at = Utc::now();
+        let result = match self.lease(&req.game_id).await {
+            Ok(lease) => {
+                let result = body(&lease, started_at).await;
+                lease.release().await;
+                result
+            }
+            Err(f) => Err(f),
+        };
+        self.finish(req, op, requested_image, started_at, result)
+            .await
+    }
+
+    /// Records the outcome: its operation-log row (unless the operation's own
+    /// commit wrote it), a start failure's admin intent in the same
+    /// transaction, the metric and one log line.
+    pub(super) async fn finish(
+        &self,
+        req: &OperationRequest,
+        op: OpKind,
+        requested_image: &str,
+        started_at: DateTime<Utc>,
+        result: Result<Done, Failure>,
+    ) -> OperationOutcome {
+        let (outcome, code, message, image, container, record, logged) = match result {
+            Ok(done) => (
+                Outcome::Success,
+                done.code,
+                String::new(),
+                done.image_ref,
+                done.container_id,
+                done.record,
+                done.logged,
+            ),
+            Err(f) => (
+                Outcome::Failure,
+                Some(f.code),
+                f.message,
+                requested_image.to_owned(),
+                f.container_id,
+                None,
+                false,
+            ),
+        };
+        let entry = OperationEntry {
+            game_id: req.game_id.clone(),
+            op_kind: op,
+            op_source: req.op_source,
+            source_ref: req.source_ref.clone(),
+            image_ref: image,
+            container_id: container,
+            outcome,
+            error_code: code,
+            error_message: message.clone(),
+            started_at,
+            finished_at: Utc::now(),
+        };
+        if !logged {
+            if let Err(e) = self.log_operation(&entry).await {
+                tracing::error!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed");
+            }
+        }
+        let code_str = code.map(ErrorCode::as_str).unwrap_or("");
+        self.metrics
+            .operations
+            .get_or_create(&OperationLabels {
+                op_kind: op.as_str().into(),
+                outcome: outcome.as_str().into(),
+                error_code: code_str.into(),
+            })
+            .inc();
+        match outcome {
+            Outcome::Success => {
+                tracing::info!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, container_id = %entry.container_id, image_ref = %entry.image_ref, error_code = code_str, "operation done")
+            }
+            Outcome::Failure => {
+                tracing::warn!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, image_ref = %entry.image_ref, error_code = code_str, error_message = %message, "operation failed")
+            }
+        }
+        OperationOutcome {
+            outcome,
+            error_code: code,
+            error_message: message,
+            record,
+        }
+    }
+
+    /// The row, and for a failed start its admin intent, in one transaction.
+    async fn log_operation(&self, entry: &OperationEntry) -> Result<(), StoreError> {
+        let intent = match (entry.op_kind, entry.outcome, entry.error_code) {
+            (OpKind::Start, Outcome::Failure, Some(code)) => {
+                NotificationType::for_start_failure(code).map(|notification_type| AdminIntent {
+                    notification_type,
+                    game_id: entry.game_id.clone(),
+                    image_ref: entry.image_ref.clone(),
+                    error_code: code,
+                    error_message: entry.error_message.clone(),
+                    attempted_at_ms: entry.finished_at.timestamp_millis(),
+                })
+            }
+            _ => None,
+        };
+        let mut tx = self.outbox.begin().await?;
+        tx.append_operation(entry).await?;
+        if let Some(intent) = &intent {
+            tx.stage(&self.outbox.intent(intent)).await?;
+        }
+        tx.commit().await
+    }
+
+    pub(super) async fn load_record(
+        &self,
+        game_id: &GameId,
+    ) -> Result<Option<RuntimeRecord>, Failure> {
+        self.db
+            .get_record(game_id)
+            .await
+            .map_err(store_failure("load runtime record"))
+    }
+}
