@@ -24,7 +24,6 @@ pub mod adapters;
 pub mod bootstrap;
 pub mod config;
 pub mod domain;
-pub mod health;
 pub mod operations;
 pub mod outbox;
 pub mod ports;

@@ -15,13 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use docker_events::listener::ListenerKeys;
 use serde_json::{json, Value};
 use shared::adapters::docker::DockerEngine;
 use shared::adapters::redis::{IntentKind, IntentStore};
 use shared::bootstrap::Infra;
 use shared::config::Config;
 use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
-use shared::health::docker_events::ListenerKeys;
 use shared::operations::StartRequest;
 use shared::ports::ContainerEngine;
 use system_tests::contract::Contract;

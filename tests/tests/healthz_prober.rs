@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use healthz_prober::prober::{Target, TargetState, Verdict};
 use serde_json::Value;
 use shared::adapters::redis::streaks::streak_key;
 use shared::adapters::redis::LeaseStore;
 use shared::domain::{GameId, OpSource, RuntimeRecord};
-use shared::health::prober::{Target, TargetState, Verdict};
 use shared::operations::StartRequest;
 use system_tests::contract::Contract;
 use system_tests::{docker, inspect, TestEnv, ENGINE};

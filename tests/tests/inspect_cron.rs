@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use inspect_cron::inspector::{InspectSettings, Inspector, PassReport};
 use serde_json::{json, Value};
 use shared::adapters::redis::LeaseStore;
 use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
-use shared::health::inspect::{InspectSettings, Inspector, PassReport};
 use shared::operations::StartRequest;
 use shared::ports::{
     ContainerEngine, ContainerInfo, ContainerSpec, ContainerStats, ContainerSummary, EngineError,

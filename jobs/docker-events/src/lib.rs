@@ -2,11 +2,13 @@
 //! `container_exited`, `container_oom` and `container_disappeared` on
 //! `runtime:health_events`, exactly once, one instance per Docker host.
 //! The listener itself (mapping, suppression, cursor, catch-up, lease) is
-//! [`shared::health::docker_events`].
+//! [`listener`].
 
+pub mod listener;
+
+use crate::listener::{Listener, ListenerSettings};
 use shared::bootstrap::Infra;
 use shared::config::Config;
-use shared::health::docker_events::{Listener, ListenerSettings};
 use tokio_util::sync::CancellationToken;
 
 /// The listener, wired from connected adapters.

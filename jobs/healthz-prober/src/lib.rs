@@ -1,13 +1,15 @@
 //! `healthz-prober`: active `GET /healthz` probes of the running engines of
 //! one shard, reporting `probe_failed` / `probe_recovered` on
 //! `runtime:health_events`. The probing itself is
-//! [`shared::health::prober`] (design notes there); this crate wires it with
+//! [`prober`] (design notes there); this crate wires it with
 //! the outbox relay.
 
+pub mod prober;
+
+use crate::prober::{Prober, ProberSettings};
 use anyhow::Context;
 use shared::bootstrap::Infra;
 use shared::config::Config;
-use shared::health::prober::{Prober, ProberSettings};
 use tokio_util::sync::CancellationToken;
 
 /// Builds the prober from connected adapters.

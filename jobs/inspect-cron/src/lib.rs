@@ -1,5 +1,5 @@
 //! `inspect-cron`: inspects rtmanager's engine containers and reconciles them
-//! with `runtime_records` ([`shared::health::inspect`] does the work).
+//! with `runtime_records` ([`inspector`] does the work).
 //!
 //! Two ways to run it:
 //!
@@ -17,13 +17,15 @@
 //! even when no other relay runs. Undelivered entries stay queued in
 //! PostgreSQL for the next relay; the run then exits non-zero to say so.
 
+pub mod inspector;
+
 use std::time::Duration;
 
+use crate::inspector::{InspectSettings, Inspector, PassError, PassReport};
 use anyhow::Context;
 use shared::adapters::redis::LeaseStore;
 use shared::bootstrap::Infra;
 use shared::config::Config;
-use shared::health::inspect::{InspectSettings, Inspector, PassError, PassReport};
 use tokio_util::sync::CancellationToken;
 
 pub const USAGE: &str = "\

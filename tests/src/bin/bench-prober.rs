@@ -21,11 +21,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::adapters::redis::streaks::streak_key;
-use shared::domain::GameId;
-use shared::health::prober::{
+use healthz_prober::prober::{
     http_client, http_probe, AddressMode, Prober, ProberSettings, Target, TargetState, Verdict,
 };
+use shared::adapters::redis::streaks::streak_key;
+use shared::domain::GameId;
 use shared::ports::ContainerEngine;
 use system_tests::TestEnv;
 use tokio::sync::Semaphore;

@@ -35,7 +35,7 @@
 //!   restart_count)` of each container lives in PostgreSQL
 //!   (`inspect_observations`), not in Redis, so it can be compare-and-set in
 //!   the very transaction that stages the event
-//!   ([`crate::adapters::postgres::UnitOfWork::stage`]): the row is only written when it differs
+//!   ([`shared::adapters::postgres::UnitOfWork::stage`]): the row is only written when it differs
 //!   from the new observation, and the event is staged only when the row was
 //!   written. Two passes racing on one container publish it once; a crash
 //!   between the two cannot happen because there is no "between". A healthy
@@ -70,19 +70,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapters::postgres::{Database, StoreError};
-use crate::adapters::redis::{Lease, LeaseStore};
-use crate::config::Config;
-use crate::domain::labels::{LABEL_ENGINE_IMAGE_REF, LABEL_GAME_ID};
-use crate::domain::{
-    GameId, HealthEvent, Observation, ObservationMemory as Memory, OpKind, OpSource,
-    OperationEntry, Outcome, RuntimeRecord, RuntimeStatus,
-};
-use crate::outbox::Outbox;
-use crate::ports::{ContainerEngine, ContainerInfo, EngineError};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use rand::RngCore;
+use shared::adapters::postgres::{Database, StoreError};
+use shared::adapters::redis::{Lease, LeaseStore};
+use shared::config::Config;
+use shared::domain::labels::{LABEL_ENGINE_IMAGE_REF, LABEL_GAME_ID};
+use shared::domain::{
+    GameId, HealthEvent, Observation, ObservationMemory as Memory, OpKind, OpSource,
+    OperationEntry, Outcome, RuntimeRecord, RuntimeStatus,
+};
+use shared::outbox::Outbox;
+use shared::ports::{ContainerEngine, ContainerInfo, EngineError};
 
 /// Settings of a pass, resolved from [`Config`].
 #[derive(Debug, Clone)]
@@ -726,7 +726,7 @@ mod tests {
 
     fn obs(state: &str, health: &str, restart_count: i64) -> Observation {
         Observation {
-            state: crate::domain::ContainerState::parse(state),
+            state: shared::domain::ContainerState::parse(state),
             health: health.into(),
             restart_count,
         }

@@ -103,13 +103,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::postgres::Database;
-use crate::adapters::redis::streaks::StreakVerdict;
-use crate::adapters::redis::{LeaseStore, RedisClient};
-use crate::config::{Config, ConfigError};
-use crate::domain::{GameId, HealthDetails, HealthEvent, RuntimeRecord, RuntimeStatus};
-use crate::outbox::Outbox;
-use crate::ports::{ContainerEngine, EngineError};
+use shared::adapters::postgres::Database;
+use shared::adapters::redis::streaks::StreakVerdict;
+use shared::adapters::redis::{LeaseStore, RedisClient};
+use shared::config::{Config, ConfigError};
+use shared::domain::{GameId, HealthDetails, HealthEvent, RuntimeRecord, RuntimeStatus};
+use shared::outbox::Outbox;
+use shared::ports::{ContainerEngine, EngineError};
 
 // ---------------------------------------------------------------------------
 // Stable hashes: shard and slot offset
@@ -508,7 +508,7 @@ impl Prober {
     }
 
     /// This shard's probe targets, from the running records.
-    pub async fn targets(&self) -> Result<Vec<Target>, crate::adapters::postgres::StoreError> {
+    pub async fn targets(&self) -> Result<Vec<Target>, shared::adapters::postgres::StoreError> {
         let records = self
             .inner
             .db

@@ -99,15 +99,17 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters::postgres::{Database, StoreError, UnitOfWork};
-use crate::adapters::redis::{IntentKind, IntentStore, Lease, LeaseStore, RedisClient, RedisError};
-use crate::config::Config;
-use crate::domain::labels::LABEL_GAME_ID;
-use crate::domain::{
+use shared::adapters::postgres::{Database, StoreError, UnitOfWork};
+use shared::adapters::redis::{
+    IntentKind, IntentStore, Lease, LeaseStore, RedisClient, RedisError,
+};
+use shared::config::Config;
+use shared::domain::labels::LABEL_GAME_ID;
+use shared::domain::{
     ContainerState, EventAction, GameId, HealthDetails, HealthEvent, RuntimeRecord, RuntimeStatus,
 };
-use crate::outbox::Outbox;
-use crate::ports::{ContainerEngine, ContainerInfo, EngineError, EngineEvent};
+use shared::outbox::Outbox;
+use shared::ports::{ContainerEngine, ContainerInfo, EngineError, EngineEvent};
 
 /// Reported as the exit code of an OOM kill whose exit is not known yet.
 pub const OOM_EXIT_CODE: i64 = 137;
