@@ -1,18 +1,20 @@
-//! Start-up shared by every job: connect, migrate, check, before taking work.
+//! Start-up shared by every job: settings, logs, signals, then connect,
+//! migrate and check before taking work, and the wiring of the operations.
 //! Any failure is returned with a message naming what failed, and the job
 //! exits non-zero.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::Database;
 use crate::adapters::redis::{IntentStore, LeaseStore, RedisClient};
-use crate::config::Config;
+use crate::config::{CommonConfig, Env, JobConfig, LifecycleConfig, StateConfig};
 use crate::operations::{OperationDeps, Operations};
-use crate::outbox::{Outbox, StreamNames};
+use crate::outbox::Outbox;
 use crate::ports::ContainerEngine;
 use crate::telemetry::Metrics;
 
@@ -28,47 +30,43 @@ pub struct Infra {
 
 /// Connects PostgreSQL (and runs migrations), Redis and Docker, and checks the
 /// Docker network when `check_network` is set.
-pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Infra> {
+pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Result<Infra> {
     let db = Database::connect(
-        config.postgres_primary_dsn.expose(),
-        config.postgres_max_connections,
+        config.postgres.dsn.expose(),
+        config.postgres.max_connections,
     )
     .await
     .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
     db.migrate().await.context("running database migrations")?;
-    let redis = RedisClient::connect(&config.redis_master_addr, &config.redis_password)
+    let redis = RedisClient::connect(&config.redis.addr, &config.redis.password)
         .await
         .with_context(|| {
             format!(
                 "connecting to Redis at {} (RTMANAGER_REDIS_MASTER_ADDR)",
-                config.redis_master_addr
+                config.redis.addr
             )
         })?;
     redis.ping().await.context("pinging Redis")?;
-    let engine = DockerEngine::connect(&config.docker_host).with_context(|| {
+    let engine = DockerEngine::connect(&config.docker.host).with_context(|| {
         format!(
             "connecting to Docker at {} (RTMANAGER_DOCKER_HOST)",
-            config.docker_host
+            config.docker.host
         )
     })?;
     engine.ping().await.context("pinging Docker")?;
     if check_network {
         let exists = engine
-            .network_exists(&config.docker_network)
+            .network_exists(&config.docker.network)
             .await
             .context("checking the Docker network")?;
         anyhow::ensure!(
             exists,
             "Docker network {:?} does not exist (RTMANAGER_DOCKER_NETWORK); rtmanager never creates it",
-            config.docker_network
+            config.docker.network
         );
     }
     let metrics = Metrics::new();
-    let outbox = Outbox::new(
-        db.clone(),
-        StreamNames::from_config(config),
-        metrics.clone(),
-    );
+    let outbox = Outbox::new(db.clone(), config.streams.clone(), metrics.clone());
     Ok(Infra {
         db,
         redis,
@@ -78,28 +76,35 @@ pub async fn connect(config: &Config, check_network: bool) -> anyhow::Result<Inf
     })
 }
 
+/// The start of a process: its settings (only the sections `C` reads) and
+/// JSON logs.
+pub fn settings<C: JobConfig>() -> anyhow::Result<C> {
+    let config = C::from_env(&Env::from_process())?;
+    crate::telemetry::init_logging(&config.common().process.log_level);
+    Ok(config)
+}
+
 /// The common start of a long-running job: settings, JSON logs, signal
 /// handling, connected and checked adapters, and the metrics listener.
-pub async fn process(
+pub async fn process<C: JobConfig>(
     check_network: bool,
-) -> anyhow::Result<(Config, Infra, tokio_util::sync::CancellationToken)> {
+) -> anyhow::Result<(C, Infra, CancellationToken)> {
     process_with(check_network, true).await
 }
 
 /// [`process`], optionally without the metrics listener (a one-shot run has
 /// nothing to be scraped, and must not fail on a port in use).
-pub async fn process_with(
+pub async fn process_with<C: JobConfig>(
     check_network: bool,
     serve_metrics: bool,
-) -> anyhow::Result<(Config, Infra, tokio_util::sync::CancellationToken)> {
-    let config = Config::from_env()?;
-    crate::telemetry::init_logging(&config.log_level);
+) -> anyhow::Result<(C, Infra, CancellationToken)> {
+    let config: C = settings()?;
     let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
-    let infra = connect(&config, check_network).await?;
-    let metrics_addr = if serve_metrics {
-        config.metrics_addr.as_str()
-    } else {
-        ""
+    let common = config.common();
+    let infra = connect(common, check_network).await?;
+    let metrics_addr = match (&common.process.metrics_addr, serve_metrics) {
+        (Some(addr), true) => addr.as_str(),
+        _ => "",
     };
     if let Some(listener) = crate::telemetry::bind_metrics(metrics_addr).await? {
         tokio::spawn(crate::telemetry::serve_metrics(
@@ -112,11 +117,16 @@ pub async fn process_with(
 }
 
 /// The lifecycle operations, wired from connected adapters.
-pub fn operations(config: &Config, infra: &Infra) -> anyhow::Result<Operations> {
-    let lobby = match config.lobby_internal_base_url.as_str() {
-        "" => None,
-        url => Some(
-            LobbyClient::new(url, config.lobby_internal_timeout)
+pub fn operations(
+    infra: &Infra,
+    common: &CommonConfig,
+    lifecycle: &LifecycleConfig,
+    state: &StateConfig,
+) -> anyhow::Result<Operations> {
+    let lobby = match &lifecycle.lobby_base_url {
+        None => None,
+        Some(url) => Some(
+            LobbyClient::new(url, lifecycle.lobby_timeout)
                 .context("RTMANAGER_LOBBY_INTERNAL_BASE_URL")?,
         ),
     };
@@ -124,10 +134,13 @@ pub fn operations(config: &Config, infra: &Infra) -> anyhow::Result<Operations> 
         engine: infra.engine.clone(),
         db: infra.db.clone(),
         outbox: infra.outbox.clone(),
-        leases: LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
+        leases: LeaseStore::new(infra.redis.clone(), common.redis.lease_ttl),
         intents: IntentStore::new(infra.redis.clone()),
         lobby,
         metrics: infra.metrics.clone(),
     };
-    Ok(Operations::new(deps, config.operation_settings()?))
+    Ok(Operations::new(
+        deps,
+        lifecycle.operation_settings(&common.docker, state),
+    ))
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::{Database, StoreError, UnitOfWork};
 use crate::adapters::redis::{RedisClient, RedisError};
+use crate::config::StreamsConfig;
 use crate::domain::{AdminIntent, EventType, HealthEvent, JobResult, OutboxMessage};
 use crate::retry;
 use crate::telemetry::{EventLabels, Metrics, StreamLabels};
@@ -38,36 +39,18 @@ const LAST_PASS: Duration = Duration::from_secs(3);
 /// A draining process's pause between failed delivery attempts.
 const DRAIN_RETRY: Duration = Duration::from_millis(200);
 
-/// Stream names, overridable by `RTMANAGER_*_STREAM`.
-#[derive(Debug, Clone)]
-pub struct StreamNames {
-    pub health_events: String,
-    pub job_results: String,
-    pub notification_intents: String,
-}
-
-impl StreamNames {
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self {
-            health_events: config.health_events_stream.clone(),
-            job_results: config.job_results_stream.clone(),
-            notification_intents: config.notification_intents_stream.clone(),
-        }
-    }
-}
-
 /// Builds outbox messages, opens the units of work that stage them, and runs
 /// the relay that delivers them.
 #[derive(Clone)]
 pub struct Outbox {
     db: Database,
-    streams: StreamNames,
+    streams: StreamsConfig,
     wake: Arc<Notify>,
     metrics: Metrics,
 }
 
 impl Outbox {
-    pub fn new(db: Database, streams: StreamNames, metrics: Metrics) -> Self {
+    pub fn new(db: Database, streams: StreamsConfig, metrics: Metrics) -> Self {
         Self {
             db,
             streams,

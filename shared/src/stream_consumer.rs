@@ -76,25 +76,22 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
-    /// A job stream's settings: the shared ones from `config`, the
-    /// stream-specific ones given; dead letters go to `<stream>:dead`.
-    pub fn for_stream(
-        config: &crate::config::Config,
+    /// The settings of a consumer of `stream`; dead letters go to `<stream>:dead`.
+    pub fn new(
         stream: &str,
-        group: &str,
-        group_start_id: &str,
-        concurrency: usize,
+        consumer: &crate::config::ConsumerConfig,
+        process: &crate::config::ProcessConfig,
     ) -> Self {
         Self {
             stream: stream.to_owned(),
             dead_letter_stream: format!("{stream}:dead"),
-            group: group.to_owned(),
-            group_start_id: group_start_id.to_owned(),
-            consumer: config.consumer_name(),
-            concurrency,
-            block: config.stream_block,
-            reclaim_idle: config.job_reclaim_idle,
-            shutdown_timeout: config.shutdown_timeout,
+            group: consumer.group.clone(),
+            group_start_id: consumer.group_start_id.clone(),
+            consumer: process.instance.clone(),
+            concurrency: consumer.concurrency,
+            block: consumer.block,
+            reclaim_idle: consumer.reclaim_idle,
+            shutdown_timeout: process.shutdown_timeout,
         }
     }
 }

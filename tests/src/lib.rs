@@ -313,3 +313,12 @@ pub fn inspect(name: &str) -> Option<Value> {
     let all: Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
     all.get(0).cloned()
 }
+
+/// The lifecycle operations over `infra`, configured from every section of
+/// `config` (tests change a section and build their own).
+pub fn operations(
+    config: &Config,
+    infra: &Infra,
+) -> anyhow::Result<shared::operations::Operations> {
+    shared::bootstrap::operations(infra, &config.common, &config.lifecycle, &config.state)
+}

@@ -54,7 +54,9 @@ async fn every_health_event_type_matches_the_contract_and_its_snapshot() {
             .expect("emit");
     }
     env.flush_outbox().await;
-    let entries = env.read_stream(&env.config.health_events_stream).await;
+    let entries = env
+        .read_stream(&env.config.common.streams.health_events)
+        .await;
     assert_eq!(entries.len(), details.len());
     for ((_, fields), d) in entries.iter().zip(&details) {
         contract.assert_valid("RuntimeHealthEventPayload", fields);
@@ -160,14 +162,16 @@ async fn job_results_and_admin_intents_match_their_contracts() {
     assert_eq!(again, [false]);
     env.flush_outbox().await;
 
-    let published = env.read_stream(&env.config.job_results_stream).await;
+    let published = env
+        .read_stream(&env.config.common.streams.job_results)
+        .await;
     assert_eq!(published.len(), 3);
     for (_, fields) in &published {
         jobs.assert_valid("RuntimeJobResult", fields);
     }
     assert_eq!(published[2].1["error_code"], "invalid_request");
     let published = env
-        .read_stream(&env.config.notification_intents_stream)
+        .read_stream(&env.config.common.streams.notification_intents)
         .await;
     assert_eq!(published.len(), 3);
     for (_, fields) in &published {

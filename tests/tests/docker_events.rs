@@ -61,7 +61,7 @@ impl Running {
 /// game and its container id.
 async fn start_game(env: &TestEnv, config: &Config, infra: &Infra, name: &str) -> (GameId, String) {
     let game = env.game(name);
-    let service = shared::bootstrap::operations(config, infra).expect("start service");
+    let service = system_tests::operations(config, infra).expect("start service");
     let outcome = service
         .start(&StartRequest {
             game_id: game.clone(),

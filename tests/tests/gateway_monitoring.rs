@@ -109,7 +109,7 @@ impl Drop for Gateway {
 }
 
 fn lifecycle(env: &TestEnv) -> Operations {
-    shared::bootstrap::operations(&env.config, &env.infra).expect("lifecycle service")
+    system_tests::operations(&env.config, &env.infra).expect("lifecycle service")
 }
 
 async fn start(svc: &Operations, game: &GameId, image: &str) -> String {

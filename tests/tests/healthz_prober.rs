@@ -56,8 +56,7 @@ impl Engine {
     }
 
     async fn start_game(env: &TestEnv, game: GameId) -> Self {
-        let service =
-            shared::bootstrap::operations(&env.config, &env.infra).expect("start service");
+        let service = system_tests::operations(&env.config, &env.infra).expect("start service");
         let outcome = service
             .start(&StartRequest {
                 game_id: game.clone(),

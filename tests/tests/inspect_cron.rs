@@ -38,7 +38,7 @@ async fn pass(inspector: &Inspector, reconcile: bool) -> PassReport {
 
 /// Starts the game through the real start service; returns its container id.
 async fn start(env: &TestEnv, game: &GameId, image: &str) -> String {
-    let service = shared::bootstrap::operations(&env.config, &env.infra).expect("start service");
+    let service = system_tests::operations(&env.config, &env.infra).expect("start service");
     let outcome = service
         .start(&StartRequest {
             game_id: game.clone(),

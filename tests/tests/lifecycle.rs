@@ -12,7 +12,7 @@ use system_tests::{inspect, TestEnv, ENGINE};
 use tokio_util::sync::CancellationToken;
 
 fn lifecycle(env: &TestEnv) -> Operations {
-    shared::bootstrap::operations(&env.config, &env.infra).expect("lifecycle service")
+    system_tests::operations(&env.config, &env.infra).expect("lifecycle service")
 }
 
 fn op(game: &GameId, source_ref: &str) -> OperationRequest {
@@ -337,11 +337,11 @@ async fn stop_jobs_are_consumed_with_one_valid_result_each() {
     start(&svc, &game, ENGINE).await;
     let stop = CancellationToken::new();
     let handle = tokio::spawn(stop_job::run(
-        env.config.clone(),
+        (&env.config).into(),
         env.infra.clone(),
         stop.clone(),
     ));
-    let stream = env.config.stop_jobs_stream.clone();
+    let stream = env.config.common.streams.stop_jobs.clone();
     env.xadd(
         &stream,
         &[
@@ -363,7 +363,7 @@ async fn stop_jobs_are_consumed_with_one_valid_result_each() {
     let results: Vec<HashMap<String, String>> = env
         .eventually("two results", Duration::from_secs(60), || async {
             let r: Vec<_> = env
-                .read_stream(&env.config.job_results_stream)
+                .read_stream(&env.config.common.streams.job_results)
                 .await
                 .into_iter()
                 .map(|(_, f)| f)
@@ -406,7 +406,7 @@ async fn stop_jobs_are_consumed_with_one_valid_result_each() {
 
 /// Health events of one game, in stream order, as event types.
 async fn event_types(env: &TestEnv, game: &GameId) -> Vec<String> {
-    env.read_stream(&env.config.health_events_stream)
+    env.read_stream(&env.config.common.streams.health_events)
         .await
         .into_iter()
         .filter(|(_, f)| f["game_id"] == game.as_str())

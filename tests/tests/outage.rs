@@ -91,7 +91,7 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
         .unwrap();
     let publisher = Outbox::new(
         env.db().clone(),
-        shared::outbox::StreamNames::from_config(&env.config),
+        env.config.common.streams.clone(),
         env.infra.metrics.clone(),
     );
     let stop = CancellationToken::new();
@@ -112,7 +112,7 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
         .publish(&[publisher.health(&event(1))])
         .await
         .unwrap();
-    let stream = env.config.health_events_stream.clone();
+    let stream = env.config.common.streams.health_events.clone();
     let conn = redis.manager();
     env.eventually("the first event in redis", Duration::from_secs(10), || {
         let (mut conn, stream) = (conn.clone(), stream.clone());
@@ -246,7 +246,7 @@ async fn the_binary_exits_zero_on_sigterm() {
     let mut conn = env.redis().manager();
     env.eventually("the consumer group", Duration::from_secs(30), || {
         let mut conn = conn.clone();
-        let stream = env.config.start_jobs_stream.clone();
+        let stream = env.config.common.streams.start_jobs.clone();
         async move {
             let groups: redis::Value = redis::cmd("XINFO")
                 .arg("GROUPS")

@@ -17,14 +17,18 @@ async fn three_consumers_answer_every_job_once_even_when_one_dies() {
     let mut consumers = Vec::new();
     for i in 0..3 {
         let mut config = env.config.clone();
-        config.consumer_name = format!("consumer-{i}");
+        config.common.process.instance = format!("consumer-{i}");
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(start_job::run(config, env.infra.clone(), stop.clone()));
+        let handle = tokio::spawn(start_job::run(
+            (&config).into(),
+            env.infra.clone(),
+            stop.clone(),
+        ));
         consumers.push((stop, handle));
     }
     for g in &games {
         env.xadd(
-            &env.config.start_jobs_stream,
+            &env.config.common.streams.start_jobs,
             &[("game_id", g.as_str()), ("image_ref", ENGINE)],
         )
         .await;
@@ -32,7 +36,11 @@ async fn three_consumers_answer_every_job_once_even_when_one_dies() {
     // Kill one consumer abruptly once work is under way: its entries in
     // flight must be reclaimed by the others and answered once.
     env.eventually("some results", Duration::from_secs(120), || async {
-        (env.read_stream(&env.config.job_results_stream).await.len() >= 3).then_some(())
+        (env.read_stream(&env.config.common.streams.job_results)
+            .await
+            .len()
+            >= 3)
+            .then_some(())
     })
     .await;
     let (_, victim) = consumers.remove(0);
@@ -40,19 +48,24 @@ async fn three_consumers_answer_every_job_once_even_when_one_dies() {
 
     let results = env
         .eventually("every result", Duration::from_secs(300), || async {
-            let r = env.read_stream(&env.config.job_results_stream).await;
+            let r = env
+                .read_stream(&env.config.common.streams.job_results)
+                .await;
             (r.len() >= GAMES).then_some(r)
         })
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let results = env
-        .read_stream(&env.config.job_results_stream)
+        .read_stream(&env.config.common.streams.job_results)
         .await
         .len()
         .max(results.len());
     assert_eq!(results, GAMES, "one result per job, none twice");
     let mut per_game: HashMap<String, usize> = HashMap::new();
-    for (_, f) in env.read_stream(&env.config.job_results_stream).await {
+    for (_, f) in env
+        .read_stream(&env.config.common.streams.job_results)
+        .await
+    {
         assert_eq!(f["outcome"], "success", "{f:?}");
         *per_game.entry(f["game_id"].clone()).or_default() += 1;
     }

@@ -8,7 +8,7 @@ use system_tests::contract::Contract;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 
 fn service(env: &TestEnv) -> Operations {
-    shared::bootstrap::operations(&env.config, &env.infra).expect("start service")
+    system_tests::operations(&env.config, &env.infra).expect("start service")
 }
 
 fn request(game: &GameId, image: &str) -> StartRequest {
@@ -30,7 +30,7 @@ fn assert_failed(outcome: &OperationOutcome, code: ErrorCode) {
 
 async fn intents_for(env: &TestEnv, game: &GameId) -> Vec<String> {
     env.flush_outbox().await;
-    env.read_stream(&env.config.notification_intents_stream)
+    env.read_stream(&env.config.common.streams.notification_intents)
         .await
         .into_iter()
         .filter(|(_, f)| f["payload"].contains(game.as_str()))
@@ -138,7 +138,9 @@ async fn a_fresh_start_creates_the_container_record_log_and_event() {
     assert_eq!(ops[0]["container_id"], container_id);
 
     env.flush_outbox().await;
-    let events = env.read_stream(&env.config.health_events_stream).await;
+    let events = env
+        .read_stream(&env.config.common.streams.health_events)
+        .await;
     assert_eq!(events.len(), 1);
     let (_, fields) = &events[0];
     Contract::load("runtime-health.asyncapi.yaml")
@@ -303,7 +305,7 @@ async fn invalid_image_refs_are_start_config_invalid_with_an_intent() {
         );
     }
     let intents = env
-        .read_stream(&env.config.notification_intents_stream)
+        .read_stream(&env.config.common.streams.notification_intents)
         .await;
     let contract = Contract::load("notification-intents.asyncapi.yaml");
     for (_, fields) in &intents {
@@ -316,8 +318,8 @@ async fn a_missing_network_is_start_config_invalid() {
     let env = TestEnv::new().await;
     let game = env.game("nonet");
     let mut config = env.config.clone();
-    config.docker_network = format!("missing-{}", env.id);
-    let svc = shared::bootstrap::operations(&config, &env.infra).unwrap();
+    config.common.docker.network = format!("missing-{}", env.id);
+    let svc = system_tests::operations(&config, &env.infra).unwrap();
     let outcome = svc.start(&request(&game, ENGINE)).await;
     assert_failed(&outcome, ErrorCode::StartConfigInvalid);
     assert!(outcome.error_message.contains("missing"), "{outcome:?}");
@@ -333,8 +335,8 @@ async fn pull_failures_are_image_pull_failed_with_an_intent() {
     let env = TestEnv::new().await;
     // `never` with an image that is not present.
     let mut config = env.config.clone();
-    config.image_pull_policy = shared::ports::PullPolicy::Never;
-    let never = shared::bootstrap::operations(&config, &env.infra).unwrap();
+    config.lifecycle.pull_policy = shared::ports::PullPolicy::Never;
+    let never = system_tests::operations(&config, &env.infra).unwrap();
     let game = env.game("never");
     let outcome = never
         .start(&request(&game, "galaxy-test/engine:9.9.9"))
@@ -411,7 +413,7 @@ async fn a_failed_record_write_removes_the_new_container() {
     );
     env.flush_outbox().await;
     assert!(
-        env.read_stream(&env.config.health_events_stream)
+        env.read_stream(&env.config.common.streams.health_events)
             .await
             .is_empty(),
         "no container_started"
@@ -490,13 +492,15 @@ async fn docker_unreachable_is_docker_unavailable() {
             outbox: env.infra.outbox.clone(),
             leases: shared::adapters::redis::LeaseStore::new(
                 env.infra.redis.clone(),
-                env.config.lease_ttl(),
+                env.config.common.redis.lease_ttl,
             ),
             intents: shared::adapters::redis::IntentStore::new(env.infra.redis.clone()),
             lobby: None,
             metrics: env.infra.metrics.clone(),
         },
-        env.config.operation_settings().unwrap(),
+        env.config
+            .lifecycle
+            .operation_settings(&env.config.common.docker, &env.config.state),
     );
     let outcome = svc.start(&request(&game, ENGINE)).await;
     assert_failed(&outcome, ErrorCode::DockerUnavailable);

@@ -17,7 +17,7 @@ fn spawn_consumer(
 ) {
     let stop = CancellationToken::new();
     let handle = tokio::spawn(start_job::run(
-        env.config.clone(),
+        (&env.config).into(),
         env.infra.clone(),
         stop.clone(),
     ));
@@ -25,7 +25,7 @@ fn spawn_consumer(
 }
 
 async fn results_for(env: &TestEnv, game: &str) -> Vec<HashMap<String, String>> {
-    env.read_stream(&env.config.job_results_stream)
+    env.read_stream(&env.config.common.streams.job_results)
         .await
         .into_iter()
         .map(|(_, f)| f)
@@ -36,8 +36,8 @@ async fn results_for(env: &TestEnv, game: &str) -> Vec<HashMap<String, String>> 
 async fn pending(env: &TestEnv) -> i64 {
     let mut conn = env.redis().manager();
     let reply: redis::Value = redis::cmd("XPENDING")
-        .arg(&env.config.start_jobs_stream)
-        .arg(&env.config.start_jobs_group)
+        .arg(&env.config.common.streams.start_jobs)
+        .arg(&env.config.start_jobs.group)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -57,7 +57,7 @@ async fn a_start_job_yields_a_running_container_and_one_valid_result() {
     let (stop, handle) = spawn_consumer(&env);
     let entry_id = env
         .xadd(
-            &env.config.start_jobs_stream,
+            &env.config.common.streams.start_jobs,
             &[
                 ("game_id", game.as_str()),
                 ("image_ref", ENGINE),
@@ -96,7 +96,7 @@ async fn a_start_job_yields_a_running_container_and_one_valid_result() {
 
     // The same job again is a replay, answered once more.
     env.xadd(
-        &env.config.start_jobs_stream,
+        &env.config.common.streams.start_jobs,
         &[
             ("game_id", game.as_str()),
             ("image_ref", ENGINE),
@@ -123,22 +123,25 @@ async fn malformed_entries_are_dead_lettered_answered_and_never_block_the_loop()
     let bad_ids = ["../x", "", long.as_str(), "a b", "gäme", "x/../../etc"];
     for id in bad_ids {
         env.xadd(
-            &env.config.start_jobs_stream,
+            &env.config.common.streams.start_jobs,
             &[("game_id", id), ("image_ref", ENGINE)],
         )
         .await;
     }
-    env.xadd(&env.config.start_jobs_stream, &[("image_ref", ENGINE)])
-        .await;
+    env.xadd(
+        &env.config.common.streams.start_jobs,
+        &[("image_ref", ENGINE)],
+    )
+    .await;
     let no_image = env.game("noimage");
     env.xadd(
-        &env.config.start_jobs_stream,
+        &env.config.common.streams.start_jobs,
         &[("game_id", no_image.as_str())],
     )
     .await;
     let bad_time = env.game("badtime");
     env.xadd(
-        &env.config.start_jobs_stream,
+        &env.config.common.streams.start_jobs,
         &[
             ("game_id", bad_time.as_str()),
             ("image_ref", ENGINE),
@@ -149,7 +152,7 @@ async fn malformed_entries_are_dead_lettered_answered_and_never_block_the_loop()
     // A good job behind them still runs.
     let good = env.game("good");
     env.xadd(
-        &env.config.start_jobs_stream,
+        &env.config.common.streams.start_jobs,
         &[("game_id", good.as_str()), ("image_ref", ENGINE)],
     )
     .await;
@@ -158,7 +161,7 @@ async fn malformed_entries_are_dead_lettered_answered_and_never_block_the_loop()
         (results_for(&env, good.as_str()).await.len() == 1).then_some(())
     })
     .await;
-    let dead_stream = format!("{}:dead", env.config.start_jobs_stream);
+    let dead_stream = format!("{}:dead", env.config.common.streams.start_jobs);
     let dead = env
         .eventually("nine dead letters", Duration::from_secs(30), || async {
             let d = env.read_stream(&dead_stream).await;
@@ -168,9 +171,14 @@ async fn malformed_entries_are_dead_lettered_answered_and_never_block_the_loop()
     let jobs = Contract::load("runtime-jobs.asyncapi.yaml");
     for (_, fields) in &dead {
         jobs.assert_valid("DeadLetterEntry", fields);
-        assert_eq!(fields["source_stream"], env.config.start_jobs_stream);
+        assert_eq!(
+            fields["source_stream"],
+            env.config.common.streams.start_jobs
+        );
     }
-    let all_results = env.read_stream(&env.config.job_results_stream).await;
+    let all_results = env
+        .read_stream(&env.config.common.streams.job_results)
+        .await;
     for (_, fields) in &all_results {
         jobs.assert_valid("RuntimeJobResult", fields);
     }
@@ -220,8 +228,8 @@ async fn an_entry_of_a_crashed_consumer_is_reclaimed_and_answered_once() {
     let game = env.game("reclaim");
     let busy = env.game("busy");
     // A consumer that read two entries and crashed before answering.
-    let stream = env.config.start_jobs_stream.clone();
-    let group = env.config.start_jobs_group.clone();
+    let stream = env.config.common.streams.start_jobs.clone();
+    let group = env.config.start_jobs.group.clone();
     let mut conn = env.redis().manager();
     let _: String = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -322,7 +330,7 @@ async fn slow_starts_of_different_games_run_side_by_side() {
     let (stop, handle) = spawn_consumer(&env);
     for g in [&a, &b] {
         env.xadd(
-            &env.config.start_jobs_stream,
+            &env.config.common.streams.start_jobs,
             &[("game_id", g.as_str()), ("image_ref", ENGINE)],
         )
         .await;
@@ -379,7 +387,7 @@ async fn shutdown_finishes_the_job_in_flight_and_releases_its_lease() {
     let game = env.game("inflight");
     let (stop, handle) = spawn_consumer(&env);
     env.xadd(
-        &env.config.start_jobs_stream,
+        &env.config.common.streams.start_jobs,
         &[("game_id", game.as_str()), ("image_ref", ENGINE)],
     )
     .await;

@@ -7,10 +7,48 @@
 use std::time::Duration;
 
 use shared::bootstrap::Infra;
-use shared::config::Config;
+use shared::config::{
+    CleanupConfig, CommonConfig, Config, ConfigError, Env, JobConfig, LifecycleConfig, StateConfig,
+};
 use shared::domain::{ErrorCode, OpSource, Outcome};
 use shared::operations::{OperationRequest, Operations};
 use tokio_util::sync::CancellationToken;
+
+/// What cleanup-cron reads: the common sections, the lifecycle and state
+/// directories, and its own schedule and retention.
+#[derive(Debug, Clone)]
+pub struct CleanupCronConfig {
+    pub common: CommonConfig,
+    pub lifecycle: LifecycleConfig,
+    pub state: StateConfig,
+    pub cleanup: CleanupConfig,
+}
+
+impl JobConfig for CleanupCronConfig {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(env)?,
+            lifecycle: env.section()?,
+            state: env.section()?,
+            cleanup: env.section()?,
+        })
+    }
+
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
+
+impl From<&Config> for CleanupCronConfig {
+    fn from(all: &Config) -> Self {
+        Self {
+            common: all.common.clone(),
+            lifecycle: all.lifecycle.clone(),
+            state: all.state.clone(),
+            cleanup: all.cleanup.clone(),
+        }
+    }
+}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -102,13 +140,14 @@ fn chrono_ms() -> u128 {
 /// `shutdown` (a failed pass is logged and retried at the next tick); then
 /// delivers the outbox.
 pub async fn run(
-    config: Config,
+    config: CleanupCronConfig,
     infra: Infra,
     every: Option<Duration>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let operations = shared::bootstrap::operations(&config, &infra)?;
-    let retention = Duration::from_secs(config.container_retention_days * 24 * 3600);
+    let operations =
+        shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
+    let retention = config.cleanup.retention;
     let work = async {
         loop {
             match (pass(&operations, &infra, retention).await, every) {

@@ -13,7 +13,9 @@ async fn main() -> anyhow::Result<()> {
         Schedule::Once => None,
         Schedule::Every(every) => Some(every),
     };
-    let (config, infra, shutdown) = shared::bootstrap::process_with(false, every.is_some()).await?;
-    let every = every.map(|e| e.unwrap_or(config.cleanup_interval));
+    let (config, infra, shutdown) =
+        shared::bootstrap::process_with::<cleanup_cron::CleanupCronConfig>(false, every.is_some())
+            .await?;
+    let every = every.map(|e| e.unwrap_or(config.cleanup.interval));
     cleanup_cron::run(config, infra, every, shutdown).await
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
-use shared::config::Config;
+use shared::config::{
+    CommonConfig, Config, ConfigError, ConsumerConfig, Env, JobConfig, LifecycleConfig, StateConfig,
+};
 use shared::domain::{GameId, OpSource, StartJob};
 use shared::operations::{Operations, StartRequest};
 use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler};
@@ -41,27 +43,61 @@ impl JobHandler for StartJobHandler {
     }
 }
 
-pub fn consumer_settings(config: &Config) -> ConsumerSettings {
-    ConsumerSettings::for_stream(
-        config,
-        &config.start_jobs_stream,
-        &config.start_jobs_group,
-        &config.start_jobs_group_start_id,
-        config.start_jobs_concurrency,
+/// What start-job reads: the common sections, the lifecycle and state
+/// directories, and its consumer group.
+#[derive(Debug, Clone)]
+pub struct StartJobConfig {
+    pub common: CommonConfig,
+    pub lifecycle: LifecycleConfig,
+    pub state: StateConfig,
+    pub consumer: ConsumerConfig,
+}
+
+impl JobConfig for StartJobConfig {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(env)?,
+            lifecycle: env.section()?,
+            state: env.section()?,
+            consumer: ConsumerConfig::start_jobs(env)?,
+        })
+    }
+
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
+
+impl From<&Config> for StartJobConfig {
+    fn from(all: &Config) -> Self {
+        Self {
+            common: all.common.clone(),
+            lifecycle: all.lifecycle.clone(),
+            state: all.state.clone(),
+            consumer: all.start_jobs.clone(),
+        }
+    }
+}
+
+pub fn consumer_settings(config: &StartJobConfig) -> ConsumerSettings {
+    ConsumerSettings::new(
+        &config.common.streams.start_jobs,
+        &config.consumer,
+        &config.common.process,
     )
 }
 
 /// Consumes start jobs until `shutdown`; the outbox relay runs alongside and
 /// gets a last delivery attempt before returning.
-pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let operations = shared::bootstrap::operations(&config, &infra)?;
+pub async fn run(
+    config: StartJobConfig,
+    infra: Infra,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let operations =
+        shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
+    let handler = StartJobHandler { operations };
+    let leases = handler.operations.leases().clone();
     let settings = consumer_settings(&config);
-    shared::stream_consumer::consume(
-        &infra,
-        operations.leases().clone(),
-        StartJobHandler { operations },
-        settings,
-        shutdown,
-    )
-    .await
+    shared::stream_consumer::consume(&infra, leases, handler, settings, shutdown).await
 }

@@ -2,7 +2,8 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (config, infra, shutdown) = shared::bootstrap::process(true).await?;
+    let (config, infra, shutdown) =
+        shared::bootstrap::process::<start_job::StartJobConfig>(true).await?;
     start_job::run(config, infra, shutdown).await?;
     tracing::info!("start-job stopped");
     Ok(())

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
-use shared::config::Config;
+use shared::config::{
+    CommonConfig, Config, ConfigError, ConsumerConfig, Env, JobConfig, LifecycleConfig, StateConfig,
+};
 use shared::domain::{GameId, OpSource, StopJob};
 use shared::operations::{OperationRequest, Operations};
 use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler};
@@ -40,26 +42,61 @@ impl JobHandler for StopJobHandler {
     }
 }
 
-pub fn consumer_settings(config: &Config) -> ConsumerSettings {
-    ConsumerSettings::for_stream(
-        config,
-        &config.stop_jobs_stream,
-        &config.stop_jobs_group,
-        &config.stop_jobs_group_start_id,
-        config.stop_jobs_concurrency,
+/// What stop-job reads: the common sections, the lifecycle and state
+/// directories, and its consumer group.
+#[derive(Debug, Clone)]
+pub struct StopJobConfig {
+    pub common: CommonConfig,
+    pub lifecycle: LifecycleConfig,
+    pub state: StateConfig,
+    pub consumer: ConsumerConfig,
+}
+
+impl JobConfig for StopJobConfig {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(env)?,
+            lifecycle: env.section()?,
+            state: env.section()?,
+            consumer: ConsumerConfig::stop_jobs(env)?,
+        })
+    }
+
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
+
+impl From<&Config> for StopJobConfig {
+    fn from(all: &Config) -> Self {
+        Self {
+            common: all.common.clone(),
+            lifecycle: all.lifecycle.clone(),
+            state: all.state.clone(),
+            consumer: all.stop_jobs.clone(),
+        }
+    }
+}
+
+pub fn consumer_settings(config: &StopJobConfig) -> ConsumerSettings {
+    ConsumerSettings::new(
+        &config.common.streams.stop_jobs,
+        &config.consumer,
+        &config.common.process,
     )
 }
 
-/// Consumes stop jobs until `shutdown`, with the outbox relay alongside.
-pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let operations = shared::bootstrap::operations(&config, &infra)?;
+/// Consumes stop jobs until `shutdown`; the outbox relay runs alongside and
+/// gets a last delivery attempt before returning.
+pub async fn run(
+    config: StopJobConfig,
+    infra: Infra,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let operations =
+        shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
+    let handler = StopJobHandler { operations };
+    let leases = handler.operations.leases().clone();
     let settings = consumer_settings(&config);
-    shared::stream_consumer::consume(
-        &infra,
-        operations.leases().clone(),
-        StopJobHandler { operations },
-        settings,
-        shutdown,
-    )
-    .await
+    shared::stream_consumer::consume(&infra, leases, handler, settings, shutdown).await
 }

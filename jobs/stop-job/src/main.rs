@@ -2,7 +2,8 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (config, infra, shutdown) = shared::bootstrap::process(true).await?;
+    let (config, infra, shutdown) =
+        shared::bootstrap::process::<stop_job::StopJobConfig>(true).await?;
     stop_job::run(config, infra, shutdown).await?;
     tracing::info!("stop-job stopped");
     Ok(())

@@ -24,7 +24,7 @@ async fn main() {
         },
     };
 
-    let raw_stream = format!("{}:raw", env.config.health_events_stream);
+    let raw_stream = format!("{}:raw", env.config.common.streams.health_events);
     let mut conn = env.redis().manager();
     let started = Instant::now();
     for i in 0..EVENTS {

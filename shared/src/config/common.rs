@@ -1,0 +1,274 @@
+//! The sections every process reads: itself, PostgreSQL, Redis, Docker and
+//! the stream names of the outbox.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Env, Secret, Section};
+
+/// The process itself: logs, shutdown, metrics listener, instance name.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    pub log_level: String,
+    /// How long in-flight work may run after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// `host:port` of `/metrics` and `/healthz`; `None` disables the listener.
+    pub metrics_addr: Option<String>,
+    /// This process's name in consumer groups (`RTMANAGER_CONSUMER_NAME`, else
+    /// the host name).
+    pub instance: String,
+}
+
+#[derive(Deserialize)]
+pub struct ProcessEnv {
+    #[serde(default = "d::log_level")]
+    log_level: String,
+    #[serde(default = "d::shutdown_timeout", with = "humantime_serde")]
+    shutdown_timeout: Duration,
+    #[serde(default = "d::metrics_addr")]
+    metrics_addr: String,
+    #[serde(default)]
+    consumer_name: String,
+}
+
+impl Section for ProcessConfig {
+    type Raw = ProcessEnv;
+    fn from_raw(raw: ProcessEnv) -> Result<Self, ConfigError> {
+        Ok(Self {
+            log_level: raw.log_level,
+            shutdown_timeout: raw.shutdown_timeout,
+            metrics_addr: (!raw.metrics_addr.is_empty()).then_some(raw.metrics_addr),
+            instance: instance_name(&raw.consumer_name),
+        })
+    }
+}
+
+/// `RTMANAGER_CONSUMER_NAME`, else the host name, else a pid-based name.
+pub(super) fn instance_name(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("rtmanager-{}", std::process::id()))
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// The primary's URL (a Go-style `?search_path=` is accepted).
+    pub dsn: Secret,
+    pub max_connections: u32,
+}
+
+#[derive(Deserialize)]
+pub struct PostgresEnv {
+    postgres_primary_dsn: Secret,
+    #[serde(default = "d::pg_max_connections")]
+    postgres_max_connections: u32,
+}
+
+impl Section for PostgresConfig {
+    type Raw = PostgresEnv;
+    fn from_raw(raw: PostgresEnv) -> Result<Self, ConfigError> {
+        if raw.postgres_primary_dsn.expose().is_empty() {
+            return Err(ConfigError::var(
+                "POSTGRES_PRIMARY_DSN",
+                "must not be empty",
+            ));
+        }
+        if raw.postgres_max_connections == 0 {
+            return Err(ConfigError::var(
+                "POSTGRES_MAX_CONNECTIONS",
+                "must be positive",
+            ));
+        }
+        Ok(Self {
+            dsn: raw.postgres_primary_dsn,
+            max_connections: raw.postgres_max_connections,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `host:port` of the master.
+    pub addr: String,
+    pub password: Secret,
+    /// TTL of the per-game lease (`RTMANAGER_GAME_LEASE_TTL_SECONDS`).
+    pub lease_ttl: Duration,
+}
+
+#[derive(Deserialize)]
+pub struct RedisEnv {
+    redis_master_addr: String,
+    #[serde(default)]
+    redis_password: Secret,
+    #[serde(default = "d::game_lease_ttl_seconds")]
+    game_lease_ttl_seconds: u64,
+}
+
+impl Section for RedisConfig {
+    type Raw = RedisEnv;
+    fn from_raw(raw: RedisEnv) -> Result<Self, ConfigError> {
+        if raw.redis_master_addr.is_empty() {
+            return Err(ConfigError::var("REDIS_MASTER_ADDR", "must not be empty"));
+        }
+        if raw.game_lease_ttl_seconds == 0 {
+            return Err(ConfigError::var(
+                "GAME_LEASE_TTL_SECONDS",
+                "must be positive",
+            ));
+        }
+        Ok(Self {
+            addr: raw.redis_master_addr,
+            password: raw.redis_password,
+            lease_ttl: Duration::from_secs(raw.game_lease_ttl_seconds),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// `unix://` socket, or `tcp://` / `http://`.
+    pub host: String,
+    /// The engines' network; it must exist and is never created.
+    pub network: String,
+}
+
+#[derive(Deserialize)]
+pub struct DockerEnv {
+    #[serde(default = "d::docker_host")]
+    docker_host: String,
+    #[serde(default = "d::docker_network")]
+    docker_network: String,
+}
+
+impl Section for DockerConfig {
+    type Raw = DockerEnv;
+    fn from_raw(raw: DockerEnv) -> Result<Self, ConfigError> {
+        if raw.docker_network.is_empty() {
+            return Err(ConfigError::var("DOCKER_NETWORK", "must not be empty"));
+        }
+        Ok(Self {
+            host: raw.docker_host,
+            network: raw.docker_network,
+        })
+    }
+}
+
+/// Stream names, overridable by `RTMANAGER_*_STREAM`.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    pub start_jobs: String,
+    pub stop_jobs: String,
+    pub job_results: String,
+    pub health_events: String,
+    pub notification_intents: String,
+}
+
+#[derive(Deserialize)]
+pub struct StreamsEnv {
+    #[serde(default = "d::start_jobs_stream")]
+    start_jobs_stream: String,
+    #[serde(default = "d::stop_jobs_stream")]
+    stop_jobs_stream: String,
+    #[serde(default = "d::job_results_stream")]
+    job_results_stream: String,
+    #[serde(default = "d::health_events_stream")]
+    health_events_stream: String,
+    #[serde(default = "d::notification_intents_stream")]
+    notification_intents_stream: String,
+}
+
+impl Section for StreamsConfig {
+    type Raw = StreamsEnv;
+    fn from_raw(raw: StreamsEnv) -> Result<Self, ConfigError> {
+        for (var, value) in [
+            ("START_JOBS_STREAM", &raw.start_jobs_stream),
+            ("STOP_JOBS_STREAM", &raw.stop_jobs_stream),
+            ("JOB_RESULTS_STREAM", &raw.job_results_stream),
+            ("HEALTH_EVENTS_STREAM", &raw.health_events_stream),
+            (
+                "NOTIFICATION_INTENTS_STREAM",
+                &raw.notification_intents_stream,
+            ),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError::var(var, "must not be empty"));
+            }
+        }
+        Ok(Self {
+            start_jobs: raw.start_jobs_stream,
+            stop_jobs: raw.stop_jobs_stream,
+            job_results: raw.job_results_stream,
+            health_events: raw.health_events_stream,
+            notification_intents: raw.notification_intents_stream,
+        })
+    }
+}
+
+/// What every process reads.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    pub process: ProcessConfig,
+    pub postgres: PostgresConfig,
+    pub redis: RedisConfig,
+    pub docker: DockerConfig,
+    pub streams: StreamsConfig,
+}
+
+impl CommonConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            process: env.section()?,
+            postgres: env.section()?,
+            redis: env.section()?,
+            docker: env.section()?,
+            streams: env.section()?,
+        })
+    }
+}
+
+mod d {
+    use std::time::Duration;
+
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn metrics_addr() -> String {
+        "0.0.0.0:9464".into()
+    }
+    pub fn pg_max_connections() -> u32 {
+        10
+    }
+    pub fn game_lease_ttl_seconds() -> u64 {
+        60
+    }
+    pub fn docker_host() -> String {
+        "unix:///var/run/docker.sock".into()
+    }
+    pub fn docker_network() -> String {
+        "galaxy-net".into()
+    }
+    pub fn start_jobs_stream() -> String {
+        "runtime:start_jobs".into()
+    }
+    pub fn stop_jobs_stream() -> String {
+        "runtime:stop_jobs".into()
+    }
+    pub fn job_results_stream() -> String {
+        "runtime:job_results".into()
+    }
+    pub fn health_events_stream() -> String {
+        "runtime:health_events".into()
+    }
+    pub fn notification_intents_stream() -> String {
+        "notification:intents".into()
+    }
+}

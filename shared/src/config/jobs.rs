@@ -1,0 +1,501 @@
+//! The job-specific sections: the job consumers, inspect-cron, healthz-prober,
+//! cleanup-cron and rest-gateway.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Env, Secret, Section};
+
+/// One job stream's consumer group (start-job or stop-job).
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub group: String,
+    /// Where the group starts when it is created: `0`, `$` or an entry id.
+    pub group_start_id: String,
+    /// Entries one process works on at once.
+    pub concurrency: usize,
+    /// An entry pending this long with a consumer is reclaimed by another.
+    pub reclaim_idle: Duration,
+    /// `XREADGROUP BLOCK` time.
+    pub block: Duration,
+}
+
+/// `RTMANAGER_START_JOBS_*` and the consumers' shared settings.
+#[derive(Deserialize)]
+pub struct StartJobsEnv {
+    #[serde(default = "d::start_jobs_group")]
+    start_jobs_group: String,
+    #[serde(default = "d::group_start_id")]
+    start_jobs_group_start_id: String,
+    #[serde(default = "d::jobs_concurrency")]
+    start_jobs_concurrency: usize,
+    #[serde(default = "d::job_reclaim_idle", with = "humantime_serde")]
+    job_reclaim_idle: Duration,
+    #[serde(default = "d::stream_block", with = "humantime_serde")]
+    stream_block: Duration,
+}
+
+/// `RTMANAGER_STOP_JOBS_*` and the consumers' shared settings.
+#[derive(Deserialize)]
+pub struct StopJobsEnv {
+    #[serde(default = "d::stop_jobs_group")]
+    stop_jobs_group: String,
+    #[serde(default = "d::group_start_id")]
+    stop_jobs_group_start_id: String,
+    #[serde(default = "d::jobs_concurrency")]
+    stop_jobs_concurrency: usize,
+    #[serde(default = "d::job_reclaim_idle", with = "humantime_serde")]
+    job_reclaim_idle: Duration,
+    #[serde(default = "d::stream_block", with = "humantime_serde")]
+    stream_block: Duration,
+}
+
+/// The start-jobs consumer (a newtype, so each stream has its own section).
+#[derive(Debug, Clone)]
+pub struct StartJobsConfig(pub ConsumerConfig);
+
+/// The stop-jobs consumer.
+#[derive(Debug, Clone)]
+pub struct StopJobsConfig(pub ConsumerConfig);
+
+impl ConsumerConfig {
+    fn checked(
+        prefix: &str,
+        group: String,
+        group_start_id: String,
+        concurrency: usize,
+        reclaim_idle: Duration,
+        block: Duration,
+    ) -> Result<Self, ConfigError> {
+        if group.is_empty() {
+            return Err(ConfigError::var(
+                &format!("{prefix}_GROUP"),
+                "must not be empty",
+            ));
+        }
+        if concurrency == 0 {
+            return Err(ConfigError::var(
+                &format!("{prefix}_CONCURRENCY"),
+                "must be positive",
+            ));
+        }
+        if reclaim_idle.is_zero() {
+            return Err(ConfigError::var("JOB_RECLAIM_IDLE", "must be positive"));
+        }
+        if block.is_zero() || block > Duration::from_secs(30) {
+            return Err(ConfigError::var(
+                "STREAM_BLOCK",
+                "must be between 1ms and 30s",
+            ));
+        }
+        Ok(Self {
+            group,
+            group_start_id,
+            concurrency,
+            reclaim_idle,
+            block,
+        })
+    }
+
+    pub fn start_jobs(env: &Env) -> Result<Self, ConfigError> {
+        env.section::<StartJobsConfig>().map(|c| c.0)
+    }
+
+    pub fn stop_jobs(env: &Env) -> Result<Self, ConfigError> {
+        env.section::<StopJobsConfig>().map(|c| c.0)
+    }
+}
+
+impl Section for StartJobsConfig {
+    type Raw = StartJobsEnv;
+    fn from_raw(raw: StartJobsEnv) -> Result<Self, ConfigError> {
+        ConsumerConfig::checked(
+            "START_JOBS",
+            raw.start_jobs_group,
+            raw.start_jobs_group_start_id,
+            raw.start_jobs_concurrency,
+            raw.job_reclaim_idle,
+            raw.stream_block,
+        )
+        .map(Self)
+    }
+}
+
+impl Section for StopJobsConfig {
+    type Raw = StopJobsEnv;
+    fn from_raw(raw: StopJobsEnv) -> Result<Self, ConfigError> {
+        ConsumerConfig::checked(
+            "STOP_JOBS",
+            raw.stop_jobs_group,
+            raw.stop_jobs_group_start_id,
+            raw.stop_jobs_concurrency,
+            raw.job_reclaim_idle,
+            raw.stream_block,
+        )
+        .map(Self)
+    }
+}
+
+/// inspect-cron's passes (docker-events reads `concurrency` for its catch-up).
+#[derive(Debug, Clone)]
+pub struct InspectConfig {
+    /// The period of `inspect-cron --every` without a value.
+    pub interval: Duration,
+    /// Bound on one container's inspect.
+    pub timeout: Duration,
+    /// Containers inspected at once.
+    pub concurrency: usize,
+    /// With `--every`, how often a pass also reconciles.
+    pub reconcile_interval: Duration,
+}
+
+#[derive(Deserialize)]
+pub struct InspectEnv {
+    #[serde(default = "d::inspect_interval", with = "humantime_serde")]
+    inspect_interval: Duration,
+    #[serde(default = "d::inspect_timeout", with = "humantime_serde")]
+    inspect_timeout: Duration,
+    #[serde(default = "d::inspect_concurrency")]
+    inspect_concurrency: usize,
+    #[serde(default = "d::reconcile_interval", with = "humantime_serde")]
+    reconcile_interval: Duration,
+}
+
+impl Section for InspectConfig {
+    type Raw = InspectEnv;
+    fn from_raw(raw: InspectEnv) -> Result<Self, ConfigError> {
+        positive(&[
+            ("INSPECT_INTERVAL", raw.inspect_interval),
+            ("INSPECT_TIMEOUT", raw.inspect_timeout),
+            ("RECONCILE_INTERVAL", raw.reconcile_interval),
+        ])?;
+        if raw.inspect_concurrency == 0 {
+            return Err(ConfigError::var("INSPECT_CONCURRENCY", "must be positive"));
+        }
+        Ok(Self {
+            interval: raw.inspect_interval,
+            timeout: raw.inspect_timeout,
+            concurrency: raw.inspect_concurrency,
+            reconcile_interval: raw.reconcile_interval,
+        })
+    }
+}
+
+fn positive(durations: &[(&str, Duration)]) -> Result<(), ConfigError> {
+    match durations.iter().find(|(_, d)| d.is_zero()) {
+        Some((var, _)) => Err(ConfigError::var(var, "must be positive")),
+        None => Ok(()),
+    }
+}
+
+/// How the prober reaches an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressMode {
+    /// The stored endpoint's host name: the prober runs inside the engines' network.
+    Hostname,
+    /// The container's address on the engines' network: the prober runs on the Docker host.
+    ContainerIp,
+}
+
+impl AddressMode {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "hostname" => Some(Self::Hostname),
+            "container_ip" => Some(Self::ContainerIp),
+            _ => None,
+        }
+    }
+}
+
+/// healthz-prober.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failures in a row before one `probe_failed`.
+    pub failures_threshold: u32,
+    /// No probe of a game until this long after its start.
+    pub initial_grace: Duration,
+    pub concurrency: usize,
+    /// How often the targets are re-read from PostgreSQL.
+    pub refresh_interval: Duration,
+    pub address_mode: AddressMode,
+    pub shard_count: u32,
+    /// This prober's shard, below `shard_count`.
+    pub shard_index: u32,
+}
+
+#[derive(Deserialize)]
+pub struct ProbeEnv {
+    #[serde(default = "d::probe_interval", with = "humantime_serde")]
+    probe_interval: Duration,
+    #[serde(default = "d::probe_timeout", with = "humantime_serde")]
+    probe_timeout: Duration,
+    #[serde(default = "d::probe_failures_threshold")]
+    probe_failures_threshold: u32,
+    #[serde(default = "d::probe_initial_grace", with = "humantime_serde")]
+    probe_initial_grace: Duration,
+    #[serde(default = "d::probe_concurrency")]
+    probe_concurrency: usize,
+    #[serde(default = "d::probe_refresh_interval", with = "humantime_serde")]
+    probe_refresh_interval: Duration,
+    #[serde(default = "d::probe_address_mode")]
+    probe_address_mode: String,
+    #[serde(default = "d::shard_count")]
+    shard_count: u32,
+    /// Empty: the ordinal of a StatefulSet host name (`name-3` -> 3), else 0.
+    #[serde(default)]
+    shard_index: String,
+    /// For the StatefulSet ordinal.
+    #[serde(default)]
+    consumer_name: String,
+}
+
+impl Section for ProbeConfig {
+    type Raw = ProbeEnv;
+    fn from_raw(raw: ProbeEnv) -> Result<Self, ConfigError> {
+        positive(&[
+            ("PROBE_INTERVAL", raw.probe_interval),
+            ("PROBE_TIMEOUT", raw.probe_timeout),
+            ("PROBE_REFRESH_INTERVAL", raw.probe_refresh_interval),
+        ])?;
+        if raw.probe_concurrency == 0 {
+            return Err(ConfigError::var("PROBE_CONCURRENCY", "must be positive"));
+        }
+        if raw.probe_failures_threshold == 0 {
+            return Err(ConfigError::var(
+                "PROBE_FAILURES_THRESHOLD",
+                "must be positive",
+            ));
+        }
+        let address_mode = AddressMode::parse(&raw.probe_address_mode).ok_or_else(|| {
+            ConfigError::var(
+                "PROBE_ADDRESS_MODE",
+                format!(
+                    "{:?} is not hostname or container_ip",
+                    raw.probe_address_mode
+                ),
+            )
+        })?;
+        if raw.shard_count == 0 {
+            return Err(ConfigError::var("SHARD_COUNT", "must be positive"));
+        }
+        let shard_index = shard_index(&raw).map_err(|e| ConfigError::var("SHARD_INDEX", e))?;
+        if shard_index >= raw.shard_count {
+            return Err(ConfigError::var(
+                "SHARD_INDEX",
+                format!(
+                    "{shard_index} is not below RTMANAGER_SHARD_COUNT {}",
+                    raw.shard_count
+                ),
+            ));
+        }
+        Ok(Self {
+            interval: raw.probe_interval,
+            timeout: raw.probe_timeout,
+            failures_threshold: raw.probe_failures_threshold,
+            initial_grace: raw.probe_initial_grace,
+            concurrency: raw.probe_concurrency,
+            refresh_interval: raw.probe_refresh_interval,
+            address_mode,
+            shard_count: raw.shard_count,
+            shard_index,
+        })
+    }
+}
+
+/// `RTMANAGER_SHARD_INDEX`, else the ordinal of a StatefulSet host name
+/// (`healthz-prober-2` -> 2) when sharding, else 0.
+fn shard_index(raw: &ProbeEnv) -> Result<u32, String> {
+    if !raw.shard_index.is_empty() {
+        return raw
+            .shard_index
+            .parse()
+            .map_err(|_| format!("{:?} is not a number", raw.shard_index));
+    }
+    if raw.shard_count == 1 {
+        return Ok(0);
+    }
+    let host = super::common::instance_name(&raw.consumer_name);
+    host.rsplit('-')
+        .next()
+        .and_then(|ordinal| ordinal.parse().ok())
+        .ok_or_else(|| format!("not set, and host name {host:?} has no StatefulSet ordinal"))
+}
+
+/// cleanup-cron.
+#[derive(Debug, Clone)]
+pub struct CleanupConfig {
+    /// The period of `cleanup-cron --every` without a value.
+    pub interval: Duration,
+    /// A runtime stopped longer than this has its container removed.
+    pub retention: Duration,
+}
+
+#[derive(Deserialize)]
+pub struct CleanupEnv {
+    #[serde(default = "d::cleanup_interval", with = "humantime_serde")]
+    cleanup_interval: Duration,
+    #[serde(default = "d::container_retention_days")]
+    container_retention_days: u64,
+}
+
+impl Section for CleanupConfig {
+    type Raw = CleanupEnv;
+    fn from_raw(raw: CleanupEnv) -> Result<Self, ConfigError> {
+        positive(&[("CLEANUP_INTERVAL", raw.cleanup_interval)])?;
+        let retention = raw
+            .container_retention_days
+            .checked_mul(24 * 3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| ConfigError::var("CONTAINER_RETENTION_DAYS", "is too large"))?;
+        Ok(Self {
+            interval: raw.cleanup_interval,
+            retention,
+        })
+    }
+}
+
+/// `enabled` (a token is required) or `disabled` (the cut-over's transition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Enabled,
+    Disabled,
+}
+
+/// rest-gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `RTMANAGER_INTERNAL_HTTP_ADDR` (`:8096` = all interfaces).
+    pub listen: SocketAddr,
+    /// One bearer token per line; reloaded on SIGHUP.
+    pub api_tokens_file: Option<std::path::PathBuf>,
+    /// Comma-separated bearer tokens.
+    pub api_tokens: Secret,
+    pub auth: AuthMode,
+    pub request_timeout: Duration,
+    pub body_limit: usize,
+}
+
+#[derive(Deserialize)]
+pub struct GatewayEnv {
+    #[serde(default = "d::internal_http_addr")]
+    internal_http_addr: String,
+    #[serde(default)]
+    api_tokens_file: String,
+    #[serde(default)]
+    api_tokens: Secret,
+    #[serde(default = "d::api_auth")]
+    api_auth: String,
+    #[serde(default = "d::http_request_timeout", with = "humantime_serde")]
+    http_request_timeout: Duration,
+    #[serde(default = "d::http_body_limit")]
+    http_body_limit: usize,
+}
+
+impl Section for GatewayConfig {
+    type Raw = GatewayEnv;
+    fn from_raw(raw: GatewayEnv) -> Result<Self, ConfigError> {
+        let auth = match raw.api_auth.as_str() {
+            "enabled" => AuthMode::Enabled,
+            "disabled" => AuthMode::Disabled,
+            _ => return Err(ConfigError::var("API_AUTH", "must be enabled or disabled")),
+        };
+        let addr = &raw.internal_http_addr;
+        let full = match addr.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => addr.clone(),
+        };
+        let listen = full
+            .parse()
+            .map_err(|e| ConfigError::var("INTERNAL_HTTP_ADDR", format!("{addr:?}: {e}")))?;
+        Ok(Self {
+            listen,
+            api_tokens_file: (!raw.api_tokens_file.is_empty())
+                .then(|| std::path::PathBuf::from(&raw.api_tokens_file)),
+            api_tokens: raw.api_tokens,
+            auth,
+            request_timeout: raw.http_request_timeout,
+            body_limit: raw.http_body_limit,
+        })
+    }
+}
+
+mod d {
+    use std::time::Duration;
+
+    pub fn start_jobs_group() -> String {
+        "rtmanager-start-jobs".into()
+    }
+    pub fn stop_jobs_group() -> String {
+        "rtmanager-stop-jobs".into()
+    }
+    pub fn group_start_id() -> String {
+        "0".into()
+    }
+    pub fn jobs_concurrency() -> usize {
+        4
+    }
+    pub fn job_reclaim_idle() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn stream_block() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn inspect_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn inspect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn inspect_concurrency() -> usize {
+        16
+    }
+    pub fn reconcile_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn probe_interval() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn probe_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn probe_failures_threshold() -> u32 {
+        3
+    }
+    pub fn probe_initial_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn probe_concurrency() -> usize {
+        256
+    }
+    pub fn probe_refresh_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn probe_address_mode() -> String {
+        "hostname".into()
+    }
+    pub fn shard_count() -> u32 {
+        1
+    }
+    pub fn cleanup_interval() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn container_retention_days() -> u64 {
+        30
+    }
+    pub fn internal_http_addr() -> String {
+        ":8096".into()
+    }
+    pub fn api_auth() -> String {
+        "enabled".into()
+    }
+    pub fn http_request_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn http_body_limit() -> usize {
+        64 * 1024
+    }
+}

@@ -1,0 +1,256 @@
+//! `RTMANAGER_*` settings, read from the environment only, in typed sections.
+//!
+//! Names and defaults are the Go service's; the stream-name, consumer-group
+//! and concurrency settings are rtmanager-rs additions. Each section is
+//! parsed once into the types the code uses (durations, limits, modes,
+//! socket addresses) and validated there; every error names its variable.
+//! A job reads only the sections it uses (its `*Config` type says which), so
+//! a bad probe setting never stops start-job. Secrets are wrapped so `Debug`
+//! cannot print them. The README's settings table documents each variable
+//! and its section.
+//!
+//! - [`common`]: what every process reads: process, PostgreSQL, Redis,
+//!   Docker, stream names.
+//! - [`lifecycle`]: how engine containers are made and stopped (state
+//!   directories, limits, leases, Lobby).
+//! - [`jobs`]: the job-specific sections: consumers, inspect, probe, cleanup,
+//!   gateway.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+pub mod common;
+pub mod jobs;
+pub mod lifecycle;
+
+pub use common::{
+    CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, RedisConfig, StreamsConfig,
+};
+pub use jobs::{
+    AddressMode, AuthMode, CleanupConfig, ConsumerConfig, GatewayConfig, InspectConfig, ProbeConfig,
+};
+pub use lifecycle::{LifecycleConfig, StateConfig};
+
+pub const PREFIX: &str = "RTMANAGER_";
+
+/// A secret value (password, DSN with credentials) that never prints.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A setting that is missing or invalid; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// `RTMANAGER_<var>: <why>`.
+    pub fn var(var: &str, why: impl fmt::Display) -> Self {
+        Self(format!("{PREFIX}{var}: {why}"))
+    }
+}
+
+/// The variables a process was started with (tests pass their own).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            vars: vars.into_iter().collect(),
+        }
+    }
+
+    /// Reads one section: deserializes its variables (unknown ones are
+    /// ignored) and validates them.
+    pub fn section<S: Section>(&self) -> Result<S, ConfigError> {
+        S::from_raw(deserialize::<S::Raw>(&self.vars)?)
+    }
+}
+
+/// One group of settings: `Raw` is what the environment holds (flat, with
+/// the defaults), `Self` the parsed and validated values.
+pub trait Section: Sized {
+    type Raw: DeserializeOwned;
+    fn from_raw(raw: Self::Raw) -> Result<Self, ConfigError>;
+}
+
+/// A process's whole configuration: the sections it reads.
+pub trait JobConfig: Sized {
+    fn from_env(env: &Env) -> Result<Self, ConfigError>;
+    fn common(&self) -> &CommonConfig;
+}
+
+/// Flat on purpose: envy breaks numeric fields under `#[serde(flatten)]`.
+fn deserialize<T: DeserializeOwned>(vars: &[(String, String)]) -> Result<T, ConfigError> {
+    envy::prefixed(PREFIX)
+        .from_iter::<_, T>(vars.iter().cloned())
+        .map_err(|e| {
+            ConfigError(match e {
+                envy::Error::MissingValue(field) => {
+                    format!("{PREFIX}{} is required", field.to_uppercase())
+                }
+                // envy names the variable (without its prefix) only for
+                // primitive parse errors; otherwise find the culprit.
+                envy::Error::Custom(msg) if msg.contains("provided by ") => {
+                    msg.replace("provided by ", &format!("provided by {PREFIX}"))
+                }
+                envy::Error::Custom(msg) => match culprit::<T>(vars) {
+                    Some((name, value)) => format!("{name}={value:?}: {msg}"),
+                    None => msg,
+                },
+            })
+        })
+}
+
+/// The one `RTMANAGER_*` variable whose removal makes the set deserialize
+/// (a default then applies), i.e. the variable whose value is invalid.
+fn culprit<T: DeserializeOwned>(vars: &[(String, String)]) -> Option<(String, String)> {
+    vars.iter()
+        .filter(|(name, _)| name.starts_with(PREFIX))
+        .find(|(name, _)| {
+            let without = vars.iter().filter(|(n, _)| n != name).cloned();
+            !matches!(
+                envy::prefixed(PREFIX).from_iter::<_, T>(without),
+                Err(envy::Error::Custom(_))
+            )
+        })
+        .cloned()
+}
+
+/// Every section: what the system tests and tools read to build any job's
+/// configuration from one set of variables (`From<&Config>` on each job's
+/// config type).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub lifecycle: LifecycleConfig,
+    pub state: StateConfig,
+    pub start_jobs: ConsumerConfig,
+    pub stop_jobs: ConsumerConfig,
+    pub inspect: InspectConfig,
+    pub probe: ProbeConfig,
+    pub cleanup: CleanupConfig,
+    pub gateway: GatewayConfig,
+}
+
+impl Config {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env = Env::from_vars(vars);
+        Ok(Self {
+            common: CommonConfig::from_env(&env)?,
+            lifecycle: env.section()?,
+            state: env.section()?,
+            start_jobs: ConsumerConfig::start_jobs(&env)?,
+            stop_jobs: ConsumerConfig::stop_jobs(&env)?,
+            inspect: env.section()?,
+            probe: env.section()?,
+            cleanup: env.section()?,
+            gateway: env.section()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ports::PullPolicy;
+
+    fn vars(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        [
+            (
+                "RTMANAGER_POSTGRES_PRIMARY_DSN",
+                "postgres://u:hunter2@h/db",
+            ),
+            ("RTMANAGER_REDIS_MASTER_ADDR", "127.0.0.1:6379"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_go_services() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.common.docker.network, "galaxy-net");
+        assert_eq!(c.lifecycle.log_driver, "json-file");
+        assert_eq!(c.lifecycle.pull_policy, PullPolicy::IfMissing);
+        assert_eq!(c.state.dir_mode, 0o750);
+        assert_eq!(c.state.mount_path, "/var/lib/galaxy-game");
+        assert_eq!(c.state.env_name, "GAME_STATE_PATH");
+        assert_eq!(c.common.redis.lease_ttl, Duration::from_secs(60));
+        assert_eq!(c.common.process.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.lifecycle.default_limits.memory.bytes(), 512 * 1024 * 1024);
+        assert_eq!(c.common.streams.start_jobs, "runtime:start_jobs");
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_hide_secrets() {
+        let err = Config::from_vars(vars(&[])[1..].to_vec())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RTMANAGER_POSTGRES_PRIMARY_DSN"), "{err}");
+        for (var, value) in [
+            ("RTMANAGER_GAME_LEASE_TTL_SECONDS", "soon"),
+            ("RTMANAGER_IMAGE_PULL_POLICY", "sometimes"),
+            ("RTMANAGER_DEFAULT_MEMORY", "12parsecs"),
+            ("RTMANAGER_GAME_STATE_DIR_MODE", "rwx"),
+            ("RTMANAGER_DOCKER_LOG_OPTS", "max-size"),
+            ("RTMANAGER_SHUTDOWN_TIMEOUT", "forever"),
+            ("RTMANAGER_PROBE_ADDRESS_MODE", "telepathy"),
+            ("RTMANAGER_INTERNAL_HTTP_ADDR", "everywhere"),
+            ("RTMANAGER_CONTAINER_RETENTION_DAYS", "99999999999999999"),
+        ] {
+            let err = Config::from_vars(vars(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var), "{var}: {err}");
+        }
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_section_reads_only_its_own_variables() {
+        let env = Env::from_vars(vars(&[
+            ("RTMANAGER_PROBE_INTERVAL", "soon"),
+            ("RTMANAGER_API_AUTH", "maybe"),
+        ]));
+        assert!(CommonConfig::from_env(&env).is_ok());
+        assert!(env.section::<LifecycleConfig>().is_ok());
+        assert!(ConsumerConfig::start_jobs(&env).is_ok());
+        let probe = env.section::<ProbeConfig>().unwrap_err().to_string();
+        assert!(probe.contains("RTMANAGER_PROBE_INTERVAL"), "{probe}");
+        let gateway = env.section::<GatewayConfig>().unwrap_err().to_string();
+        assert!(gateway.contains("RTMANAGER_API_AUTH"), "{gateway}");
+    }
+}
