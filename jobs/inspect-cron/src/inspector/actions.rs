@@ -3,8 +3,8 @@
 //!
 //! Each action is a [`Inspector::settle`]: under the game's lease, a fresh
 //! look at the container when the action depends on it, then one unit of
-//! work that opens with a compare-and-set on the record and is committed only
-//! while the lease is still held. The actions themselves only say what they
+//! work that opens by re-checking the record (row lock or compare-and-set)
+//! and is committed only while the lease is still held. The actions themselves only say what they
 //! confirm and what they write.
 //!
 //! - **Leases.** The lease is taken with `try_acquire`, only when there is
@@ -39,7 +39,7 @@ use super::Inspector;
 
 /// What an action's unit of work came to.
 enum Written<Log> {
-    /// The opening compare-and-set failed: the record changed since the
+    /// The opening re-check of the record failed: it changed since the
     /// listing. Rolled back.
     Superseded,
     /// Nothing to write after all. Rolled back.

@@ -26,9 +26,9 @@
 //! The pass only reads Docker: it only sees owner-labelled containers, and it
 //! changes records, never containers (nothing is stopped or removed).
 //!
-//! Modules: [`assess`] decides whether an observation is unhealthy and new
-//! (pure); [`pass`] lists, picks the targets, checks them and reports;
-//! [`actions`] makes every write about a game, under its lease, in one unit
+//! Modules: `assess` decides whether an observation is unhealthy and new
+//! (pure); `pass` lists, picks the targets, checks them and reports;
+//! `actions` makes every write about a game, under its lease, in one unit
 //! of work.
 
 mod actions;
