@@ -3,9 +3,9 @@
 //!
 //! Each action is a [`Inspector::settle`]: under the game's lease, a fresh
 //! look at the container when the action depends on it, then one unit of
-//! work that opens by re-checking the record (row lock or compare-and-set)
-//! and is committed only while the lease is still held. The actions themselves only say what they
-//! confirm and what they write.
+//! work that opens by re-checking the record and is committed only while the
+//! lease is still held. The actions themselves only say what they confirm
+//! and what they write.
 //!
 //! - **Leases.** The lease is taken with `try_acquire`, only when there is
 //!   something to write; a game whose lease is held (a lifecycle operation in
