@@ -1,8 +1,9 @@
 //! `docker-events`: follows the Docker daemon's container events and publishes
 //! `container_exited`, `container_oom` and `container_disappeared` on
 //! `runtime:health_events`, exactly once, one instance per Docker host.
-//! The listener itself (mapping, suppression, cursor, catch-up, lease) is
-//! [`listener`].
+//! The listener itself is [`listener`](mod@listener); its module map says
+//! where the lease, the subscription and cursor, the event mapping and
+//! suppression, the catch-up and the exactly-once publication live.
 
 pub mod listener;
 

@@ -1,5 +1,5 @@
 //! `inspect-cron`: inspects rtmanager's engine containers and reconciles them
-//! with `runtime_records` ([`inspector`] does the work).
+//! with `runtime_records` ([`mod@inspector`] does the work).
 //!
 //! Two ways to run it:
 //!

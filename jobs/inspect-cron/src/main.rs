@@ -1,8 +1,8 @@
-//! `inspect-cron` binary: wires arguments, config, adapters and the passes.
+//! `inspect-cron` binary: parses the arguments, starts the process
+//! ([`shared::bootstrap::process_with`]; the metrics listener only with
+//! `--every`, a one-shot run has nothing to be scraped) and runs the schedule.
 
-use anyhow::Context;
 use inspect_cron::{Cli, Schedule};
-use shared::config::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,18 +13,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cli::Run(schedule) => schedule,
     };
-    let config = Config::from_env()?;
-    shared::telemetry::init_logging(&config.log_level);
-    let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
-    let infra = shared::bootstrap::connect(&config, false).await?;
-    if matches!(schedule, Schedule::Every(_)) {
-        if let Some(listener) = shared::telemetry::bind_metrics(&config.metrics_addr).await? {
-            tokio::spawn(shared::telemetry::serve_metrics(
-                listener,
-                infra.metrics.clone(),
-                shutdown.clone(),
-            ));
-        }
-    }
+    let serve_metrics = matches!(schedule, Schedule::Every(_));
+    let (config, infra, shutdown) = shared::bootstrap::process_with(false, serve_metrics).await?;
     inspect_cron::run(config, infra, schedule, shutdown).await
 }

@@ -10,6 +10,8 @@
 //! - [`error`]: the `{"error":{"code","message"}}` envelope.
 //! - [`metrics`]: the gateway's metrics, appended to the shared ones.
 //! - [`state`]: what handlers reach.
+//! - [`startup`]: the command line and the process start-up (`main` calls
+//!   [`startup::run`]).
 //! - [`file_sd`]: the `sync-file-sd` subcommand (the discovery inventory as a
 //!   Prometheus `file_sd` file).
 //!
@@ -30,6 +32,7 @@ pub mod file_sd;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
+pub mod startup;
 pub mod state;
 
 use std::future::IntoFuture;
@@ -49,33 +52,7 @@ use crate::auth::Auth;
 use crate::metrics::GatewayMetrics;
 use crate::state::AppState;
 
-/// `rest-gateway --help`.
-pub const USAGE: &str = "\
-Usage: rest-gateway                       serve the internal REST API on RTMANAGER_INTERNAL_HTTP_ADDR
-       rest-gateway sync-file-sd --out FILE  write the monitoring targets for Prometheus file_sd, once
-       rest-gateway --help
-";
-
-/// What the binary was asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Serve,
-    /// `sync-file-sd --out FILE` ([`file_sd`]).
-    SyncFileSd(std::path::PathBuf),
-    Help,
-}
-
-/// Parses the arguments after the program name.
-pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> {
-    let args: Vec<String> = args.into_iter().collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        [] => Ok(Command::Serve),
-        ["-h" | "--help" | "help"] => Ok(Command::Help),
-        ["sync-file-sd", "--out", out] if !out.is_empty() => Ok(Command::SyncFileSd(out.into())),
-        _ => anyhow::bail!("unexpected arguments {args:?}\n{USAGE}"),
-    }
-}
+pub use crate::startup::{parse_args, Command, USAGE};
 
 /// The whole application: every route group under the gateway's layers.
 pub fn app(state: AppState) -> Router {
@@ -203,26 +180,4 @@ async fn serve_until_drained(
         );
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(raw: &[&str]) -> anyhow::Result<Command> {
-        parse_args(raw.iter().map(|a| a.to_string()))
-    }
-
-    #[test]
-    fn arguments_select_serve_sync_or_help() {
-        assert_eq!(args(&[]).unwrap(), Command::Serve);
-        assert_eq!(args(&["--help"]).unwrap(), Command::Help);
-        assert_eq!(
-            args(&["sync-file-sd", "--out", "/t/x.json"]).unwrap(),
-            Command::SyncFileSd("/t/x.json".into())
-        );
-        for bad in [&["sync-file-sd"][..], &["--out", "x"], &["serve", "x"]] {
-            assert!(args(bad).is_err(), "{bad:?}");
-        }
-    }
 }

@@ -11,7 +11,7 @@
 //! - `GET /metrics`: OpenMetrics text, the shared metrics then the gateway's
 //!   (see [`crate::metrics`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use shared::adapters::postgres::MIGRATOR;
 
 use crate::state::AppState;
 
@@ -60,18 +59,12 @@ where
 
 /// Every (up) migration embedded in the binary is recorded as applied.
 async fn migrations_applied(state: &AppState) -> Result<(), String> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(state.infra.db.pool())
-            .await
-            .map_err(|e| e.to_string())?;
-    let applied: HashSet<i64> = applied.into_iter().collect();
-    let missing: Vec<i64> = MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .map(|m| m.version)
-        .filter(|v| !applied.contains(v))
-        .collect();
+    let missing = state
+        .infra
+        .db
+        .pending_migrations()
+        .await
+        .map_err(|e| e.to_string())?;
     if missing.is_empty() {
         Ok(())
     } else {

@@ -1,5 +1,7 @@
 //! Read routes: runtime records, one record with its health snapshot, and
-//! the operation log. Runtime queries over `state.infra.db.pool()`.
+//! the operation log. The queries are the PostgreSQL adapter's
+//! (`shared::adapters::postgres::reads`); this module checks parameters and
+//! shapes the JSON.
 //!
 //! - `GET /api/v1/internal/runtimes?status=&limit=&after=`: records by game
 //!   id, keyset-paginated: `{"items": [record], "next_after": game_id|null}`;
@@ -14,11 +16,11 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use shared::adapters::postgres::reads::{HealthSnapshotRow, OperationRow};
+use shared::adapters::postgres::StoreError;
 use shared::domain::{GameId, RuntimeStatus};
-use sqlx::Row;
 
 use crate::error::ApiError;
 use crate::extract::{GamePath, StrictQuery};
@@ -38,21 +40,18 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-fn page_size(limit: Option<u32>) -> Result<i64, ApiError> {
+fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit.unwrap_or(DEFAULT_PAGE) {
-        n @ 1..=MAX_PAGE => Ok(i64::from(n)),
+        n @ 1..=MAX_PAGE => Ok(n),
         n => Err(ApiError::invalid(format!(
             "limit {n} is not between 1 and {MAX_PAGE}"
         ))),
     }
 }
 
-fn ms(t: Option<DateTime<Utc>>) -> Option<i64> {
-    t.map(|t| t.timestamp_millis())
-}
-
-fn db_err(context: &'static str) -> impl Fn(sqlx::Error) -> ApiError {
-    move |e| ApiError::store(context, e.into())
+/// A failed read: logged with its context, answered with the error's code.
+fn db_err(context: &'static str) -> impl Fn(StoreError) -> ApiError {
+    move |e| ApiError::store(context, e)
 }
 
 // --- list -------------------------------------------------------------------
@@ -69,36 +68,6 @@ pub struct ListParams {
 pub struct RecordPage {
     pub items: Vec<RecordView>,
     pub next_after: Option<String>,
-}
-
-const LIST: &str = "SELECT game_id, status, current_container_id, current_image_ref, \
-    engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, last_op_at, created_at \
-    FROM runtime_records \
-    WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR game_id > $2) \
-    ORDER BY game_id LIMIT $3";
-
-fn record_view(row: &sqlx::postgres::PgRow) -> Result<RecordView, sqlx::Error> {
-    let status: String = row.try_get("status")?;
-    Ok(RecordView {
-        game_id: row.try_get("game_id")?,
-        status: RuntimeStatus::parse(&status)
-            .map(RuntimeStatus::as_str)
-            .ok_or_else(|| sqlx::Error::Decode(format!("status {status:?}").into()))?,
-        current_container_id: row.try_get("current_container_id")?,
-        current_image_ref: row.try_get("current_image_ref")?,
-        engine_endpoint: row.try_get("engine_endpoint")?,
-        state_path: row.try_get("state_path")?,
-        docker_network: row.try_get("docker_network")?,
-        started_at_ms: ms(row.try_get("started_at")?),
-        stopped_at_ms: ms(row.try_get("stopped_at")?),
-        removed_at_ms: ms(row.try_get("removed_at")?),
-        last_op_at_ms: row
-            .try_get::<DateTime<Utc>, _>("last_op_at")?
-            .timestamp_millis(),
-        created_at_ms: row
-            .try_get::<DateTime<Utc>, _>("created_at")?
-            .timestamp_millis(),
-    })
 }
 
 async fn list(
@@ -122,25 +91,16 @@ async fn list(
         .map(|a| GameId::parse(a).map_err(|e| ApiError::invalid(format!("after: {e}"))))
         .transpose()?;
     let limit = page_size(params.limit)?;
-    let rows = sqlx::query(LIST)
-        .bind(status.map(RuntimeStatus::as_str))
-        .bind(after.as_ref().map(GameId::as_str))
-        .bind(limit + 1)
-        .fetch_all(state.infra.db.pool())
+    let page = state
+        .infra
+        .db
+        .list_records_page(status, after.as_ref(), limit)
         .await
         .map_err(db_err("list runtime records"))?;
-    let mut items = rows
-        .iter()
-        .map(record_view)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db_err("list runtime records"))?;
-    let next_after = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|r| r.game_id.clone())
-    } else {
-        None
-    };
-    Ok(Json(RecordPage { items, next_after }))
+    Ok(Json(RecordPage {
+        items: page.items.iter().map(RecordView::from).collect(),
+        next_after: page.next.map(|g| g.to_string()),
+    }))
 }
 
 // --- one record -------------------------------------------------------------
@@ -160,32 +120,30 @@ pub struct RecordWithHealth {
     pub health: Option<HealthView>,
 }
 
+impl From<HealthSnapshotRow> for HealthView {
+    fn from(s: HealthSnapshotRow) -> Self {
+        Self {
+            status: s.status,
+            event_type: s.event_type,
+            container_id: s.container_id,
+            details: s.details,
+            occurred_at_ms: s.occurred_at.timestamp_millis(),
+        }
+    }
+}
+
 /// The game's latest health snapshot, if any.
 pub async fn health_snapshot(
     state: &AppState,
     game: &GameId,
 ) -> Result<Option<HealthView>, ApiError> {
-    let row = sqlx::query(
-        "SELECT status, event_type, container_id, details, occurred_at \
-         FROM health_snapshots WHERE game_id = $1",
-    )
-    .bind(game.as_str())
-    .fetch_optional(state.infra.db.pool())
-    .await
-    .map_err(db_err("read health snapshot"))?;
-    row.map(|r| -> Result<HealthView, sqlx::Error> {
-        Ok(HealthView {
-            status: r.try_get("status")?,
-            event_type: r.try_get("event_type")?,
-            container_id: r.try_get("container_id")?,
-            details: r.try_get::<sqlx::types::Json<Value>, _>("details")?.0,
-            occurred_at_ms: r
-                .try_get::<DateTime<Utc>, _>("occurred_at")?
-                .timestamp_millis(),
-        })
-    })
-    .transpose()
-    .map_err(db_err("read health snapshot"))
+    let snapshot = state
+        .infra
+        .db
+        .health_snapshot(game)
+        .await
+        .map_err(db_err("read health snapshot"))?;
+    Ok(snapshot.map(HealthView::from))
 }
 
 async fn show(
@@ -197,7 +155,7 @@ async fn show(
         .db
         .get_record(&game)
         .await
-        .map_err(|e| ApiError::store("read runtime record", e))?
+        .map_err(db_err("read runtime record"))?
         .ok_or_else(|| ApiError::not_found(format!("no runtime record for game {game}")))?;
     let health = health_snapshot(&state, &game).await?;
     Ok(Json(RecordWithHealth {
@@ -231,6 +189,24 @@ pub struct OperationView {
     pub finished_at_ms: i64,
 }
 
+impl From<OperationRow> for OperationView {
+    fn from(o: OperationRow) -> Self {
+        Self {
+            id: o.id,
+            op_kind: o.op_kind,
+            op_source: o.op_source,
+            source_ref: o.source_ref,
+            image_ref: o.image_ref,
+            container_id: o.container_id,
+            outcome: o.outcome,
+            error_code: o.error_code,
+            error_message: o.error_message,
+            started_at_ms: o.started_at.timestamp_millis(),
+            finished_at_ms: o.finished_at.timestamp_millis(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct OperationPage {
     pub items: Vec<OperationView>,
@@ -243,46 +219,14 @@ async fn operations(
     StrictQuery(params): StrictQuery<OperationParams>,
 ) -> Result<Json<OperationPage>, ApiError> {
     let limit = page_size(params.limit)?;
-    let rows = sqlx::query(
-        "SELECT id, op_kind, op_source, source_ref, image_ref, container_id, outcome, \
-             error_code, error_message, started_at, finished_at \
-         FROM operation_log WHERE game_id = $1 AND ($2::bigint IS NULL OR id < $2) \
-         ORDER BY id DESC LIMIT $3",
-    )
-    .bind(game.as_str())
-    .bind(params.before)
-    .bind(limit + 1)
-    .fetch_all(state.infra.db.pool())
-    .await
-    .map_err(db_err("read operation log"))?;
-    let mut items = rows
-        .iter()
-        .map(|r| -> Result<OperationView, sqlx::Error> {
-            Ok(OperationView {
-                id: r.try_get("id")?,
-                op_kind: r.try_get("op_kind")?,
-                op_source: r.try_get("op_source")?,
-                source_ref: r.try_get("source_ref")?,
-                image_ref: r.try_get("image_ref")?,
-                container_id: r.try_get("container_id")?,
-                outcome: r.try_get("outcome")?,
-                error_code: r.try_get("error_code")?,
-                error_message: r.try_get("error_message")?,
-                started_at_ms: r
-                    .try_get::<DateTime<Utc>, _>("started_at")?
-                    .timestamp_millis(),
-                finished_at_ms: r
-                    .try_get::<DateTime<Utc>, _>("finished_at")?
-                    .timestamp_millis(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
+    let page = state
+        .infra
+        .db
+        .operation_log_page(&game, params.before, limit)
+        .await
         .map_err(db_err("read operation log"))?;
-    let next_before = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|o| o.id)
-    } else {
-        None
-    };
-    Ok(Json(OperationPage { items, next_before }))
+    Ok(Json(OperationPage {
+        items: page.items.into_iter().map(OperationView::from).collect(),
+        next_before: page.next,
+    }))
 }

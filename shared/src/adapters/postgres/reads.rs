@@ -1,11 +1,69 @@
-//! Read-only queries of the gateway and monitoring discovery.
+//! Read-only queries of the gateway and monitoring discovery: the paged
+//! record listing, a game's health snapshot, the paged operation log, the
+//! readiness probe's migration check and the discovery inventory. They answer
+//! domain types or the plain read models below; the gateway shapes the JSON.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::records::record_from_row;
-use super::{Database, StoreError};
-use crate::domain::{RuntimeRecord, RuntimeStatus};
+use super::{Database, StoreError, MIGRATOR};
+use crate::domain::{GameId, RuntimeRecord, RuntimeStatus};
+
+/// One page of a keyset-paginated read, in the read's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    /// The cursor that continues after the last item; `None` on the last page.
+    pub next: Option<C>,
+}
+
+impl<T, C> Page<T, C> {
+    /// `rows` were fetched with `limit + 1`: one row past the page tells that
+    /// another page follows, without a count query.
+    fn of(mut rows: Vec<T>, limit: u32, cursor: impl Fn(&T) -> C) -> Self {
+        let limit = limit as usize;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(cursor)
+        } else {
+            None
+        };
+        Self { items: rows, next }
+    }
+}
+
+/// A game's `health_snapshots` row, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSnapshotRow {
+    pub status: String,
+    pub event_type: String,
+    pub container_id: String,
+    pub details: Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// One `operation_log` row, as stored (vocabulary columns stay text: the log
+/// is shown as written, whatever the current enums say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRow {
+    pub id: i64,
+    pub op_kind: String,
+    pub op_source: String,
+    pub source_ref: String,
+    pub image_ref: String,
+    pub container_id: String,
+    pub outcome: String,
+    /// `""` when none (as stored and as on `runtime:job_results`).
+    pub error_code: String,
+    pub error_message: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
 
 /// What monitoring discovery knows of one game, from PostgreSQL alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +81,104 @@ pub struct MonitoringRow {
     pub recent_error_code: Option<String>,
 }
 
+const LIST_RECORDS_PAGE: &str = "SELECT game_id, status, current_container_id, current_image_ref, \
+    engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, last_op_at, created_at \
+    FROM runtime_records \
+    WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR game_id > $2) \
+    ORDER BY game_id LIMIT $3";
+
+const OPERATION_LOG_PAGE: &str =
+    "SELECT id, op_kind, op_source, source_ref, image_ref, container_id, outcome, \
+         error_code, error_message, started_at, finished_at \
+     FROM operation_log WHERE game_id = $1 AND ($2::bigint IS NULL OR id < $2) \
+     ORDER BY id DESC LIMIT $3";
+
 impl Database {
+    /// Records with `status` (all when `None`) by game id, from the first
+    /// game id after `after`, at most `limit`; the page's cursor is the last
+    /// game id on it.
+    pub async fn list_records_page(
+        &self,
+        status: Option<RuntimeStatus>,
+        after: Option<&GameId>,
+        limit: u32,
+    ) -> Result<Page<RuntimeRecord, GameId>, StoreError> {
+        let rows = sqlx::query(LIST_RECORDS_PAGE)
+            .bind(status.map(RuntimeStatus::as_str))
+            .bind(after.map(GameId::as_str))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let records = rows
+            .iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::of(records, limit, |r| r.game_id.clone()))
+    }
+
+    /// The game's health snapshot, if one was ever written.
+    pub async fn health_snapshot(
+        &self,
+        game_id: &GameId,
+    ) -> Result<Option<HealthSnapshotRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT status, event_type, container_id, details, occurred_at \
+             FROM health_snapshots WHERE game_id = $1",
+        )
+        .bind(game_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| -> Result<HealthSnapshotRow, StoreError> {
+            Ok(HealthSnapshotRow {
+                status: r.try_get("status")?,
+                event_type: r.try_get("event_type")?,
+                container_id: r.try_get("container_id")?,
+                details: r.try_get::<sqlx::types::Json<Value>, _>("details")?.0,
+                occurred_at: r.try_get("occurred_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The game's operation log, newest first, from the first id below
+    /// `before`, at most `limit`; the page's cursor is the last id on it. The
+    /// log outlives records, so an unknown game is an empty page.
+    pub async fn operation_log_page(
+        &self,
+        game_id: &GameId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<OperationRow, i64>, StoreError> {
+        let rows = sqlx::query(OPERATION_LOG_PAGE)
+            .bind(game_id.as_str())
+            .bind(before)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let operations = rows
+            .iter()
+            .map(operation_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::of(operations, limit, |o| o.id))
+    }
+
+    /// Versions of the (up) migrations embedded in this binary that the
+    /// database does not record as successfully applied; empty when the
+    /// schema is current (the readiness probe's `migrations` check).
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?;
+        let applied: HashSet<i64> = applied.into_iter().collect();
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
+
     /// Every record with one of `statuses`, joined with its health snapshot
     /// and its latest (and latest recently failed) operation, by game id.
     /// One statement, so the inventory is a consistent snapshot.
@@ -67,5 +222,38 @@ impl Database {
                 })
             })
             .collect()
+    }
+}
+
+fn operation_from_row(r: &PgRow) -> Result<OperationRow, StoreError> {
+    Ok(OperationRow {
+        id: r.try_get("id")?,
+        op_kind: r.try_get("op_kind")?,
+        op_source: r.try_get("op_source")?,
+        source_ref: r.try_get("source_ref")?,
+        image_ref: r.try_get("image_ref")?,
+        container_id: r.try_get("container_id")?,
+        outcome: r.try_get("outcome")?,
+        error_code: r.try_get("error_code")?,
+        error_message: r.try_get("error_message")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Page;
+
+    #[test]
+    fn a_page_has_a_cursor_only_when_a_row_past_it_was_fetched() {
+        let full = Page::of(vec![1, 2, 3], 2, |n| *n * 10);
+        assert_eq!(full.items, [1, 2]);
+        assert_eq!(full.next, Some(20));
+        let last = Page::of(vec![1, 2], 2, |n| *n * 10);
+        assert_eq!(last.items, [1, 2]);
+        assert_eq!(last.next, None);
+        let empty = Page::<i32, i32>::of(vec![], 2, |n| *n);
+        assert!(empty.items.is_empty() && empty.next.is_none());
     }
 }

@@ -1,0 +1,363 @@
+//! The writes a pass makes about a game: publishing an unhealthy observation
+//! (inspect), and the three reconcile drifts (adopt, dispose, observe exit).
+//!
+//! Each action is a [`Inspector::settle`]: under the game's lease, a fresh
+//! look at the container when the action depends on it, then one unit of
+//! work that opens by re-checking the record and is committed only while the
+//! lease is still held. The actions themselves only say what they confirm
+//! and what they write.
+//!
+//! - **Leases.** The lease is taken with `try_acquire`, only when there is
+//!   something to write; a game whose lease is held (a lifecycle operation in
+//!   flight, e.g. a start between its create and its commit, which looks
+//!   exactly like an orphan) is skipped this pass and counted as busy. Under
+//!   the lease the record is re-checked in the transaction (row lock or
+//!   compare-and-set on status and container id), and a disappearance or
+//!   exit is confirmed by a fresh inspect, so a listing older than a
+//!   concurrent start never disposes a live game.
+//! - **Once per change.** An `inspect_unhealthy` is staged only when
+//!   [`UnitOfWork::store_published`] wrote the observation, in the same
+//!   transaction: two passes racing on one container publish it once, and a
+//!   crash between the two cannot happen because there is no "between".
+//! - **Reconcile rows.** Each drift appends an `operation_log` row (op source
+//!   `auto_reconcile`, the pass id as `source_ref`) in the transaction of the
+//!   record change and its health event.
+
+use chrono::{DateTime, Utc};
+use shared::adapters::postgres::{StoreError, UnitOfWork};
+use shared::adapters::redis::Lease;
+use shared::domain::labels::LABEL_ENGINE_IMAGE_REF;
+use shared::domain::{
+    GameId, HealthEvent, Observation, OpKind, OpSource, OperationEntry, Outcome, RuntimeRecord,
+    RuntimeStatus,
+};
+use shared::ports::ContainerInfo;
+
+use super::assess::observation_of;
+use super::pass::{Finding, PassContext};
+use super::Inspector;
+
+/// What an action's unit of work came to.
+enum Written<Log> {
+    /// The opening re-check of the record failed: it changed since the
+    /// listing. Rolled back.
+    Superseded,
+    /// Nothing to write after all. Rolled back.
+    Nothing,
+    /// Commit; then `log` says what was done and `findings` go to the report.
+    Commit { findings: Vec<Finding>, log: Log },
+}
+
+impl Inspector {
+    /// Settles one action on a game. Under the game's lease: `confirm` (a
+    /// fresh look; `Ok(None)` when there is nothing to do after all), then
+    /// one unit of work given to `write` with what was confirmed and when the
+    /// action started, committed only while the lease is still held. A store
+    /// failure is logged and reported as failed; the next pass retries.
+    async fn settle<Confirmed, Log>(
+        &self,
+        game_id: &GameId,
+        container_id: &str,
+        confirm: impl AsyncFnOnce() -> Result<Option<Confirmed>, Finding>,
+        write: impl AsyncFnOnce(
+            &mut UnitOfWork,
+            Confirmed,
+            DateTime<Utc>,
+        ) -> Result<Written<Log>, StoreError>,
+    ) -> Vec<Finding>
+    where
+        Log: FnOnce(),
+    {
+        let lease = match self.lease(game_id, container_id).await {
+            Ok(lease) => lease,
+            Err(finding) => return vec![finding],
+        };
+        let result = async {
+            let started_at = Utc::now();
+            let confirmed = match confirm().await {
+                Ok(Some(confirmed)) => confirmed,
+                Ok(None) => return Ok(Vec::new()),
+                Err(finding) => return Ok(vec![finding]),
+            };
+            let mut tx = self.outbox.begin().await?;
+            let (findings, log) = match write(&mut tx, confirmed, started_at).await? {
+                Written::Superseded => return Ok(vec![Finding::Superseded(game_id.clone())]),
+                Written::Nothing => return Ok(Vec::new()),
+                Written::Commit { findings, log } => (findings, log),
+            };
+            if lease.is_lost() {
+                return Ok(vec![Finding::Busy(game_id.clone())]);
+            }
+            tx.commit().await?;
+            log();
+            Ok::<_, StoreError>(findings)
+        }
+        .await;
+        lease.release().await;
+        match result {
+            Ok(findings) => findings,
+            Err(e) => {
+                tracing::warn!(game_id = %game_id, container_id, error = %e, "inspect action failed; retried next pass");
+                vec![Finding::Failed(container_id.to_owned())]
+            }
+        }
+    }
+
+    /// Takes the game's lease, or says why not.
+    async fn lease(&self, game_id: &GameId, container_id: &str) -> Result<Lease, Finding> {
+        match self.leases.try_acquire(game_id).await {
+            Ok(Some(lease)) => Ok(lease),
+            Ok(None) => {
+                tracing::info!(game_id = %game_id, container_id, "game lease held by an operation; skipped this pass");
+                Err(Finding::Busy(game_id.clone()))
+            }
+            Err(e) => {
+                tracing::warn!(game_id = %game_id, container_id, error = %e, "taking the game lease failed; skipped this pass");
+                Err(Finding::Failed(container_id.to_owned()))
+            }
+        }
+    }
+
+    /// The current container of a `running` record is unhealthy:
+    /// `inspect_unhealthy`, unless a concurrent pass published this very
+    /// observation.
+    pub(super) async fn publish_unhealthy(
+        &self,
+        game_id: &GameId,
+        container_id: &str,
+        observation: &Observation,
+        observed_at: DateTime<Utc>,
+    ) -> Vec<Finding> {
+        // Nothing to confirm: the observation is this pass's own inspect.
+        let confirm = async || Ok(Some(()));
+        self.settle(game_id, container_id, confirm, async |tx, (), _| {
+            if !tx.lock_current_record(game_id, container_id).await? {
+                return Ok(Written::Superseded);
+            }
+            if !tx
+                .store_published(game_id, container_id, observation)
+                .await?
+            {
+                // A concurrent pass published this very observation.
+                return Ok(Written::Nothing);
+            }
+            let event = observation.event(game_id, container_id, observed_at.timestamp_millis());
+            tx.stage(&self.outbox.health(&event)).await?;
+            Ok(Written::Commit {
+                findings: vec![Finding::Unhealthy(game_id.clone())],
+                log: move || {
+                    tracing::info!(
+                        game_id = %game_id,
+                        container_id,
+                        state = %observation.state,
+                        health = %observation.health,
+                        restart_count = observation.restart_count,
+                        "inspect_unhealthy published"
+                    )
+                },
+            })
+        })
+        .await
+    }
+
+    /// `running` record, container gone: `removed` + `container_disappeared`.
+    pub(super) async fn dispose(
+        &self,
+        record: &RuntimeRecord,
+        container_id: &str,
+        ctx: &PassContext,
+    ) -> Vec<Finding> {
+        let game_id = &record.game_id;
+        // Confirm under the lease: the listing may predate a start.
+        let confirm = async || Ok(self.inspect(container_id).await?.is_none().then_some(()));
+        self.settle(
+            game_id,
+            container_id,
+            confirm,
+            async |tx, (), started_at| {
+                if !tx.mark_removed(game_id, container_id, started_at).await? {
+                    return Ok(Written::Superseded);
+                }
+                let kind = OpKind::ReconcileDispose;
+                tx.append_operation(&entry(ctx, record, kind, container_id, started_at))
+                    .await?;
+                let at_ms = started_at.timestamp_millis();
+                let event = HealthEvent::container_disappeared(game_id, container_id, at_ms);
+                tx.stage(&self.outbox.health(&event)).await?;
+                tx.forget_container(container_id).await?;
+                Ok(Written::Commit {
+                    findings: vec![Finding::Disposed(game_id.clone())],
+                    log: move || {
+                        tracing::info!(
+                            game_id = %game_id,
+                            container_id,
+                            pass_id = %ctx.pass_id,
+                            "running record without a container disposed"
+                        )
+                    },
+                })
+            },
+        )
+        .await
+    }
+
+    /// `running` record, container exited: `stopped`, and the exit published
+    /// as `inspect_unhealthy` unless that observation already was. A clean
+    /// exit (code 0) gives no `container_exited` from the Docker events
+    /// source, so this is the only signal of it.
+    pub(super) async fn observe_exit(
+        &self,
+        record: &RuntimeRecord,
+        container_id: &str,
+        ctx: &PassContext,
+    ) -> Vec<Finding> {
+        let game_id = &record.game_id;
+        // Confirm under the lease: a restart policy may have revived it.
+        let confirm = async || {
+            let info = self.inspect(container_id).await?;
+            let exited = info.filter(|info| info.state.is_exited());
+            Ok(exited.map(|info| (info, Utc::now())))
+        };
+        self.settle(
+            game_id,
+            container_id,
+            confirm,
+            async |tx, (info, observed_at), started_at| {
+                let stopped_at = info.finished_at.unwrap_or(observed_at);
+                if !tx.mark_stopped(game_id, container_id, stopped_at).await? {
+                    return Ok(Written::Superseded);
+                }
+                let kind = OpKind::ReconcileObserveExit;
+                tx.append_operation(&entry(ctx, record, kind, container_id, started_at))
+                    .await?;
+                let observation = observation_of(&info);
+                let mut findings = vec![Finding::ObservedExit(game_id.clone())];
+                if tx
+                    .store_published(game_id, container_id, &observation)
+                    .await?
+                {
+                    let event =
+                        observation.event(game_id, container_id, observed_at.timestamp_millis());
+                    tx.stage(&self.outbox.health(&event)).await?;
+                    findings.push(Finding::Unhealthy(game_id.clone()));
+                }
+                let exit_code = info.exit_code;
+                Ok(Written::Commit {
+                    findings,
+                    log: move || {
+                        tracing::info!(
+                            game_id = %game_id,
+                            container_id,
+                            exit_code,
+                            pass_id = %ctx.pass_id,
+                            "exited container observed; record stopped"
+                        )
+                    },
+                })
+            },
+        )
+        .await
+    }
+
+    /// Unrecorded owner-labelled container: a record for it, `running` if it
+    /// runs, else `stopped`. No health event: the container did not change
+    /// (the crashed start's job, once reclaimed, then answers `replay_no_op`
+    /// from the adopted record).
+    pub(super) async fn adopt(
+        &self,
+        game_id: &GameId,
+        container_id: &str,
+        ctx: &PassContext,
+    ) -> Vec<Finding> {
+        let confirm = async || self.inspect(container_id).await;
+        self.settle(
+            game_id,
+            container_id,
+            confirm,
+            async |tx, info, started_at| {
+                let record = self.adopted_record(game_id, &info, started_at);
+                if !tx.insert_record_if_absent(&record).await? {
+                    return Ok(Written::Superseded);
+                }
+                let kind = OpKind::ReconcileAdopt;
+                tx.append_operation(&entry(ctx, &record, kind, &info.id, started_at))
+                    .await?;
+                let status = record.status;
+                Ok(Written::Commit {
+                    findings: vec![Finding::Adopted(game_id.clone())],
+                    log: move || {
+                        tracing::info!(
+                            game_id = %game_id,
+                            container_id,
+                            status = status.as_str(),
+                            pass_id = %ctx.pass_id,
+                            "unrecorded rtmanager container adopted"
+                        )
+                    },
+                })
+            },
+        )
+        .await
+    }
+
+    fn adopted_record(
+        &self,
+        game_id: &GameId,
+        info: &ContainerInfo,
+        now: DateTime<Utc>,
+    ) -> RuntimeRecord {
+        let running = info.state.is_running();
+        let image_ref = info
+            .labels
+            .get(LABEL_ENGINE_IMAGE_REF)
+            .filter(|i| !i.is_empty())
+            .cloned()
+            .unwrap_or_else(|| info.image.clone());
+        RuntimeRecord {
+            game_id: game_id.clone(),
+            status: if running {
+                RuntimeStatus::Running
+            } else {
+                RuntimeStatus::Stopped
+            },
+            current_container_id: Some(info.id.clone()),
+            current_image_ref: Some(image_ref),
+            engine_endpoint: game_id.engine_endpoint(),
+            state_path: self
+                .settings
+                .state_root
+                .join(game_id.as_str())
+                .display()
+                .to_string(),
+            docker_network: self.settings.network.clone(),
+            started_at: info.started_at,
+            stopped_at: (!running).then(|| info.finished_at.unwrap_or(now)),
+            removed_at: None,
+            last_op_at: now,
+            created_at: now,
+        }
+    }
+}
+
+/// The `operation_log` row of a reconcile drift, finished now.
+fn entry(
+    ctx: &PassContext,
+    record: &RuntimeRecord,
+    op_kind: OpKind,
+    container_id: &str,
+    started_at: DateTime<Utc>,
+) -> OperationEntry {
+    OperationEntry {
+        game_id: record.game_id.clone(),
+        op_kind,
+        op_source: OpSource::AutoReconcile,
+        source_ref: ctx.pass_id.clone(),
+        image_ref: record.current_image_ref.clone().unwrap_or_default(),
+        container_id: container_id.to_owned(),
+        outcome: Outcome::Success,
+        error_code: None,
+        error_message: String::new(),
+        started_at,
+        finished_at: Utc::now(),
+    }
+}

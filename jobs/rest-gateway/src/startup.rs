@@ -1,0 +1,92 @@
+//! The process around the gateway: what the binary was asked to do, and the
+//! start-up that gets it there.
+//!
+//! [`run`] does the steps in this order, each failure ending the process
+//! non-zero with its message: configuration, logging, (for `sync-file-sd`,
+//! one sync and exit), API tokens, signal handlers, the SIGHUP token reload,
+//! the adapters with their checks (migrations, Redis, PostgreSQL, Docker and
+//! its network), then the API and metrics listeners. Only then does it serve,
+//! so nothing listens before every check has passed.
+
+use anyhow::Context;
+use shared::config::Config;
+use tokio::net::TcpListener;
+
+use crate::auth::{self, Auth};
+
+/// `rest-gateway --help`.
+pub const USAGE: &str = "\
+Usage: rest-gateway                       serve the internal REST API on RTMANAGER_INTERNAL_HTTP_ADDR
+       rest-gateway sync-file-sd --out FILE  write the monitoring targets for Prometheus file_sd, once
+       rest-gateway --help
+";
+
+/// What the binary was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    /// `sync-file-sd --out FILE` ([`crate::file_sd`]).
+    SyncFileSd(std::path::PathBuf),
+    Help,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> {
+    let args: Vec<String> = args.into_iter().collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        [] => Ok(Command::Serve),
+        ["-h" | "--help" | "help"] => Ok(Command::Help),
+        ["sync-file-sd", "--out", out] if !out.is_empty() => Ok(Command::SyncFileSd(out.into())),
+        _ => anyhow::bail!("unexpected arguments {args:?}\n{USAGE}"),
+    }
+}
+
+/// Runs `command` with the configuration of the environment: the whole
+/// `rest-gateway` process after argument parsing.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    if command == Command::Help {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let config = Config::from_env()?;
+    shared::telemetry::init_logging(&config.log_level);
+    if let Command::SyncFileSd(out) = command {
+        crate::file_sd::run_once(&config, &out).await?;
+        return Ok(());
+    }
+    let auth = Auth::from_config(&config).context("API authentication")?;
+    let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
+    auth::reload_on_sighup(auth.clone()).context("installing the SIGHUP handler")?;
+    let infra = shared::bootstrap::connect(&config, true).await?;
+    let addr = config.internal_http_socket()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding RTMANAGER_INTERNAL_HTTP_ADDR {addr}"))?;
+    let metrics_listener = shared::telemetry::bind_metrics(&config.metrics_addr).await?;
+    crate::serve(config, infra, listener, metrics_listener, auth, shutdown).await?;
+    tracing::info!("rest-gateway stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(raw: &[&str]) -> anyhow::Result<Command> {
+        parse_args(raw.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn arguments_select_serve_sync_or_help() {
+        assert_eq!(args(&[]).unwrap(), Command::Serve);
+        assert_eq!(args(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(
+            args(&["sync-file-sd", "--out", "/t/x.json"]).unwrap(),
+            Command::SyncFileSd("/t/x.json".into())
+        );
+        for bad in [&["sync-file-sd"][..], &["--out", "x"], &["serve", "x"]] {
+            assert!(args(bad).is_err(), "{bad:?}");
+        }
+    }
+}
