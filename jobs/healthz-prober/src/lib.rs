@@ -11,7 +11,7 @@
 //! - [`probe`]: the HTTP exchange and its classification.
 //! - [`streak`]: from the Redis streak's verdict to the health event, and its
 //!   commit or undo.
-//! - [`prober`]: the target tasks and what one slot does.
+//! - [`prober`](mod@prober): the target tasks and what one slot does.
 
 pub mod address;
 pub mod probe;
