@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use healthz_prober::prober::{Target, TargetState, Verdict};
+use healthz_prober::target::{Target, TargetState, Verdict};
 use serde_json::Value;
 use shared::adapters::redis::streaks::streak_key;
 use shared::adapters::redis::LeaseStore;

@@ -1,12 +1,28 @@
 //! `healthz-prober`: active `GET /healthz` probes of the running engines of
 //! one shard, reporting `probe_failed` / `probe_recovered` on
-//! `runtime:health_events`. The probing itself is
-//! [`prober`] (design notes there); this crate wires it with
-//! the outbox relay.
+//! `runtime:health_events`. This crate wires the [`prober::Prober`] with the
+//! outbox relay.
+//!
+//! - [`schedule`]: the shard of a game and the wall-clock slots it is probed at.
+//! - [`settings`]: `RTMANAGER_PROBE_*` resolved once.
+//! - [`target`]: what is probed ([`target::Target`]) and what a slot came to
+//!   ([`target::Verdict`]).
+//! - [`address`]: where a probe goes (`hostname` or `container_ip`).
+//! - [`probe`]: the HTTP exchange and its classification.
+//! - [`streak`]: from the Redis streak's verdict to the health event, and its
+//!   commit or undo.
+//! - [`prober`](mod@prober): the target tasks and what one slot does.
 
+pub mod address;
+pub mod probe;
 pub mod prober;
+pub mod schedule;
+pub mod settings;
+pub mod streak;
+pub mod target;
 
-use crate::prober::{Prober, ProberSettings};
+use crate::prober::Prober;
+use crate::settings::ProberSettings;
 use anyhow::Context;
 use shared::bootstrap::Infra;
 use shared::config::Config;

@@ -21,9 +21,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use healthz_prober::prober::{
-    http_client, http_probe, AddressMode, Prober, ProberSettings, Target, TargetState, Verdict,
-};
+use healthz_prober::probe::{http_client, http_probe};
+use healthz_prober::prober::Prober;
+use healthz_prober::settings::{AddressMode, ProberSettings};
+use healthz_prober::target::{Target, TargetState, Verdict};
 use shared::adapters::redis::streaks::streak_key;
 use shared::domain::GameId;
 use shared::ports::ContainerEngine;
