@@ -122,7 +122,7 @@ impl TestEnv {
         }
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let config = Config::from_vars(vars.clone()).expect("test config");
-        let infra = shared::bootstrap::connect(&config, true)
+        let infra = shared::bootstrap::connect(&config.common, true)
             .await
             .expect("bootstrap");
         Self {

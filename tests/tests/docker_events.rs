@@ -41,7 +41,7 @@ impl Running {
     fn spawn(config: &Config, infra: &Infra) -> Self {
         let stop = CancellationToken::new();
         let handle = tokio::spawn(docker_events::run(
-            config.clone(),
+            config.into(),
             infra.clone(),
             stop.clone(),
         ));
@@ -121,7 +121,7 @@ fn control(env: &TestEnv, game: &GameId, query: &str) {
 /// Every entry of the test's health stream, delivered now.
 async fn stream_events(env: &TestEnv) -> Vec<HashMap<String, String>> {
     env.flush_outbox().await;
-    env.read_stream(&env.config.health_events_stream)
+    env.read_stream(&env.config.common.streams.health_events)
         .await
         .into_iter()
         .map(|(_, fields)| fields)
@@ -655,10 +655,8 @@ async fn deaths_across_a_restart_of_the_docker_daemon_are_each_reported_once() {
     // bridge never overlaps one of the machine's daemon.
     let subnet = format!("10.231.{}.0/24", rand::random_range(1..250u8));
     daemon.cli(&["network", "create", "--subnet", &subnet, &env.network]);
-    let config = Config {
-        docker_host: daemon.host(),
-        ..env.config.clone()
-    };
+    let mut config = env.config.clone();
+    config.common.docker.host = daemon.host();
     let infra = Infra {
         engine: Arc::new(DockerEngine::connect(&daemon.host()).unwrap()),
         ..env.infra.clone()
@@ -742,7 +740,7 @@ async fn the_binary_reports_a_death_and_exits_zero_on_sigterm_releasing_its_leas
     docker(&["kill", &game.container_name()]);
     // Its own relay delivers: read the stream without flushing here.
     env.eventually("the binary's report", WAIT, || async {
-        env.read_stream(&env.config.health_events_stream)
+        env.read_stream(&env.config.common.streams.health_events)
             .await
             .iter()
             .any(|(_, f)| f["game_id"] == game.as_str() && f["event_type"] == "container_exited")

@@ -52,7 +52,7 @@ impl Gateway {
         let config = env.config.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = rest_gateway::run(config, infra, listener, stop).await {
+            if let Err(e) = rest_gateway::run((&config).into(), infra, listener, stop).await {
                 panic!("rest-gateway failed: {e:#}");
             }
         });
@@ -503,7 +503,7 @@ async fn a_failed_discovery_is_an_error_and_leaves_the_file_sd_file_alone() {
     start(&svc, &game, ENGINE).await;
     let out = env.state_root.join("targets.json");
     assert_eq!(
-        rest_gateway::file_sd::sync_file_sd(&env.config, &env.infra, &out)
+        rest_gateway::file_sd::sync_file_sd(&env.config.common.redis, &env.infra, &out)
             .await
             .unwrap(),
         1
@@ -518,12 +518,12 @@ async fn a_failed_discovery_is_an_error_and_leaves_the_file_sd_file_alone() {
     let (status, body) = gw.get_json("/api/v1/internal/monitoring/targets").await;
     assert!(status >= 500, "{status} {body}");
     assert!(body["error"]["code"].is_string(), "{body}");
-    let err = rest_gateway::file_sd::sync_file_sd(&env.config, &env.infra, &out)
+    let err = rest_gateway::file_sd::sync_file_sd(&env.config.common.redis, &env.infra, &out)
         .await
         .expect_err("the sync must fail");
     assert!(format!("{err:#}").contains("left unchanged"), "{err:#}");
     assert_eq!(std::fs::read(&out).unwrap(), before);
-    assert!(rest_gateway::file_sd::run_once(&env.config, &out)
+    assert!(rest_gateway::file_sd::run_once(&(&env.config).into(), &out)
         .await
         .is_err());
     assert_eq!(std::fs::read(&out).unwrap(), before);
@@ -734,7 +734,7 @@ async fn prometheus_file_sd_follows_each_sync_file_sd_run() {
     let sync = |out: PathBuf| {
         let (config, infra) = (env.config.clone(), env.infra.clone());
         async move {
-            rest_gateway::file_sd::sync_file_sd(&config, &infra, &out)
+            rest_gateway::file_sd::sync_file_sd(&config.common.redis, &infra, &out)
                 .await
                 .expect("sync-file-sd")
         }
@@ -758,7 +758,7 @@ async fn prometheus_file_sd_follows_each_sync_file_sd_run() {
     // Until the next sync the file still lists it: nothing else writes it.
     assert_eq!(prometheus.targets("rtmanager-file-sd").await.len(), 2);
     // The binary's entry point this time (its own connections, no Docker).
-    let written = rest_gateway::file_sd::run_once(&env.config, &out)
+    let written = rest_gateway::file_sd::run_once(&(&env.config).into(), &out)
         .await
         .expect("rest-gateway sync-file-sd");
     assert_eq!(written, 1);

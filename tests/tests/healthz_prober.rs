@@ -136,7 +136,11 @@ struct RunningProber {
 impl RunningProber {
     fn spawn(config: shared::config::Config, env: &TestEnv) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(healthz_prober::run(config, env.infra.clone(), stop.clone()));
+        let task = tokio::spawn(healthz_prober::run(
+            (&config).into(),
+            env.infra.clone(),
+            stop.clone(),
+        ));
         Self { stop, task }
     }
 
@@ -153,7 +157,7 @@ impl RunningProber {
 /// The game's `probe_*` events on the health stream, oldest first.
 async fn probe_events(env: &TestEnv, game: &GameId) -> Vec<HashMap<String, String>> {
     env.flush_outbox().await;
-    env.read_stream(&env.config.health_events_stream)
+    env.read_stream(&env.config.common.streams.health_events)
         .await
         .into_iter()
         .map(|(_, fields)| fields)
@@ -376,12 +380,12 @@ async fn two_shards_probe_each_game_exactly_once_per_round() {
     ])
     .await;
     let mut shard1 = env.config.clone();
-    shard1.shard_index = "1".into();
-    let settings0 = healthz_prober::prober(&env.config, &env.infra)
+    shard1.probe.shard_index = 1;
+    let settings0 = healthz_prober::prober(&(&env.config).into(), &env.infra)
         .unwrap()
         .settings()
         .clone();
-    let settings1 = healthz_prober::prober(&shard1, &env.infra)
+    let settings1 = healthz_prober::prober(&(&shard1).into(), &env.infra)
         .unwrap()
         .settings()
         .clone();
@@ -583,8 +587,8 @@ async fn two_overlapping_probers_count_each_round_once_and_publish_once() {
     let env = fast_env(&[]).await;
     let engine = Engine::start(&env, "overlap").await;
     let target = Target::from_record(&record(&env, &engine.game).await).expect("target");
-    let a = healthz_prober::prober(&env.config, &env.infra).unwrap();
-    let b = healthz_prober::prober(&env.config, &env.infra).unwrap();
+    let a = healthz_prober::prober(&(&env.config).into(), &env.infra).unwrap();
+    let b = healthz_prober::prober(&(&env.config).into(), &env.infra).unwrap();
     let stop = CancellationToken::new();
     let mut verdicts = Vec::new();
     engine.set_health("fail").await;
@@ -642,7 +646,7 @@ async fn a_new_container_starts_a_new_streak_but_an_open_probe_failed_still_reco
     let env = fast_env(&[]).await;
     let engine = Engine::start(&env, "newc").await;
     let target = Target::from_record(&record(&env, &engine.game).await).expect("target");
-    let prober = healthz_prober::prober(&env.config, &env.infra).unwrap();
+    let prober = healthz_prober::prober(&(&env.config).into(), &env.infra).unwrap();
     let stop = CancellationToken::new();
     let mut conn = env.redis().manager();
     let seed_old_failure = || {
@@ -803,11 +807,13 @@ async fn the_static_prober_in_a_scratch_container_probes_engines_by_hostname() {
     .expect("gateway address");
     let pg_upstream = dsn_host_port(&env.dsn).to_owned();
     let pg = Forward::start(gateway, pg_upstream.clone()).await;
-    let redis = Forward::start(gateway, env.config.redis_master_addr.clone()).await;
+    let redis = Forward::start(gateway, env.config.common.redis.addr.clone()).await;
     let dsn = env.dsn.replacen(&pg_upstream, &pg.addr.to_string(), 1);
     let socket = env
         .config
-        .docker_host
+        .common
+        .docker
+        .host
         .strip_prefix("unix://")
         .unwrap_or("/var/run/docker.sock")
         .to_owned();
@@ -820,15 +826,15 @@ async fn the_static_prober_in_a_scratch_container_probes_engines_by_hostname() {
         ("RTMANAGER_DOCKER_NETWORK", env.network.as_str()),
         (
             "RTMANAGER_HEALTH_EVENTS_STREAM",
-            &env.config.health_events_stream,
+            &env.config.common.streams.health_events,
         ),
         (
             "RTMANAGER_JOB_RESULTS_STREAM",
-            &env.config.job_results_stream,
+            &env.config.common.streams.job_results,
         ),
         (
             "RTMANAGER_NOTIFICATION_INTENTS_STREAM",
-            &env.config.notification_intents_stream,
+            &env.config.common.streams.notification_intents,
         ),
         ("RTMANAGER_METRICS_ADDR", "0.0.0.0:9464"),
         ("RTMANAGER_SHUTDOWN_TIMEOUT", "5s"),

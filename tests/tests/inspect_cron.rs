@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const HEALTHCHECK_ENGINE: &str = "galaxy-test/engine:healthcheck";
 
 fn inspector(env: &TestEnv) -> Inspector {
-    inspect_cron::inspector(&env.config, &env.infra)
+    inspect_cron::inspector(&(&env.config).into(), &env.infra)
 }
 
 async fn pass(inspector: &Inspector, reconcile: bool) -> PassReport {
@@ -115,7 +115,7 @@ async fn delivered_events(
     event_type: &str,
 ) -> Vec<HashMap<String, String>> {
     let contract = Contract::load("runtime-health.asyncapi.yaml");
-    env.read_stream(&env.config.health_events_stream)
+    env.read_stream(&env.config.common.streams.health_events)
         .await
         .into_iter()
         .map(|(_, fields)| fields)
@@ -562,8 +562,8 @@ async fn one_stalled_inspect_never_delays_the_others() {
         engine.clone(),
         env.db().clone(),
         env.infra.outbox.clone(),
-        LeaseStore::new(env.redis().clone(), env.config.lease_ttl()),
-        InspectSettings::from_config(&env.config),
+        LeaseStore::new(env.redis().clone(), env.config.common.redis.lease_ttl),
+        InspectSettings::from_config(&(&env.config).into()),
     );
     let report = pass(&stalling, false).await;
     assert_eq!(report.timed_out, from_ref(&stalled), "{report:?}");

@@ -443,7 +443,7 @@ async fn rtmanagers_own_operations_make_no_failure_noise() {
     }
     let stop = CancellationToken::new();
     let listener = tokio::spawn(docker_events::run(
-        env.config.clone(),
+        (&env.config).into(),
         env.infra.clone(),
         stop.clone(),
     ));

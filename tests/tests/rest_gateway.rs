@@ -87,8 +87,10 @@ impl Gateway {
         let (config, infra, token) = (env.config.clone(), env.infra.clone(), shutdown.clone());
         let server = tokio::spawn(async move {
             match auth {
-                Some(auth) => rest_gateway::serve(config, infra, listener, None, auth, token).await,
-                None => rest_gateway::run(config, infra, listener, token).await,
+                Some(auth) => {
+                    rest_gateway::serve((&config).into(), infra, listener, None, auth, token).await
+                }
+                None => rest_gateway::run((&config).into(), infra, listener, token).await,
             }
         });
         Self {
@@ -412,12 +414,12 @@ async fn lifecycle_routes_answer_with_the_record_and_the_documented_codes() {
     gw.env.flush_outbox().await;
     assert!(gw
         .env
-        .read_stream(&gw.env.config.job_results_stream)
+        .read_stream(&gw.env.config.common.streams.job_results)
         .await
         .is_empty());
     assert!(!gw
         .env
-        .read_stream(&gw.env.config.health_events_stream)
+        .read_stream(&gw.env.config.common.streams.health_events)
         .await
         .is_empty());
     gw.stop().await;
@@ -799,8 +801,8 @@ async fn readyz_is_503_naming_the_failed_check_when_a_migration_is_missing() {
 
 fn without_tokens(config: &Config) -> Config {
     let mut config = config.clone();
-    config.api_tokens = Secret::default();
-    config.api_tokens_file = String::new();
+    config.gateway.api_tokens = Secret::default();
+    config.gateway.api_tokens_file = None;
     config
 }
 
@@ -817,7 +819,7 @@ async fn the_gateway_refuses_to_start_without_tokens_or_with_a_world_readable_fi
     let bare = without_tokens(&env.config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = rest_gateway::run(
-        bare.clone(),
+        (&bare).into(),
         env.infra.clone(),
         listener,
         CancellationToken::new(),
@@ -831,10 +833,10 @@ async fn the_gateway_refuses_to_start_without_tokens_or_with_a_world_readable_fi
 
     let path = tokens_file(&env.state_root, "# ops\n\ns3cret-file-token\n", 0o644);
     let mut config = bare.clone();
-    config.api_tokens_file = path.to_str().unwrap().to_owned();
+    config.gateway.api_tokens_file = Some(path.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = rest_gateway::run(
-        config.clone(),
+        (&config).into(),
         env.infra.clone(),
         listener,
         CancellationToken::new(),
@@ -851,7 +853,10 @@ async fn the_gateway_refuses_to_start_without_tokens_or_with_a_world_readable_fi
     // A file with a bad line names the line, not the token.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&path, "good-token\nbad token\n").unwrap();
-    let msg = format!("{:#}", Auth::from_config(&config).err().expect("refused"));
+    let msg = format!(
+        "{:#}",
+        Auth::from_config(&config.gateway).err().expect("refused")
+    );
     assert!(
         msg.contains("line 2") && !msg.contains("bad token"),
         "{msg}"
@@ -860,7 +865,7 @@ async fn the_gateway_refuses_to_start_without_tokens_or_with_a_world_readable_fi
     // A file of comments only is no token at all.
     std::fs::write(&path, "# nothing yet\n").unwrap();
     assert!(matches!(
-        Auth::from_config(&config),
+        Auth::from_config(&config.gateway),
         Err(rest_gateway::auth::AuthError::NoTokens)
     ));
 }
@@ -870,9 +875,9 @@ async fn the_tokens_file_is_reloaded_and_a_bad_reload_keeps_the_old_tokens() {
     let mut env = TestEnv::with(&[]).await;
     let path = tokens_file(&env.state_root, "# ops\n\nfile-token-1\n", 0o600);
     let mut config = without_tokens(&env.config);
-    config.api_tokens_file = path.to_str().unwrap().to_owned();
-    config.api_tokens = Secret::new("env-token");
-    let auth = Auth::from_config(&config).expect("a 0600 file is accepted");
+    config.gateway.api_tokens_file = Some(path.clone());
+    config.gateway.api_tokens = Secret::new("env-token");
+    let auth = Auth::from_config(&config.gateway).expect("a 0600 file is accepted");
     assert_eq!(auth.token_count(), 2);
     env.config = config;
     let gw = Gateway::serve(env, Some(auth.clone())).await;

@@ -7,46 +7,18 @@
 use std::time::Duration;
 
 use shared::bootstrap::Infra;
-use shared::config::{
-    CleanupConfig, CommonConfig, Config, ConfigError, Env, JobConfig, LifecycleConfig, StateConfig,
-};
+use shared::config::{CleanupConfig, LifecycleConfig, StateConfig};
 use shared::domain::{ErrorCode, OpSource, Outcome};
 use shared::operations::{OperationRequest, Operations};
 use tokio_util::sync::CancellationToken;
 
-/// What cleanup-cron reads: the common sections, the lifecycle and state
-/// directories, and its own schedule and retention.
-#[derive(Debug, Clone)]
-pub struct CleanupCronConfig {
-    pub common: CommonConfig,
-    pub lifecycle: LifecycleConfig,
-    pub state: StateConfig,
-    pub cleanup: CleanupConfig,
-}
-
-impl JobConfig for CleanupCronConfig {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            common: CommonConfig::from_env(env)?,
-            lifecycle: env.section()?,
-            state: env.section()?,
-            cleanup: env.section()?,
-        })
-    }
-
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
-
-impl From<&Config> for CleanupCronConfig {
-    fn from(all: &Config) -> Self {
-        Self {
-            common: all.common.clone(),
-            lifecycle: all.lifecycle.clone(),
-            state: all.state.clone(),
-            cleanup: all.cleanup.clone(),
-        }
+shared::job_config! {
+    /// What cleanup-cron reads: the common sections, the lifecycle and state
+    /// directories, and its own schedule and retention.
+    pub struct CleanupCronConfig {
+        lifecycle: LifecycleConfig = lifecycle,
+        state: StateConfig = state,
+        cleanup: CleanupConfig = cleanup,
     }
 }
 

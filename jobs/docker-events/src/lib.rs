@@ -9,11 +9,19 @@ pub mod listener;
 
 use crate::listener::{Listener, ListenerSettings};
 use shared::bootstrap::Infra;
-use shared::config::Config;
+use shared::config::InspectConfig;
 use tokio_util::sync::CancellationToken;
 
+shared::job_config! {
+    /// What docker-events reads: the common sections and the inspect section
+    /// (its catch-up inspects `RTMANAGER_INSPECT_CONCURRENCY` containers at once).
+    pub struct DockerEventsConfig {
+        inspect: InspectConfig = inspect,
+    }
+}
+
 /// The listener, wired from connected adapters.
-pub fn listener(config: &Config, infra: &Infra) -> Listener {
+pub fn listener(config: &DockerEventsConfig, infra: &Infra) -> Listener {
     Listener::new(
         infra.engine.clone(),
         infra.db.clone(),
@@ -26,7 +34,11 @@ pub fn listener(config: &Config, infra: &Infra) -> Listener {
 /// Follows the daemon until `shutdown` (releasing the per-host lease); the
 /// outbox relay runs alongside and gets a last delivery attempt before this
 /// returns.
-pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: DockerEventsConfig,
+    infra: Infra,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = listener(&config, &infra);
     infra
         .outbox

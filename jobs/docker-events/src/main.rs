@@ -2,7 +2,8 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (config, infra, shutdown) = shared::bootstrap::process(false).await?;
+    let (config, infra, shutdown) =
+        shared::bootstrap::process::<docker_events::DockerEventsConfig>(false).await?;
     docker_events::run(config, infra, shutdown).await?;
     tracing::info!("docker-events stopped");
     Ok(())

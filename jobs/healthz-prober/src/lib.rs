@@ -25,12 +25,19 @@ use crate::prober::Prober;
 use crate::settings::ProberSettings;
 use anyhow::Context;
 use shared::bootstrap::Infra;
-use shared::config::Config;
+use shared::config::ProbeConfig;
 use tokio_util::sync::CancellationToken;
 
+shared::job_config! {
+    /// What healthz-prober reads: the common sections and the probe section.
+    pub struct HealthzProberConfig {
+        probe: ProbeConfig = probe,
+    }
+}
+
 /// Builds the prober from connected adapters.
-pub fn prober(config: &Config, infra: &Infra) -> anyhow::Result<Prober> {
-    let settings = ProberSettings::from_config(config)?;
+pub fn prober(config: &HealthzProberConfig, infra: &Infra) -> anyhow::Result<Prober> {
+    let settings = ProberSettings::from_config(config);
     Prober::new(
         settings,
         infra.db.clone(),
@@ -43,7 +50,11 @@ pub fn prober(config: &Config, infra: &Infra) -> anyhow::Result<Prober> {
 
 /// Probes until `shutdown`; the outbox relay runs alongside and gets a last
 /// delivery attempt before returning.
-pub async fn run(config: Config, infra: Infra, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: HealthzProberConfig,
+    infra: Infra,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let prober = prober(&config, &infra)?;
     infra
         .outbox

@@ -2,7 +2,8 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (config, infra, shutdown) = shared::bootstrap::process(false).await?;
+    let (config, infra, shutdown) =
+        shared::bootstrap::process::<healthz_prober::HealthzProberConfig>(false).await?;
     healthz_prober::run(config, infra, shutdown).await?;
     tracing::info!("healthz-prober stopped");
     Ok(())

@@ -1,35 +1,18 @@
-//! The prober's settings, resolved once from the shared [`Config`]
-//! (`RTMANAGER_PROBE_*`, `RTMANAGER_SHARD_*`), so a bad value stops the
-//! process at start-up instead of at the first probe.
+//! The prober's settings, from the probe section of the configuration
+//! (`RTMANAGER_PROBE_*`, `RTMANAGER_SHARD_*`), parsed and validated once at
+//! start-up, so a bad value stops the process there instead of at the first
+//! probe.
 
 use std::time::Duration;
 
-use shared::config::{Config, ConfigError};
+pub use shared::config::AddressMode;
+use shared::config::ProbeConfig;
 use shared::domain::GameId;
 
 use crate::schedule::shard_of;
+use crate::HealthzProberConfig;
 
-/// How the engine's address is found (`RTMANAGER_PROBE_ADDRESS_MODE`); what
-/// each mode is for is in [`crate::address`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressMode {
-    /// `hostname` (default): the stored endpoint, as Game Master calls it.
-    Hostname,
-    /// `container_ip`: the container's address on its network, inspected.
-    ContainerIp,
-}
-
-impl AddressMode {
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "hostname" => Some(Self::Hostname),
-            "container_ip" => Some(Self::ContainerIp),
-            _ => None,
-        }
-    }
-}
-
-/// Prober settings, resolved from [`Config`] once.
+/// Prober settings (the probe section and the shutdown bound).
 #[derive(Debug, Clone)]
 pub struct ProberSettings {
     pub interval: Duration,
@@ -38,6 +21,8 @@ pub struct ProberSettings {
     pub initial_grace: Duration,
     pub concurrency: usize,
     pub refresh_interval: Duration,
+    /// How the engine's address is found; what each mode is for is in
+    /// [`crate::address`].
     pub address_mode: AddressMode,
     pub shard_count: u32,
     pub shard_index: u32,
@@ -46,28 +31,30 @@ pub struct ProberSettings {
 }
 
 impl ProberSettings {
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let address_mode = AddressMode::parse(&config.probe_address_mode).ok_or_else(|| {
-            ConfigError(format!(
-                "RTMANAGER_PROBE_ADDRESS_MODE: {:?} is not hostname or container_ip",
-                config.probe_address_mode
-            ))
-        })?;
-        let shard_index = config
-            .shard_index()
-            .map_err(|e| ConfigError(format!("RTMANAGER_SHARD_INDEX: {e}")))?;
-        Ok(Self {
-            interval: config.probe_interval,
-            timeout: config.probe_timeout,
-            threshold: config.probe_failures_threshold,
-            initial_grace: config.probe_initial_grace,
-            concurrency: config.probe_concurrency,
-            refresh_interval: config.probe_refresh_interval,
+    pub fn from_config(config: &HealthzProberConfig) -> Self {
+        let ProbeConfig {
+            interval,
+            timeout,
+            failures_threshold,
+            initial_grace,
+            concurrency,
+            refresh_interval,
             address_mode,
-            shard_count: config.shard_count,
+            shard_count,
             shard_index,
-            shutdown_timeout: config.shutdown_timeout,
-        })
+        } = config.probe.clone();
+        Self {
+            interval,
+            timeout,
+            threshold: failures_threshold,
+            initial_grace,
+            concurrency,
+            refresh_interval,
+            address_mode,
+            shard_count,
+            shard_index,
+            shutdown_timeout: config.common.process.shutdown_timeout,
+        }
     }
 
     /// Whether this instance probes the game.

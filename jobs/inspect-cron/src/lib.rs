@@ -25,7 +25,7 @@ use crate::inspector::{InspectSettings, Inspector, PassError, PassReport};
 use anyhow::Context;
 use shared::adapters::redis::LeaseStore;
 use shared::bootstrap::Infra;
-use shared::config::Config;
+use shared::config::{InspectConfig, StateConfig};
 use tokio_util::sync::CancellationToken;
 
 pub const USAGE: &str = "\
@@ -73,13 +73,22 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Cli>
     }
 }
 
+shared::job_config! {
+    /// What inspect-cron reads: the common sections, the state directories
+    /// (adopted records get their path) and its own.
+    pub struct InspectCronConfig {
+        state: StateConfig = state,
+        inspect: InspectConfig = inspect,
+    }
+}
+
 /// The inspector over the connected adapters.
-pub fn inspector(config: &Config, infra: &Infra) -> Inspector {
+pub fn inspector(config: &InspectCronConfig, infra: &Infra) -> Inspector {
     Inspector::new(
         infra.engine.clone(),
         infra.db.clone(),
         infra.outbox.clone(),
-        LeaseStore::new(infra.redis.clone(), config.lease_ttl()),
+        LeaseStore::new(infra.redis.clone(), config.common.redis.lease_ttl),
         InspectSettings::from_config(config),
     )
 }
@@ -87,13 +96,13 @@ pub fn inspector(config: &Config, infra: &Infra) -> Inspector {
 /// Runs the schedule until done (one pass) or `shutdown`, then delivers the
 /// outbox. A one-shot pass that fails is an error; in a loop it is logged.
 pub async fn run(
-    config: Config,
+    config: InspectCronConfig,
     infra: Infra,
     schedule: Schedule,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let inspector = inspector(&config, &infra);
-    let grace = config.shutdown_timeout;
+    let grace = config.common.process.shutdown_timeout;
     let outcome = match schedule {
         Schedule::Once => match finish_pass(&inspector, true, &shutdown, grace).await {
             Some(Ok(_)) => Ok(()),
@@ -104,11 +113,11 @@ pub async fn run(
             )),
         },
         Schedule::Every(period) => {
-            let period = period.unwrap_or(config.inspect_interval);
+            let period = period.unwrap_or(config.inspect.interval);
             let passes = run_every(
                 &inspector,
                 period,
-                config.reconcile_interval,
+                config.inspect.reconcile_interval,
                 grace,
                 &shutdown,
             );

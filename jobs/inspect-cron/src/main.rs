@@ -14,6 +14,8 @@ async fn main() -> anyhow::Result<()> {
         Cli::Run(schedule) => schedule,
     };
     let serve_metrics = matches!(schedule, Schedule::Every(_));
-    let (config, infra, shutdown) = shared::bootstrap::process_with(false, serve_metrics).await?;
+    let (config, infra, shutdown) =
+        shared::bootstrap::process_with::<inspect_cron::InspectCronConfig>(false, serve_metrics)
+            .await?;
     inspect_cron::run(config, infra, schedule, shutdown).await
 }

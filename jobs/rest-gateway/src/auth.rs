@@ -35,7 +35,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use shared::config::Config;
+use shared::config::{AuthMode, GatewayConfig};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::ApiError;
@@ -172,10 +172,9 @@ pub fn read_tokens_file(path: &Path) -> Result<Vec<Token>, AuthError> {
 impl Auth {
     /// Loads the configured tokens; refuses a world-readable file, a malformed
     /// token and (auth enabled) an empty set.
-    pub fn from_config(config: &Config) -> Result<Self, AuthError> {
-        let disabled = config.api_auth == "disabled";
-        let file =
-            (!config.api_tokens_file.is_empty()).then(|| PathBuf::from(&config.api_tokens_file));
+    pub fn from_config(config: &GatewayConfig) -> Result<Self, AuthError> {
+        let disabled = config.auth == AuthMode::Disabled;
+        let file = config.api_tokens_file.clone();
         let (env_tokens, file_tokens) = if disabled {
             (Vec::new(), Vec::new())
         } else {

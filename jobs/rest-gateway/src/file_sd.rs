@@ -24,23 +24,29 @@ use anyhow::Context;
 use shared::adapters::postgres::Database;
 use shared::adapters::redis::{LeaseStore, RedisClient};
 use shared::bootstrap::Infra;
-use shared::config::Config;
+use shared::config::RedisConfig;
+
+use crate::settings::SyncFileSdConfig;
 
 use crate::routes::discovery::{inventory, Scope, TargetGroup};
 
 /// Reads the active inventory and writes it to `out`; returns the number of
 /// target groups written.
-pub async fn sync_file_sd(config: &Config, infra: &Infra, out: &Path) -> anyhow::Result<usize> {
+pub async fn sync_file_sd(
+    config: &RedisConfig,
+    infra: &Infra,
+    out: &Path,
+) -> anyhow::Result<usize> {
     sync_with(config, &infra.db, &infra.redis, out).await
 }
 
 async fn sync_with(
-    config: &Config,
+    config: &RedisConfig,
     db: &Database,
     redis: &RedisClient,
     out: &Path,
 ) -> anyhow::Result<usize> {
-    let leases = LeaseStore::new(redis.clone(), config.lease_ttl());
+    let leases = LeaseStore::new(redis.clone(), config.lease_ttl);
     let groups = inventory(db, &leases, Scope::Active)
         .await
         .context("monitoring discovery failed; the file_sd file was left unchanged")?;
@@ -57,18 +63,18 @@ async fn sync_with(
 /// no migrations). A failure is logged as an error and returned, so the
 /// process exits non-zero and the sync job's alert fires. Returns the number
 /// of target groups written.
-pub async fn run_once(config: &Config, out: &Path) -> anyhow::Result<usize> {
+pub async fn run_once(config: &SyncFileSdConfig, out: &Path) -> anyhow::Result<usize> {
     let synced = async {
         let db = Database::connect(
-            config.postgres_primary_dsn.expose(),
-            config.postgres_max_connections.clamp(1, 2),
+            config.postgres.dsn.expose(),
+            config.postgres.max_connections.clamp(1, 2),
         )
         .await
         .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
-        let redis = RedisClient::connect(&config.redis_master_addr, &config.redis_password)
+        let redis = RedisClient::connect(&config.redis.addr, &config.redis.password)
             .await
             .context("connecting to Redis (RTMANAGER_REDIS_MASTER_ADDR)")?;
-        sync_with(config, &db, &redis, out).await
+        sync_with(&config.redis, &db, &redis, out).await
     }
     .await;
     match &synced {

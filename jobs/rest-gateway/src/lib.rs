@@ -32,6 +32,7 @@ pub mod file_sd;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
+pub mod settings;
 pub mod startup;
 pub mod state;
 
@@ -39,11 +40,11 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::settings::RestGatewayConfig;
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use shared::bootstrap::Infra;
-use shared::config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,7 +57,7 @@ pub use crate::startup::{parse_args, Command, USAGE};
 
 /// The whole application: every route group under the gateway's layers.
 pub fn app(state: AppState) -> Router {
-    let limit = state.config.http_body_limit;
+    let limit = state.config.gateway.body_limit;
     Router::new()
         .merge(routes::lifecycle::router())
         .merge(routes::read::router())
@@ -94,12 +95,12 @@ pub fn metrics_app(state: AppState) -> Router {
 /// auth is explicitly disabled) and serves until `shutdown`. Tests call this
 /// with a listener on port 0.
 pub async fn run(
-    config: Config,
+    config: RestGatewayConfig,
     infra: Infra,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let auth = Auth::from_config(&config).context("API authentication")?;
+    let auth = Auth::from_config(&config.gateway).context("API authentication")?;
     serve(config, infra, listener, None, auth, shutdown).await
 }
 
@@ -108,14 +109,15 @@ pub async fn run(
 /// operations finish within `RTMANAGER_SHUTDOWN_TIMEOUT`, and gives the
 /// outbox relay a last pass.
 pub async fn serve(
-    config: Config,
+    config: RestGatewayConfig,
     infra: Infra,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     auth: Auth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let operations = shared::bootstrap::operations(&config, &infra)?;
+    let operations =
+        shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
     let state = AppState {
         config: Arc::new(config),
         metrics: GatewayMetrics::new(&auth),
@@ -125,7 +127,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
-    let grace = state.config.shutdown_timeout;
+    let grace = state.config.common.process.shutdown_timeout;
     if let Some(metrics_listener) = metrics_listener {
         let server = axum::serve(metrics_listener, metrics_app(state.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -57,7 +57,7 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit = state.config.http_body_limit;
+    let limit = state.config.gateway.body_limit;
     let started = Instant::now();
     let span = tracing::info_span!("http", request_id = %id);
     let mut response = match declared {
@@ -95,7 +95,7 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
 /// off here goes on too, as a tracked task, and its outcome lands in the
 /// operation log under the request id.
 pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = state.config.http_request_timeout;
+    let limit = state.config.gateway.request_timeout;
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(

@@ -9,8 +9,10 @@
 //! so nothing listens before every check has passed.
 
 use anyhow::Context;
-use shared::config::Config;
+use shared::config::Env;
 use tokio::net::TcpListener;
+
+use crate::settings::{RestGatewayConfig, SyncFileSdConfig};
 
 use crate::auth::{self, Auth};
 
@@ -49,21 +51,24 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         print!("{USAGE}");
         return Ok(());
     }
-    let config = Config::from_env()?;
-    shared::telemetry::init_logging(&config.log_level);
+    let env = Env::from_process();
     if let Command::SyncFileSd(out) = command {
+        let config = SyncFileSdConfig::from_env(&env)?;
+        shared::telemetry::init_logging(&config.process.log_level);
         crate::file_sd::run_once(&config, &out).await?;
         return Ok(());
     }
-    let auth = Auth::from_config(&config).context("API authentication")?;
+    let config: RestGatewayConfig = shared::bootstrap::settings()?;
+    let auth = Auth::from_config(&config.gateway).context("API authentication")?;
     let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
     auth::reload_on_sighup(auth.clone()).context("installing the SIGHUP handler")?;
-    let infra = shared::bootstrap::connect(&config, true).await?;
-    let addr = config.internal_http_socket()?;
+    let infra = shared::bootstrap::connect(&config.common, true).await?;
+    let addr = config.gateway.listen;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding RTMANAGER_INTERNAL_HTTP_ADDR {addr}"))?;
-    let metrics_listener = shared::telemetry::bind_metrics(&config.metrics_addr).await?;
+    let metrics_addr = config.common.process.metrics_addr.as_deref().unwrap_or("");
+    let metrics_listener = shared::telemetry::bind_metrics(metrics_addr).await?;
     crate::serve(config, infra, listener, metrics_listener, auth, shutdown).await?;
     tracing::info!("rest-gateway stopped");
     Ok(())

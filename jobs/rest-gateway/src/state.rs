@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::settings::RestGatewayConfig;
 use shared::bootstrap::Infra;
-use shared::config::Config;
 use shared::operations::Operations;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,7 +13,7 @@ use crate::metrics::GatewayMetrics;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
+    pub config: Arc<RestGatewayConfig>,
     pub infra: Infra,
     pub operations: Operations,
     pub auth: Auth,

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
-use shared::config::{
-    CommonConfig, Config, ConfigError, ConsumerConfig, Env, JobConfig, LifecycleConfig, StateConfig,
-};
+use shared::config::{ConsumerConfig, LifecycleConfig, StateConfig};
 use shared::domain::{GameId, OpSource, StartJob};
 use shared::operations::{Operations, StartRequest};
 use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler};
@@ -43,39 +41,13 @@ impl JobHandler for StartJobHandler {
     }
 }
 
-/// What start-job reads: the common sections, the lifecycle and state
-/// directories, and its consumer group.
-#[derive(Debug, Clone)]
-pub struct StartJobConfig {
-    pub common: CommonConfig,
-    pub lifecycle: LifecycleConfig,
-    pub state: StateConfig,
-    pub consumer: ConsumerConfig,
-}
-
-impl JobConfig for StartJobConfig {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            common: CommonConfig::from_env(env)?,
-            lifecycle: env.section()?,
-            state: env.section()?,
-            consumer: ConsumerConfig::start_jobs(env)?,
-        })
-    }
-
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
-
-impl From<&Config> for StartJobConfig {
-    fn from(all: &Config) -> Self {
-        Self {
-            common: all.common.clone(),
-            lifecycle: all.lifecycle.clone(),
-            state: all.state.clone(),
-            consumer: all.start_jobs.clone(),
-        }
+shared::job_config! {
+    /// What start-job reads: the common sections, the lifecycle and state
+    /// directories, and its consumer group.
+    pub struct StartJobConfig {
+        lifecycle: LifecycleConfig = lifecycle,
+        state: StateConfig = state,
+        consumer: ConsumerConfig = start_jobs (ConsumerConfig::start_jobs),
     }
 }
 

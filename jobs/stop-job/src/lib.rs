@@ -6,9 +6,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
-use shared::config::{
-    CommonConfig, Config, ConfigError, ConsumerConfig, Env, JobConfig, LifecycleConfig, StateConfig,
-};
+use shared::config::{ConsumerConfig, LifecycleConfig, StateConfig};
 use shared::domain::{GameId, OpSource, StopJob};
 use shared::operations::{OperationRequest, Operations};
 use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler};
@@ -42,39 +40,13 @@ impl JobHandler for StopJobHandler {
     }
 }
 
-/// What stop-job reads: the common sections, the lifecycle and state
-/// directories, and its consumer group.
-#[derive(Debug, Clone)]
-pub struct StopJobConfig {
-    pub common: CommonConfig,
-    pub lifecycle: LifecycleConfig,
-    pub state: StateConfig,
-    pub consumer: ConsumerConfig,
-}
-
-impl JobConfig for StopJobConfig {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            common: CommonConfig::from_env(env)?,
-            lifecycle: env.section()?,
-            state: env.section()?,
-            consumer: ConsumerConfig::stop_jobs(env)?,
-        })
-    }
-
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
-
-impl From<&Config> for StopJobConfig {
-    fn from(all: &Config) -> Self {
-        Self {
-            common: all.common.clone(),
-            lifecycle: all.lifecycle.clone(),
-            state: all.state.clone(),
-            consumer: all.stop_jobs.clone(),
-        }
+shared::job_config! {
+    /// What stop-job reads: the common sections, the lifecycle and state
+    /// directories, and its consumer group.
+    pub struct StopJobConfig {
+        lifecycle: LifecycleConfig = lifecycle,
+        state: StateConfig = state,
+        consumer: ConsumerConfig = stop_jobs (ConsumerConfig::stop_jobs),
     }
 }
 

@@ -177,6 +177,60 @@ impl Config {
     }
 }
 
+/// Declares a job's configuration type: the common sections plus the ones
+/// listed, each read from the environment (`env.section()`, or the reader
+/// given in parentheses) and projected from the field of [`Config`] named
+/// after `=` (what the system tests do).
+///
+/// ```ignore
+/// shared::job_config! {
+///     /// What start-job reads.
+///     pub struct StartJobConfig {
+///         lifecycle: LifecycleConfig = lifecycle,
+///         consumer: ConsumerConfig = start_jobs (ConsumerConfig::start_jobs),
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! job_config {
+    ($(#[$m:meta])* pub struct $name:ident {
+        $($(#[$fm:meta])* $field:ident: $ty:ty = $all:ident $(($read:path))?),* $(,)?
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            pub common: $crate::config::CommonConfig,
+            $($(#[$fm])* pub $field: $ty,)*
+        }
+
+        impl $crate::config::JobConfig for $name {
+            fn from_env(
+                env: &$crate::config::Env,
+            ) -> Result<Self, $crate::config::ConfigError> {
+                Ok(Self {
+                    common: $crate::config::CommonConfig::from_env(env)?,
+                    $($field: $crate::job_config!(@read env $($read)?),)*
+                })
+            }
+
+            fn common(&self) -> &$crate::config::CommonConfig {
+                &self.common
+            }
+        }
+
+        impl From<&$crate::config::Config> for $name {
+            fn from(all: &$crate::config::Config) -> Self {
+                Self {
+                    common: all.common.clone(),
+                    $($field: all.$all.clone(),)*
+                }
+            }
+        }
+    };
+    (@read $env:ident) => { $env.section()? };
+    (@read $env:ident $read:path) => { $read($env)? };
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

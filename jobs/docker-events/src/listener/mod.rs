@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use crate::DockerEventsConfig;
 use shared::adapters::postgres::{Database, StoreError};
 use shared::adapters::redis::{IntentStore, LeaseStore, RedisClient, RedisError};
-use shared::config::Config;
 use shared::outbox::Outbox;
 use shared::ports::{ContainerEngine, EngineError};
 
@@ -51,12 +51,12 @@ pub struct ListenerSettings {
 }
 
 impl ListenerSettings {
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &DockerEventsConfig) -> Self {
         Self {
             lease_ttl: Duration::from_secs(15),
             standby_retry: Duration::from_secs(2),
             lease_check: Duration::from_millis(500),
-            catch_up_concurrency: config.inspect_concurrency,
+            catch_up_concurrency: config.inspect.concurrency,
         }
     }
 }

@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::InspectCronConfig;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use rand::RngCore;
 use shared::adapters::postgres::StoreError;
-use shared::config::Config;
 use shared::domain::labels::LABEL_GAME_ID;
 use shared::domain::{GameId, ObservationMemory as Memory, RuntimeRecord, RuntimeStatus};
 use shared::ports::{ContainerSummary, EngineError};
@@ -23,7 +23,7 @@ use shared::ports::{ContainerSummary, EngineError};
 use super::assess::{assess, observation_of, Verdict};
 use super::Inspector;
 
-/// Settings of a pass, resolved from [`Config`].
+/// Settings of a pass, from [`InspectCronConfig`].
 #[derive(Debug, Clone)]
 pub struct InspectSettings {
     /// `RTMANAGER_INSPECT_TIMEOUT`: bound on one container's inspect.
@@ -37,12 +37,12 @@ pub struct InspectSettings {
 }
 
 impl InspectSettings {
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &InspectCronConfig) -> Self {
         Self {
-            timeout: config.inspect_timeout,
-            concurrency: config.inspect_concurrency.max(1),
-            network: config.docker_network.clone(),
-            state_root: PathBuf::from(&config.game_state_root),
+            timeout: config.inspect.timeout,
+            concurrency: config.inspect.concurrency,
+            network: config.common.docker.network.clone(),
+            state_root: config.state.root.clone(),
         }
     }
 }

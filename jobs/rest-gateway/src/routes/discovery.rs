@@ -239,7 +239,10 @@ async fn targets(
     StrictQuery(params): StrictQuery<TargetParams>,
 ) -> Result<Json<Vec<TargetGroup>>, ApiError> {
     let scope = params.scope()?;
-    let leases = LeaseStore::new(state.infra.redis.clone(), state.config.lease_ttl());
+    let leases = LeaseStore::new(
+        state.infra.redis.clone(),
+        state.config.common.redis.lease_ttl,
+    );
     match inventory(&state.infra.db, &leases, scope).await {
         Ok(groups) => Ok(Json(groups)),
         Err(err) => {
