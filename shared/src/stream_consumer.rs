@@ -57,8 +57,11 @@ impl From<crate::domain::MalformedJob> for JobDisposition {
 /// The business side of a consumer (start-job and stop-job each have one).
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
-    /// The game an entry is about, for the reclaim lease check.
-    fn game_id(&self, fields: &HashMap<String, String>) -> Option<GameId>;
+    /// The game an entry is about, for the reclaim lease check: its
+    /// `game_id` field (every job stream's contract has one).
+    fn game_id(&self, fields: &HashMap<String, String>) -> Option<GameId> {
+        fields.get("game_id").and_then(|g| GameId::parse(g).ok())
+    }
     async fn handle(&self, entry_id: &str, fields: &HashMap<String, String>) -> JobDisposition;
 }
 
@@ -76,15 +79,15 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
-    /// The settings of a consumer of `stream`; dead letters go to `<stream>:dead`.
+    /// The settings of a consumer of `consumer.stream`; dead letters go to
+    /// `<stream>:dead`.
     pub fn new(
-        stream: &str,
         consumer: &crate::config::ConsumerConfig,
         process: &crate::config::ProcessConfig,
     ) -> Self {
         Self {
-            stream: stream.to_owned(),
-            dead_letter_stream: format!("{stream}:dead"),
+            stream: consumer.stream.clone(),
+            dead_letter_stream: format!("{}:dead", consumer.stream),
             group: consumer.group.clone(),
             group_start_id: consumer.group_start_id.clone(),
             consumer: process.instance.clone(),
@@ -400,4 +403,21 @@ pub async fn consume<H: JobHandler>(
         .outbox
         .with_relay(&infra.redis, consumer.run(shutdown))
         .await
+}
+
+/// start-job and stop-job: consumes the stream of `consumer` with the
+/// handler `handler` makes from the lifecycle operations, as [`consume`] does.
+pub async fn consume_with_operations<H: JobHandler>(
+    infra: &crate::bootstrap::Infra,
+    common: &crate::config::CommonConfig,
+    lifecycle: &crate::config::LifecycleConfig,
+    state: &crate::config::StateConfig,
+    consumer: &crate::config::ConsumerConfig,
+    handler: impl FnOnce(crate::operations::Operations) -> H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let operations = crate::bootstrap::operations(infra, common, lifecycle, state)?;
+    let leases = operations.leases().clone();
+    let settings = ConsumerSettings::new(consumer, &common.process);
+    consume(infra, leases, handler(operations), settings, shutdown).await
 }

@@ -341,7 +341,7 @@ async fn stop_jobs_are_consumed_with_one_valid_result_each() {
         env.infra.clone(),
         stop.clone(),
     ));
-    let stream = env.config.common.streams.stop_jobs.clone();
+    let stream = env.config.stop_jobs.stream.clone();
     env.xadd(
         &stream,
         &[

@@ -246,7 +246,7 @@ async fn the_binary_exits_zero_on_sigterm() {
     let mut conn = env.redis().manager();
     env.eventually("the consumer group", Duration::from_secs(30), || {
         let mut conn = conn.clone();
-        let stream = env.config.common.streams.start_jobs.clone();
+        let stream = env.config.start_jobs.stream.clone();
         async move {
             let groups: redis::Value = redis::cmd("XINFO")
                 .arg("GROUPS")

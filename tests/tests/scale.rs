@@ -28,7 +28,7 @@ async fn three_consumers_answer_every_job_once_even_when_one_dies() {
     }
     for g in &games {
         env.xadd(
-            &env.config.common.streams.start_jobs,
+            &env.config.start_jobs.stream,
             &[("game_id", g.as_str()), ("image_ref", ENGINE)],
         )
         .await;

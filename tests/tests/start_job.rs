@@ -36,7 +36,7 @@ async fn results_for(env: &TestEnv, game: &str) -> Vec<HashMap<String, String>> 
 async fn pending(env: &TestEnv) -> i64 {
     let mut conn = env.redis().manager();
     let reply: redis::Value = redis::cmd("XPENDING")
-        .arg(&env.config.common.streams.start_jobs)
+        .arg(&env.config.start_jobs.stream)
         .arg(&env.config.start_jobs.group)
         .query_async(&mut conn)
         .await
@@ -57,7 +57,7 @@ async fn a_start_job_yields_a_running_container_and_one_valid_result() {
     let (stop, handle) = spawn_consumer(&env);
     let entry_id = env
         .xadd(
-            &env.config.common.streams.start_jobs,
+            &env.config.start_jobs.stream,
             &[
                 ("game_id", game.as_str()),
                 ("image_ref", ENGINE),
@@ -96,7 +96,7 @@ async fn a_start_job_yields_a_running_container_and_one_valid_result() {
 
     // The same job again is a replay, answered once more.
     env.xadd(
-        &env.config.common.streams.start_jobs,
+        &env.config.start_jobs.stream,
         &[
             ("game_id", game.as_str()),
             ("image_ref", ENGINE),
@@ -123,25 +123,22 @@ async fn malformed_entries_are_dead_lettered_answered_and_never_block_the_loop()
     let bad_ids = ["../x", "", long.as_str(), "a b", "gäme", "x/../../etc"];
     for id in bad_ids {
         env.xadd(
-            &env.config.common.streams.start_jobs,
+            &env.config.start_jobs.stream,
             &[("game_id", id), ("image_ref", ENGINE)],
         )
         .await;
     }
-    env.xadd(
-        &env.config.common.streams.start_jobs,
-        &[("image_ref", ENGINE)],
-    )
-    .await;
+    env.xadd(&env.config.start_jobs.stream, &[("image_ref", ENGINE)])
+        .await;
     let no_image = env.game("noimage");
     env.xadd(
-        &env.config.common.streams.start_jobs,
+        &env.config.start_jobs.stream,
         &[("game_id", no_image.as_str())],
     )
     .await;
     let bad_time = env.game("badtime");
     env.xadd(
-        &env.config.common.streams.start_jobs,
+        &env.config.start_jobs.stream,
         &[
             ("game_id", bad_time.as_str()),
             ("image_ref", ENGINE),
@@ -152,7 +149,7 @@ async fn malformed_entries_are_dead_lettered_answered_and_never_block_the_loop()
     // A good job behind them still runs.
     let good = env.game("good");
     env.xadd(
-        &env.config.common.streams.start_jobs,
+        &env.config.start_jobs.stream,
         &[("game_id", good.as_str()), ("image_ref", ENGINE)],
     )
     .await;
@@ -161,7 +158,7 @@ async fn malformed_entries_are_dead_lettered_answered_and_never_block_the_loop()
         (results_for(&env, good.as_str()).await.len() == 1).then_some(())
     })
     .await;
-    let dead_stream = format!("{}:dead", env.config.common.streams.start_jobs);
+    let dead_stream = format!("{}:dead", env.config.start_jobs.stream);
     let dead = env
         .eventually("nine dead letters", Duration::from_secs(30), || async {
             let d = env.read_stream(&dead_stream).await;
@@ -171,10 +168,7 @@ async fn malformed_entries_are_dead_lettered_answered_and_never_block_the_loop()
     let jobs = Contract::load("runtime-jobs.asyncapi.yaml");
     for (_, fields) in &dead {
         jobs.assert_valid("DeadLetterEntry", fields);
-        assert_eq!(
-            fields["source_stream"],
-            env.config.common.streams.start_jobs
-        );
+        assert_eq!(fields["source_stream"], env.config.start_jobs.stream);
     }
     let all_results = env
         .read_stream(&env.config.common.streams.job_results)
@@ -228,7 +222,7 @@ async fn an_entry_of_a_crashed_consumer_is_reclaimed_and_answered_once() {
     let game = env.game("reclaim");
     let busy = env.game("busy");
     // A consumer that read two entries and crashed before answering.
-    let stream = env.config.common.streams.start_jobs.clone();
+    let stream = env.config.start_jobs.stream.clone();
     let group = env.config.start_jobs.group.clone();
     let mut conn = env.redis().manager();
     let _: String = redis::cmd("XGROUP")
@@ -330,7 +324,7 @@ async fn slow_starts_of_different_games_run_side_by_side() {
     let (stop, handle) = spawn_consumer(&env);
     for g in [&a, &b] {
         env.xadd(
-            &env.config.common.streams.start_jobs,
+            &env.config.start_jobs.stream,
             &[("game_id", g.as_str()), ("image_ref", ENGINE)],
         )
         .await;
@@ -387,7 +381,7 @@ async fn shutdown_finishes_the_job_in_flight_and_releases_its_lease() {
     let game = env.game("inflight");
     let (stop, handle) = spawn_consumer(&env);
     env.xadd(
-        &env.config.common.streams.start_jobs,
+        &env.config.start_jobs.stream,
         &[("game_id", game.as_str()), ("image_ref", ENGINE)],
     )
     .await;

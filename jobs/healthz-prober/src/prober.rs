@@ -96,11 +96,11 @@ impl Prober {
         engine: Arc<dyn ContainerEngine>,
         outbox: Outbox,
     ) -> Result<Self, ProberError> {
-        let http = http_client(settings.interval)?;
-        let streak_ttl = (settings.interval * 100).max(Duration::from_secs(24 * 3600));
+        let http = http_client(settings.probe.interval)?;
+        let streak_ttl = (settings.probe.interval * 100).max(Duration::from_secs(24 * 3600));
         Ok(Self {
             inner: Arc::new(Inner {
-                permits: Semaphore::new(settings.concurrency.max(1)),
+                permits: Semaphore::new(settings.probe.concurrency.max(1)),
                 leases: LeaseStore::new(redis.clone(), Duration::from_secs(60)),
                 settings,
                 db,
@@ -136,10 +136,10 @@ impl Prober {
     pub async fn run(&self, shutdown: CancellationToken) {
         let settings = &self.inner.settings;
         tracing::info!(
-            shard_index = settings.shard_index,
-            shard_count = settings.shard_count,
-            interval_ms = settings.interval.as_millis() as u64,
-            address_mode = ?settings.address_mode,
+            shard_index = settings.probe.shard_index,
+            shard_count = settings.probe.shard_count,
+            interval_ms = settings.probe.interval.as_millis() as u64,
+            address_mode = ?settings.probe.address_mode,
             "healthz prober started"
         );
         let mut tasks: HashMap<GameId, TaskHandle> = HashMap::new();
@@ -154,7 +154,7 @@ impl Prober {
             while joins.try_join_next().is_some() {}
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(settings.refresh_interval) => {}
+                _ = tokio::time::sleep(settings.probe.refresh_interval) => {}
             }
         }
         for task in tasks.values() {
@@ -207,14 +207,14 @@ impl Prober {
     /// One game's probes, at its slots, until `stop`.
     async fn target_loop(self, target: watch::Receiver<Target>, stop: CancellationToken) {
         let game_id = target.borrow().game_id.clone();
-        let offset = slot_offset(&game_id, self.inner.settings.interval);
+        let offset = slot_offset(&game_id, self.inner.settings.probe.interval);
         let mut state = TargetState::default();
         let mut last_slot = 0;
         loop {
-            let mut slot = next_slot(now_ms(), self.inner.settings.interval, offset);
+            let mut slot = next_slot(now_ms(), self.inner.settings.probe.interval, offset);
             if slot <= last_slot {
                 // Woke early (clock step): wait for the next slot instead.
-                slot = last_slot + interval_ms(self.inner.settings.interval);
+                slot = last_slot + interval_ms(self.inner.settings.probe.interval);
             }
             let wait = Duration::from_millis(slot.saturating_sub(now_ms()));
             tokio::select! {
@@ -242,7 +242,7 @@ impl Prober {
         let inner = &self.inner;
         if let Some(started_at) = target.started_at {
             let age = Utc::now().signed_duration_since(started_at);
-            if age.to_std().unwrap_or_default() < inner.settings.initial_grace {
+            if age.to_std().unwrap_or_default() < inner.settings.probe.initial_grace {
                 return Verdict::NotProbed(Skip::Grace);
             }
         }
@@ -281,9 +281,9 @@ impl Prober {
             .expect("probe semaphore closed");
         let settings = &inner.settings;
         let address = address::resolve(
-            settings.address_mode,
+            settings.probe.address_mode,
             inner.engine.as_ref(),
-            settings.timeout,
+            settings.probe.timeout,
             target,
             state,
         )
@@ -296,7 +296,7 @@ impl Prober {
                 return None;
             }
         };
-        Some(http_probe(&inner.http, &url, settings.timeout).await)
+        Some(http_probe(&inner.http, &url, settings.probe.timeout).await)
     }
 
     /// Whether the record is still running the probed container (a failure
@@ -330,7 +330,7 @@ impl Prober {
                 &target.game_id,
                 &target.container_id,
                 result.is_healthy(),
-                inner.settings.threshold,
+                inner.settings.probe.failures_threshold,
                 slot,
                 inner.streak_ttl,
             )

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
 use shared::config::{ConsumerConfig, LifecycleConfig, StateConfig};
-use shared::domain::{GameId, OpSource, StartJob};
+use shared::domain::{OpSource, StartJob};
 use shared::operations::{Operations, StartRequest};
-use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler};
+use shared::stream_consumer::{consume_with_operations, JobDisposition, JobHandler};
 use tokio_util::sync::CancellationToken;
 
 /// Turns start-job entries into start requests.
@@ -18,10 +18,6 @@ pub struct StartJobHandler {
 
 #[async_trait]
 impl JobHandler for StartJobHandler {
-    fn game_id(&self, fields: &HashMap<String, String>) -> Option<GameId> {
-        fields.get("game_id").and_then(|g| GameId::parse(g).ok())
-    }
-
     async fn handle(&self, entry_id: &str, fields: &HashMap<String, String>) -> JobDisposition {
         let job = match StartJob::decode(fields) {
             Ok(job) => job,
@@ -51,14 +47,6 @@ shared::job_config! {
     }
 }
 
-pub fn consumer_settings(config: &StartJobConfig) -> ConsumerSettings {
-    ConsumerSettings::new(
-        &config.common.streams.start_jobs,
-        &config.consumer,
-        &config.common.process,
-    )
-}
-
 /// Consumes start jobs until `shutdown`; the outbox relay runs alongside and
 /// gets a last delivery attempt before returning.
 pub async fn run(
@@ -66,10 +54,15 @@ pub async fn run(
     infra: Infra,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let operations =
-        shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
-    let handler = StartJobHandler { operations };
-    let leases = handler.operations.leases().clone();
-    let settings = consumer_settings(&config);
-    shared::stream_consumer::consume(&infra, leases, handler, settings, shutdown).await
+    let StartJobConfig {
+        common,
+        lifecycle,
+        state,
+        consumer,
+    } = &config;
+    let handler = |operations| StartJobHandler { operations };
+    consume_with_operations(
+        &infra, common, lifecycle, state, consumer, handler, shutdown,
+    )
+    .await
 }

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use shared::bootstrap::Infra;
 use shared::config::{ConsumerConfig, LifecycleConfig, StateConfig};
-use shared::domain::{GameId, OpSource, StopJob};
+use shared::domain::{OpSource, StopJob};
 use shared::operations::{OperationRequest, Operations};
-use shared::stream_consumer::{ConsumerSettings, JobDisposition, JobHandler};
+use shared::stream_consumer::{consume_with_operations, JobDisposition, JobHandler};
 use tokio_util::sync::CancellationToken;
 
 pub struct StopJobHandler {
@@ -18,10 +18,6 @@ pub struct StopJobHandler {
 
 #[async_trait]
 impl JobHandler for StopJobHandler {
-    fn game_id(&self, fields: &HashMap<String, String>) -> Option<GameId> {
-        fields.get("game_id").and_then(|g| GameId::parse(g).ok())
-    }
-
     async fn handle(&self, entry_id: &str, fields: &HashMap<String, String>) -> JobDisposition {
         let job = match StopJob::decode(fields) {
             Ok(job) => job,
@@ -50,14 +46,6 @@ shared::job_config! {
     }
 }
 
-pub fn consumer_settings(config: &StopJobConfig) -> ConsumerSettings {
-    ConsumerSettings::new(
-        &config.common.streams.stop_jobs,
-        &config.consumer,
-        &config.common.process,
-    )
-}
-
 /// Consumes stop jobs until `shutdown`; the outbox relay runs alongside and
 /// gets a last delivery attempt before returning.
 pub async fn run(
@@ -65,10 +53,15 @@ pub async fn run(
     infra: Infra,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let operations =
-        shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
-    let handler = StopJobHandler { operations };
-    let leases = handler.operations.leases().clone();
-    let settings = consumer_settings(&config);
-    shared::stream_consumer::consume(&infra, leases, handler, settings, shutdown).await
+    let StopJobConfig {
+        common,
+        lifecycle,
+        state,
+        consumer,
+    } = &config;
+    let handler = |operations| StopJobHandler { operations };
+    consume_with_operations(
+        &infra, common, lifecycle, state, consumer, handler, shutdown,
+    )
+    .await
 }

@@ -159,11 +159,10 @@ impl Section for DockerConfig {
     }
 }
 
-/// Stream names, overridable by `RTMANAGER_*_STREAM`.
+/// The streams the outbox publishes to, overridable by `RTMANAGER_*_STREAM`
+/// (the job streams a consumer reads are in its own section).
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
-    pub start_jobs: String,
-    pub stop_jobs: String,
     pub job_results: String,
     pub health_events: String,
     pub notification_intents: String,
@@ -171,10 +170,6 @@ pub struct StreamsConfig {
 
 #[derive(Deserialize)]
 pub struct StreamsEnv {
-    #[serde(default = "d::start_jobs_stream")]
-    start_jobs_stream: String,
-    #[serde(default = "d::stop_jobs_stream")]
-    stop_jobs_stream: String,
     #[serde(default = "d::job_results_stream")]
     job_results_stream: String,
     #[serde(default = "d::health_events_stream")]
@@ -187,8 +182,6 @@ impl Section for StreamsConfig {
     type Raw = StreamsEnv;
     fn from_raw(raw: StreamsEnv) -> Result<Self, ConfigError> {
         for (var, value) in [
-            ("START_JOBS_STREAM", &raw.start_jobs_stream),
-            ("STOP_JOBS_STREAM", &raw.stop_jobs_stream),
             ("JOB_RESULTS_STREAM", &raw.job_results_stream),
             ("HEALTH_EVENTS_STREAM", &raw.health_events_stream),
             (
@@ -201,8 +194,6 @@ impl Section for StreamsConfig {
             }
         }
         Ok(Self {
-            start_jobs: raw.start_jobs_stream,
-            stop_jobs: raw.stop_jobs_stream,
             job_results: raw.job_results_stream,
             health_events: raw.health_events_stream,
             notification_intents: raw.notification_intents_stream,
@@ -255,12 +246,6 @@ mod d {
     }
     pub fn docker_network() -> String {
         "galaxy-net".into()
-    }
-    pub fn start_jobs_stream() -> String {
-        "runtime:start_jobs".into()
-    }
-    pub fn stop_jobs_stream() -> String {
-        "runtime:stop_jobs".into()
     }
     pub fn job_results_stream() -> String {
         "runtime:job_results".into()

@@ -8,9 +8,11 @@ use serde::Deserialize;
 
 use super::{ConfigError, Env, Secret, Section};
 
-/// One job stream's consumer group (start-job or stop-job).
+/// One job stream and its consumer group (start-job or stop-job).
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
+    /// The job stream; dead letters go to `<stream>:dead`.
+    pub stream: String,
     pub group: String,
     /// Where the group starts when it is created: `0`, `$` or an entry id.
     pub group_start_id: String,
@@ -25,6 +27,8 @@ pub struct ConsumerConfig {
 /// `RTMANAGER_START_JOBS_*` and the consumers' shared settings.
 #[derive(Deserialize)]
 pub struct StartJobsEnv {
+    #[serde(default = "d::start_jobs_stream")]
+    start_jobs_stream: String,
     #[serde(default = "d::start_jobs_group")]
     start_jobs_group: String,
     #[serde(default = "d::group_start_id")]
@@ -40,6 +44,8 @@ pub struct StartJobsEnv {
 /// `RTMANAGER_STOP_JOBS_*` and the consumers' shared settings.
 #[derive(Deserialize)]
 pub struct StopJobsEnv {
+    #[serde(default = "d::stop_jobs_stream")]
+    stop_jobs_stream: String,
     #[serde(default = "d::stop_jobs_group")]
     stop_jobs_group: String,
     #[serde(default = "d::group_start_id")]
@@ -61,14 +67,22 @@ pub struct StartJobsConfig(pub ConsumerConfig);
 pub struct StopJobsConfig(pub ConsumerConfig);
 
 impl ConsumerConfig {
+    #[allow(clippy::too_many_arguments)] // one per variable of the section
     fn checked(
         prefix: &str,
+        stream: String,
         group: String,
         group_start_id: String,
         concurrency: usize,
         reclaim_idle: Duration,
         block: Duration,
     ) -> Result<Self, ConfigError> {
+        if stream.is_empty() {
+            return Err(ConfigError::var(
+                &format!("{prefix}_STREAM"),
+                "must not be empty",
+            ));
+        }
         if group.is_empty() {
             return Err(ConfigError::var(
                 &format!("{prefix}_GROUP"),
@@ -91,6 +105,7 @@ impl ConsumerConfig {
             ));
         }
         Ok(Self {
+            stream,
             group,
             group_start_id,
             concurrency,
@@ -113,6 +128,7 @@ impl Section for StartJobsConfig {
     fn from_raw(raw: StartJobsEnv) -> Result<Self, ConfigError> {
         ConsumerConfig::checked(
             "START_JOBS",
+            raw.start_jobs_stream,
             raw.start_jobs_group,
             raw.start_jobs_group_start_id,
             raw.start_jobs_concurrency,
@@ -128,6 +144,7 @@ impl Section for StopJobsConfig {
     fn from_raw(raw: StopJobsEnv) -> Result<Self, ConfigError> {
         ConsumerConfig::checked(
             "STOP_JOBS",
+            raw.stop_jobs_stream,
             raw.stop_jobs_group,
             raw.stop_jobs_group_start_id,
             raw.stop_jobs_concurrency,
@@ -426,6 +443,12 @@ impl Section for GatewayConfig {
 mod d {
     use std::time::Duration;
 
+    pub fn start_jobs_stream() -> String {
+        "runtime:start_jobs".into()
+    }
+    pub fn stop_jobs_stream() -> String {
+        "runtime:stop_jobs".into()
+    }
     pub fn start_jobs_group() -> String {
         "rtmanager-start-jobs".into()
     }

@@ -264,7 +264,8 @@ mod tests {
         assert_eq!(c.common.redis.lease_ttl, Duration::from_secs(60));
         assert_eq!(c.common.process.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(c.lifecycle.default_limits.memory.bytes(), 512 * 1024 * 1024);
-        assert_eq!(c.common.streams.start_jobs, "runtime:start_jobs");
+        assert_eq!(c.start_jobs.stream, "runtime:start_jobs");
+        assert_eq!(c.stop_jobs.stream, "runtime:stop_jobs");
     }
 
     #[test]

@@ -36,15 +36,7 @@ impl Operations {
         }
         let container = record.current_container_id.clone().unwrap_or_default();
         let image = record.current_image_ref.clone().unwrap_or_default();
-        self.intents
-            .record(IntentKind::Removal, &container)
-            .await
-            .map_err(|e| {
-                fail(
-                    ErrorCode::ServiceUnavailable,
-                    format!("record removal intent: {e}"),
-                )
-            })?;
+        self.record_intent(IntentKind::Removal, &container).await?;
         self.engine
             .remove(&container)
             .await

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::postgres::StoreError;
-use crate::adapters::redis::Lease;
+use crate::adapters::redis::{IntentKind, Lease};
 use crate::domain::{
     AdminIntent, ErrorCode, GameId, NotificationType, OpKind, OperationEntry, Outcome,
     RuntimeRecord,
@@ -227,6 +227,25 @@ impl Operations {
             tx.stage(&self.outbox.intent(intent)).await?;
         }
         tx.commit().await
+    }
+
+    /// Records, before acting, that rtmanager itself stops or removes the
+    /// container, so the health sources do not report it as a failure.
+    pub(super) async fn record_intent(
+        &self,
+        kind: IntentKind,
+        container_id: &str,
+    ) -> Result<(), Failure> {
+        self.intents.record(kind, container_id).await.map_err(|e| {
+            let what = match kind {
+                IntentKind::Stop => "stop",
+                IntentKind::Removal => "removal",
+            };
+            fail(
+                ErrorCode::ServiceUnavailable,
+                format!("record {what} intent: {e}"),
+            )
+        })
     }
 
     pub(super) async fn load_record(

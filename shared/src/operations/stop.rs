@@ -7,7 +7,7 @@
 
 use chrono::Utc;
 
-use super::common::{engine_failure, fail, store_failure, Done, Failure};
+use super::common::{engine_failure, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::redis::IntentKind;
 use crate::domain::{ErrorCode, OpKind, RuntimeStatus, StopReason};
@@ -48,15 +48,7 @@ impl Operations {
         }
         let container = record.current_container_id.clone().unwrap_or_default();
         let image = record.current_image_ref.clone().unwrap_or_default();
-        self.intents
-            .record(IntentKind::Stop, &container)
-            .await
-            .map_err(|e| {
-                fail(
-                    ErrorCode::ServiceUnavailable,
-                    format!("record stop intent: {e}"),
-                )
-            })?;
+        self.record_intent(IntentKind::Stop, &container).await?;
         self.engine
             .stop(&container, self.settings.stop_timeout)
             .await

@@ -26,6 +26,7 @@ use healthz_prober::prober::Prober;
 use healthz_prober::settings::{AddressMode, ProberSettings};
 use healthz_prober::target::{Target, TargetState, Verdict};
 use shared::adapters::redis::streaks::streak_key;
+use shared::config::ProbeConfig;
 use shared::domain::GameId;
 use shared::ports::ContainerEngine;
 use system_tests::TestEnv;
@@ -205,15 +206,17 @@ async fn bench() {
             .collect(),
     );
     let settings = ProberSettings {
-        interval: INTERVAL,
-        timeout: TIMEOUT,
-        threshold: 3,
-        initial_grace: Duration::ZERO,
-        concurrency: CONCURRENCY,
-        refresh_interval: Duration::from_secs(5),
-        address_mode: AddressMode::Hostname,
-        shard_count: 1,
-        shard_index: 0,
+        probe: ProbeConfig {
+            interval: INTERVAL,
+            timeout: TIMEOUT,
+            failures_threshold: 3,
+            initial_grace: Duration::ZERO,
+            concurrency: CONCURRENCY,
+            refresh_interval: Duration::from_secs(5),
+            address_mode: AddressMode::Hostname,
+            shard_count: 1,
+            shard_index: 0,
+        },
         shutdown_timeout: Duration::from_secs(30),
     };
     let engine: Arc<dyn ContainerEngine> = env.infra.engine.clone();

@@ -67,6 +67,17 @@ const LIST_RECORDS: &str = "SELECT game_id, status, current_container_id, curren
     engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, last_op_at, created_at \
     FROM runtime_records WHERE $1::text IS NULL OR status = $1 ORDER BY game_id";
 
+/// The insert of a whole record (`$1`..`$11` in the order of
+/// `UnitOfWork::write_record`); each caller adds its own `ON CONFLICT`.
+macro_rules! insert_record_sql {
+    () => {
+        "INSERT INTO runtime_records (game_id, status, current_container_id, current_image_ref, \
+             engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, \
+             last_op_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11)"
+    };
+}
+
 impl UnitOfWork {
     /// Locks the record while the unit of work commits: `true` when it is
     /// still `running` on this container.
@@ -105,6 +116,7 @@ impl UnitOfWork {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
     /// `running|stopped -> removed`, only while `container_id` is current.
     pub async fn mark_removed(
         &mut self,
@@ -123,33 +135,19 @@ impl UnitOfWork {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
     /// Inserts a record for an adopted container; `false` when one exists.
     pub async fn insert_record_if_absent(
         &mut self,
         record: &RuntimeRecord,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-        "INSERT INTO runtime_records (game_id, status, current_container_id, current_image_ref, \
-             engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, \
-             last_op_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11) \
-         ON CONFLICT (game_id) DO NOTHING",
-    )
-    .bind(record.game_id.as_str())
-    .bind(record.status.as_str())
-    .bind(&record.current_container_id)
-    .bind(&record.current_image_ref)
-    .bind(&record.engine_endpoint)
-    .bind(&record.state_path)
-    .bind(&record.docker_network)
-    .bind(record.started_at)
-    .bind(record.stopped_at)
-    .bind(record.last_op_at)
-    .bind(record.created_at)
-    .execute(self.conn())
-    .await?;
-        Ok(done.rows_affected() == 1)
+        self.write_record(
+            concat!(insert_record_sql!(), " ON CONFLICT (game_id) DO NOTHING"),
+            record,
+        )
+        .await
     }
+
     /// Leaves (or moves forward) the game's stop tombstone.
     pub async fn put_stop_tombstone(
         &mut self,
@@ -170,37 +168,52 @@ impl UnitOfWork {
         .await?;
         Ok(())
     }
-    /// Installs a `running` record for a fresh start. Compare-and-set: it inserts,
-    /// or replaces a `stopped`/`removed` record (keeping its `created_at`), but
-    /// never overwrites a `running` one. Returns whether the row was written.
+
+    /// Installs a `running` record for a fresh start. Compare-and-set: it
+    /// inserts, or replaces a `stopped`/`removed` record (keeping its
+    /// `created_at`), but never overwrites a `running` one. Returns whether
+    /// the row was written.
     pub async fn upsert_running_record(
         &mut self,
         record: &RuntimeRecord,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-        "INSERT INTO runtime_records (game_id, status, current_container_id, current_image_ref, \
-             engine_endpoint, state_path, docker_network, started_at, stopped_at, removed_at, \
-             last_op_at, created_at) \
-         VALUES ($1, 'running', $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9) \
-         ON CONFLICT (game_id) DO UPDATE SET status = 'running', \
-             current_container_id = EXCLUDED.current_container_id, \
-             current_image_ref = EXCLUDED.current_image_ref, \
-             engine_endpoint = EXCLUDED.engine_endpoint, state_path = EXCLUDED.state_path, \
-             docker_network = EXCLUDED.docker_network, started_at = EXCLUDED.started_at, \
-             stopped_at = NULL, removed_at = NULL, last_op_at = EXCLUDED.last_op_at \
-         WHERE runtime_records.status <> 'running'",
-    )
-    .bind(record.game_id.as_str())
-    .bind(&record.current_container_id)
-    .bind(&record.current_image_ref)
-    .bind(&record.engine_endpoint)
-    .bind(&record.state_path)
-    .bind(&record.docker_network)
-    .bind(record.started_at)
-    .bind(record.last_op_at)
-    .bind(record.created_at)
-    .execute(self.conn())
-    .await?;
+        debug_assert_eq!(record.status, RuntimeStatus::Running);
+        self.write_record(
+            concat!(
+                insert_record_sql!(),
+                " ON CONFLICT (game_id) DO UPDATE SET status = 'running', \
+                 current_container_id = EXCLUDED.current_container_id, \
+                 current_image_ref = EXCLUDED.current_image_ref, \
+                 engine_endpoint = EXCLUDED.engine_endpoint, state_path = EXCLUDED.state_path, \
+                 docker_network = EXCLUDED.docker_network, started_at = EXCLUDED.started_at, \
+                 stopped_at = NULL, removed_at = NULL, last_op_at = EXCLUDED.last_op_at \
+                 WHERE runtime_records.status <> 'running'"
+            ),
+            record,
+        )
+        .await
+    }
+
+    /// Runs one `insert_record_sql!()` statement with the record's columns.
+    async fn write_record(
+        &mut self,
+        sql: &'static str,
+        record: &RuntimeRecord,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql)
+            .bind(record.game_id.as_str())
+            .bind(record.status.as_str())
+            .bind(&record.current_container_id)
+            .bind(&record.current_image_ref)
+            .bind(&record.engine_endpoint)
+            .bind(&record.state_path)
+            .bind(&record.docker_network)
+            .bind(record.started_at)
+            .bind(record.stopped_at)
+            .bind(record.last_op_at)
+            .bind(record.created_at)
+            .execute(self.conn())
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }
