@@ -6,12 +6,12 @@
 //! operation-log row per outcome with a stable code, replays idempotently
 //! (`replay_no_op`) and never leaves a half-made container.
 //!
-//! - [`common`]: the lease prologue, the failure mapping and the one place an
+//! - `common`: the lease prologue, the failure mapping and the one place an
 //!   outcome is recorded (operation log, admin intent, metric, log line).
-//! - [`start`]: pull, limits, state directory, create and start, commit.
-//! - [`stop`]: stop intent, graceful stop, `running -> stopped`; tombstones.
-//! - [`cleanup`]: removal of a stopped runtime's container.
-//! - [`recreate`]: restart and patch (inner stop and inner start under one
+//! - `start`: pull, limits, state directory, create and start, commit.
+//! - `stop`: stop intent, graceful stop, `running -> stopped`; tombstones.
+//! - `cleanup`: removal of a stopped runtime's container.
+//! - `recreate`: restart and patch (inner stop and inner start under one
 //!   outer lease; patch rolls back to the old image).
 
 use std::sync::Arc;
