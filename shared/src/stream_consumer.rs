@@ -160,12 +160,16 @@ impl<H: JobHandler> StreamConsumer<H> {
             tracing::warn!(stream = %stream, group = %group, from_id = %from, "consumer group recreated");
             self.metrics
                 .consumer_group_recreations
-                .get_or_create(&StreamLabels {
-                    stream: stream.clone(),
-                })
+                .get_or_create(&self.labels())
                 .inc();
         }
         Ok(())
+    }
+
+    fn labels(&self) -> StreamLabels {
+        StreamLabels {
+            stream: self.settings.stream.clone(),
+        }
     }
 
     /// After any failed group command: a `NOGROUP` is not cured by waiting,
@@ -184,13 +188,9 @@ impl<H: JobHandler> StreamConsumer<H> {
     /// stalled, and its period (half of `reclaim_idle`) keeps the stream to a
     /// minute or so of answered entries for two cheap commands per round.
     async fn tidy(&self) {
-        match self.group.trim_done().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(trimmed = n, "trimmed answered job entries"),
-            Err(e) => {
-                self.recover(&e).await;
-                tracing::warn!(error = %e, "trimming the job stream failed");
-            }
+        if let Err(e) = self.group.trim_done().await {
+            self.recover(&e).await;
+            tracing::warn!(error = %e, "trimming the job stream failed");
         }
         match self
             .group
@@ -322,9 +322,7 @@ impl<H: JobHandler> StreamConsumer<H> {
         if !claimed.is_empty() {
             self.metrics
                 .jobs_reclaimed
-                .get_or_create(&StreamLabels {
-                    stream: self.settings.stream.clone(),
-                })
+                .get_or_create(&self.labels())
                 .inc_by(claimed.len() as u64);
             tracing::info!(count = claimed.len(), "reclaimed stalled job entries");
         }
@@ -365,9 +363,7 @@ impl<H: JobHandler> StreamConsumer<H> {
         let job_key = format!("{}:{}", self.settings.stream, id);
         self.metrics
             .jobs_consumed
-            .get_or_create(&StreamLabels {
-                stream: self.settings.stream.clone(),
-            })
+            .get_or_create(&self.labels())
             .inc();
         let dead_key = format!("dead:{job_key}");
         let answered = [format!("result:{job_key}"), dead_key.clone()];
@@ -406,9 +402,7 @@ impl<H: JobHandler> StreamConsumer<H> {
                 tracing::warn!(entry_id = id, reason = %reason, "malformed job entry sent to the dead-letter stream");
                 self.metrics
                     .jobs_dead_lettered
-                    .get_or_create(&StreamLabels {
-                        stream: self.settings.stream.clone(),
-                    })
+                    .get_or_create(&self.labels())
                     .inc();
                 let mut messages = vec![self.dead_letter(id, fields, &reason, dead_key)];
                 messages.extend(result.map(|r| self.outbox.job_result(&r, &job_key)));
