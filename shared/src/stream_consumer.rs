@@ -11,7 +11,14 @@
 //!   entry pending, because its first owner may still be working on it;
 //! - a malformed entry is copied to the dead-letter stream with its reason,
 //!   answered with an `invalid_request` result when a game id can be read, and
-//!   acked: it never blocks the loop.
+//!   acked: it never blocks the loop;
+//! - the last acked entry id is kept in PostgreSQL, and a group Redis lost
+//!   (`NOGROUP`: a `FLUSHALL`, a failover to an empty replica) is recreated
+//!   just after it: entry ids are times, so entries written after the loss
+//!   are newer, and one answered before it is skipped by its result's key;
+//! - each reclaim round trims the entries every group is done with and
+//!   removes consumers idle past `idle_remove_after` with nothing pending
+//!   (one is left by every pod name), so neither grows without bound.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,6 +29,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::postgres::Database;
 use crate::adapters::redis::{ConsumerGroup, LeaseStore, RedisClient, RedisError, StreamEntry};
 use crate::domain::{GameId, JobResult, OutboxMessage};
 use crate::outbox::Outbox;
@@ -75,6 +83,8 @@ pub struct ConsumerSettings {
     pub concurrency: usize,
     pub block: Duration,
     pub reclaim_idle: Duration,
+    /// Other consumers idle this long with nothing pending are removed.
+    pub idle_remove_after: Duration,
     pub shutdown_timeout: Duration,
 }
 
@@ -94,6 +104,7 @@ impl ConsumerSettings {
             concurrency: consumer.concurrency,
             block: consumer.block,
             reclaim_idle: consumer.reclaim_idle,
+            idle_remove_after: consumer.idle_remove_after,
             shutdown_timeout: process.shutdown_timeout,
         }
     }
@@ -101,6 +112,8 @@ impl ConsumerSettings {
 
 pub struct StreamConsumer<H> {
     group: ConsumerGroup,
+    /// Where the last acked entry id is kept.
+    db: Database,
     outbox: Outbox,
     leases: LeaseStore,
     handler: Arc<H>,
@@ -110,8 +123,10 @@ pub struct StreamConsumer<H> {
 }
 
 impl<H: JobHandler> StreamConsumer<H> {
+    #[allow(clippy::too_many_arguments)] // the consumer's collaborators, each once
     pub fn new(
         redis: RedisClient,
+        db: Database,
         outbox: Outbox,
         leases: LeaseStore,
         handler: H,
@@ -120,6 +135,7 @@ impl<H: JobHandler> StreamConsumer<H> {
     ) -> Self {
         Self {
             group: ConsumerGroup::new(redis, &settings.stream, &settings.group, &settings.consumer),
+            db,
             outbox,
             leases,
             handler: Arc::new(handler),
@@ -129,15 +145,71 @@ impl<H: JobHandler> StreamConsumer<H> {
         }
     }
 
-    /// Creates the group if needed (at `group_start_id`, creating the stream).
-    pub async fn ensure_group(&self) -> Result<(), RedisError> {
-        self.group.ensure(&self.settings.group_start_id).await
+    /// Creates the group if needed, creating the stream: just after the last
+    /// entry it acked when it ever acked one (Redis lost it), else at
+    /// `group_start_id` (its first creation). `lost`: Redis just answered
+    /// `NOGROUP`, so a creation now is a recreation even without an offset.
+    pub async fn ensure_group(&self, lost: bool) -> anyhow::Result<()> {
+        let (stream, group) = (&self.settings.stream, &self.settings.group);
+        let acked = self.db.stream_offset(stream, group).await?;
+        let from = acked
+            .clone()
+            .unwrap_or_else(|| self.settings.group_start_id.clone());
+        // Concurrent callers race here; only the one that creates it counts.
+        if self.group.ensure(&from).await? && (lost || acked.is_some()) {
+            tracing::warn!(stream = %stream, group = %group, from_id = %from, "consumer group recreated");
+            self.metrics
+                .consumer_group_recreations
+                .get_or_create(&self.labels())
+                .inc();
+        }
+        Ok(())
+    }
+
+    fn labels(&self) -> StreamLabels {
+        StreamLabels {
+            stream: self.settings.stream.clone(),
+        }
+    }
+
+    /// After any failed group command: a `NOGROUP` is not cured by waiting,
+    /// so the group is recreated now; other errors are left to the caller.
+    async fn recover(&self, error: &RedisError) {
+        if !error.is_no_group() {
+            return;
+        }
+        if let Err(e) = self.ensure_group(true).await {
+            tracing::warn!(error = %e, "recreating the lost consumer group failed; retrying");
+        }
+    }
+
+    /// Keeps the stream and the group bounded (see the module doc). Run each
+    /// reclaim round: that is when a consumer already looks at what is
+    /// stalled, and its period (half of `reclaim_idle`) keeps the stream to a
+    /// minute or so of answered entries for two cheap commands per round.
+    async fn tidy(&self) {
+        if let Err(e) = self.group.trim_done().await {
+            self.recover(&e).await;
+            tracing::warn!(error = %e, "trimming the job stream failed");
+        }
+        match self
+            .group
+            .remove_idle_consumers(self.settings.idle_remove_after)
+            .await
+        {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => tracing::info!(consumers = ?removed, "removed idle consumers"),
+            Err(e) => {
+                self.recover(&e).await;
+                tracing::warn!(error = %e, "removing idle consumers failed");
+            }
+        }
     }
 
     /// Consumes until `shutdown`; then finishes in-flight entries within the
     /// shutdown timeout and releases this process's leases.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.ensure_group().await?;
+        self.ensure_group(false).await?;
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.settings.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
@@ -160,6 +232,7 @@ impl<H: JobHandler> StreamConsumer<H> {
             }
             let batch = if last_reclaim.elapsed() >= this.settings.reclaim_idle / 2 {
                 last_reclaim = tokio::time::Instant::now();
+                this.tidy().await;
                 this.reclaim(free).await.map(|e| (e, true))
             } else {
                 Ok((Vec::new(), false))
@@ -174,6 +247,10 @@ impl<H: JobHandler> StreamConsumer<H> {
                     match read {
                         Ok(entries) => (entries, false),
                         Err(e) => {
+                            // A lost group is recreated now; the first wait
+                            // is short, and a group that keeps vanishing
+                            // cannot make this loop spin.
+                            this.recover(&e).await;
                             let wait = retry::next(&mut backoff);
                             tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reading the job stream failed");
                             tokio::select! {
@@ -185,6 +262,7 @@ impl<H: JobHandler> StreamConsumer<H> {
                     }
                 }
                 Err(e) => {
+                    this.recover(&e).await;
                     tracing::warn!(error = %e, "reclaiming stalled entries failed");
                     (Vec::new(), false)
                 }
@@ -244,9 +322,7 @@ impl<H: JobHandler> StreamConsumer<H> {
         if !claimed.is_empty() {
             self.metrics
                 .jobs_reclaimed
-                .get_or_create(&StreamLabels {
-                    stream: self.settings.stream.clone(),
-                })
+                .get_or_create(&self.labels())
                 .inc_by(claimed.len() as u64);
             tracing::info!(count = claimed.len(), "reclaimed stalled job entries");
         }
@@ -275,6 +351,9 @@ impl<H: JobHandler> StreamConsumer<H> {
                 continue;
             }
             if let Err(e) = self.group.keep_fresh(&ids).await {
+                // Entries in flight in a lost group are not pending in the
+                // new one: no one can reclaim them, they just finish.
+                self.recover(&e).await;
                 tracing::warn!(error = %e, "keeping in-flight entries fresh failed");
             }
         }
@@ -284,9 +363,7 @@ impl<H: JobHandler> StreamConsumer<H> {
         let job_key = format!("{}:{}", self.settings.stream, id);
         self.metrics
             .jobs_consumed
-            .get_or_create(&StreamLabels {
-                stream: self.settings.stream.clone(),
-            })
+            .get_or_create(&self.labels())
             .inc();
         let dead_key = format!("dead:{job_key}");
         let answered = [format!("result:{job_key}"), dead_key.clone()];
@@ -325,9 +402,7 @@ impl<H: JobHandler> StreamConsumer<H> {
                 tracing::warn!(entry_id = id, reason = %reason, "malformed job entry sent to the dead-letter stream");
                 self.metrics
                     .jobs_dead_lettered
-                    .get_or_create(&StreamLabels {
-                        stream: self.settings.stream.clone(),
-                    })
+                    .get_or_create(&self.labels())
                     .inc();
                 let mut messages = vec![self.dead_letter(id, fields, &reason, dead_key)];
                 messages.extend(result.map(|r| self.outbox.job_result(&r, &job_key)));
@@ -373,10 +448,26 @@ impl<H: JobHandler> StreamConsumer<H> {
         }
     }
 
+    /// Acks an entry whose result is recorded, and keeps its id as the
+    /// group's offset. In a lost group (`NOGROUP`) the entry is answered all
+    /// the same: the offset is kept first, so the group is recreated after it.
     async fn ack(&self, id: &str) {
-        if let Err(e) = self.group.ack(id).await {
-            // The result is recorded; a later reclaim finds it and acks.
-            tracing::warn!(entry_id = id, error = %e, "ack failed");
+        let acked = self.group.ack(id).await;
+        if let Err(e) = &acked {
+            if !e.is_no_group() {
+                // The result is recorded; a later reclaim finds it and acks.
+                tracing::warn!(entry_id = id, error = %e, "ack failed");
+                return;
+            }
+        }
+        let (stream, group) = (&self.settings.stream, &self.settings.group);
+        if let Err(e) = self.db.save_stream_offset(stream, group, id).await {
+            // Only a recreation after a Redis loss reads it, and starting
+            // that from an older entry just finds more answered ones.
+            tracing::warn!(entry_id = id, error = %e, "keeping the acked offset failed");
+        }
+        if let Err(e) = acked {
+            self.recover(&e).await;
         }
     }
 }
@@ -393,6 +484,7 @@ pub async fn consume<H: JobHandler>(
 ) -> anyhow::Result<()> {
     let consumer = StreamConsumer::new(
         infra.redis.clone(),
+        infra.db.clone(),
         infra.outbox.clone(),
         leases,
         handler,

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub jobs_dead_lettered: Family<StreamLabels, Counter>,
     pub jobs_reclaimed: Family<StreamLabels, Counter>,
     pub jobs_in_flight: Gauge,
+    pub consumer_group_recreations: Family<StreamLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -77,6 +78,7 @@ impl Metrics {
             jobs_dead_lettered: Family::default(),
             jobs_reclaimed: Family::default(),
             jobs_in_flight: Gauge::default(),
+            consumer_group_recreations: Family::default(),
         };
         registry.register(
             "operations",
@@ -122,6 +124,11 @@ impl Metrics {
             "jobs_in_flight",
             "Job entries being processed now",
             m.jobs_in_flight.clone(),
+        );
+        registry.register(
+            "consumer_group_recreations",
+            "Job consumer groups recreated after Redis lost them, by stream",
+            m.consumer_group_recreations.clone(),
         );
         Self {
             registry: Arc::new(registry),

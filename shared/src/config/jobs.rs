@@ -22,6 +22,8 @@ pub struct ConsumerConfig {
     pub reclaim_idle: Duration,
     /// `XREADGROUP BLOCK` time.
     pub block: Duration,
+    /// Consumers idle this long with nothing pending leave the group.
+    pub idle_remove_after: Duration,
 }
 
 /// `RTMANAGER_START_JOBS_*` and the consumers' shared settings.
@@ -39,6 +41,8 @@ pub struct StartJobsEnv {
     job_reclaim_idle: Duration,
     #[serde(default = "d::stream_block", with = "humantime_serde")]
     stream_block: Duration,
+    #[serde(default = "d::consumer_idle_remove_after", with = "humantime_serde")]
+    consumer_idle_remove_after: Duration,
 }
 
 /// `RTMANAGER_STOP_JOBS_*` and the consumers' shared settings.
@@ -56,6 +60,8 @@ pub struct StopJobsEnv {
     job_reclaim_idle: Duration,
     #[serde(default = "d::stream_block", with = "humantime_serde")]
     stream_block: Duration,
+    #[serde(default = "d::consumer_idle_remove_after", with = "humantime_serde")]
+    consumer_idle_remove_after: Duration,
 }
 
 /// The start-jobs consumer (a newtype, so each stream has its own section).
@@ -76,6 +82,7 @@ impl ConsumerConfig {
         concurrency: usize,
         reclaim_idle: Duration,
         block: Duration,
+        idle_remove_after: Duration,
     ) -> Result<Self, ConfigError> {
         if stream.is_empty() {
             return Err(ConfigError::var(
@@ -104,6 +111,12 @@ impl ConsumerConfig {
                 "must be between 1ms and 30s",
             ));
         }
+        if idle_remove_after.is_zero() {
+            return Err(ConfigError::var(
+                "CONSUMER_IDLE_REMOVE_AFTER",
+                "must be positive",
+            ));
+        }
         Ok(Self {
             stream,
             group,
@@ -111,6 +124,7 @@ impl ConsumerConfig {
             concurrency,
             reclaim_idle,
             block,
+            idle_remove_after,
         })
     }
 
@@ -134,6 +148,7 @@ impl Section for StartJobsConfig {
             raw.start_jobs_concurrency,
             raw.job_reclaim_idle,
             raw.stream_block,
+            raw.consumer_idle_remove_after,
         )
         .map(Self)
     }
@@ -150,6 +165,7 @@ impl Section for StopJobsConfig {
             raw.stop_jobs_concurrency,
             raw.job_reclaim_idle,
             raw.stream_block,
+            raw.consumer_idle_remove_after,
         )
         .map(Self)
     }
@@ -463,6 +479,9 @@ mod d {
     }
     pub fn job_reclaim_idle() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn consumer_idle_remove_after() -> Duration {
+        Duration::from_secs(24 * 3600)
     }
     pub fn stream_block() -> Duration {
         Duration::from_secs(2)

@@ -4,6 +4,7 @@
 //! - [`UnitOfWork`]: one transaction in our vocabulary; every write of a
 //!   lifecycle operation or a health source goes through one.
 //! - [`records`], [`operations`], [`snapshots`], [`outbox`], [`observations`],
+//!   [`stream_offsets`] (the job consumers' last acked ids),
 //!   [`reads`]: the queries, by table (reads: the gateway's and discovery's).
 //!
 //! Queries are checked at run time (no live database at build time). The
@@ -22,6 +23,7 @@ pub mod outbox;
 pub mod reads;
 pub mod records;
 pub mod snapshots;
+pub mod stream_offsets;
 mod unit_of_work;
 
 pub use outbox::{PendingRow, RelayBatch};

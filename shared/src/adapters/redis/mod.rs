@@ -33,18 +33,38 @@ pub use leases::{lease_key, Lease, LeaseStore};
 pub use streams::{entry_fields, ConsumerGroup, StreamEntry};
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("redis unavailable: {0}")]
-pub struct RedisError(pub String);
+#[error("redis unavailable: {message}")]
+pub struct RedisError {
+    message: String,
+    no_group: bool,
+}
 
 impl RedisError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            no_group: false,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         ErrorCode::ServiceUnavailable
+    }
+
+    /// Redis answered `NOGROUP`: the consumer group (or its stream) is gone,
+    /// as after a `FLUSHALL` or a failover to a replica that never had it.
+    /// Retrying does not help; the group has to be created again.
+    pub fn is_no_group(&self) -> bool {
+        self.no_group
     }
 }
 
 impl From<redis::RedisError> for RedisError {
     fn from(e: redis::RedisError) -> Self {
-        Self(e.to_string())
+        Self {
+            no_group: e.code() == Some("NOGROUP"),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -62,17 +82,17 @@ impl RedisClient {
     /// for IPv6); the password may be empty.
     pub async fn connect(addr: &str, password: &Secret) -> Result<Self, RedisError> {
         let (host, port) = split_host_port(addr)
-            .ok_or_else(|| RedisError(format!("bad address {addr:?}: expected host:port")))?;
+            .ok_or_else(|| RedisError::new(format!("bad address {addr:?}: expected host:port")))?;
         let mut settings = RedisConnectionInfo::default();
         if !password.expose().is_empty() {
             settings = settings.set_password(password.expose());
         }
         let info = ConnectionAddr::Tcp(host, port)
             .into_connection_info()
-            .map_err(|e| RedisError(format!("bad address {addr}: {e}")))?
+            .map_err(|e| RedisError::new(format!("bad address {addr}: {e}")))?
             .set_redis_settings(settings);
         let client =
-            Client::open(info).map_err(|e| RedisError(format!("bad address {addr}: {e}")))?;
+            Client::open(info).map_err(|e| RedisError::new(format!("bad address {addr}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_connection_timeout(Some(COMMAND_TIMEOUT))

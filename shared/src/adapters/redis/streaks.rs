@@ -159,7 +159,11 @@ impl RedisClient {
             },
             "skipped" => StreakVerdict::Skipped,
             "duplicate" => StreakVerdict::Duplicate,
-            other => return Err(RedisError(format!("unexpected streak verdict {other:?}"))),
+            other => {
+                return Err(RedisError::new(format!(
+                    "unexpected streak verdict {other:?}"
+                )))
+            }
         };
         let pre = StreakPreImage {
             container_id: container,

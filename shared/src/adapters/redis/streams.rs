@@ -1,12 +1,16 @@
 //! The consumer-group commands of the job loop: create the group, read new
 //! entries (on a dedicated blocking connection), reclaim stalled ones, keep
-//! in-flight ones fresh, ack.
+//! in-flight ones fresh, ack; and keep the stream and the group bounded: trim
+//! entries every group is done with, remove consumers long gone.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimReply, StreamInfoGroupsReply, StreamPendingReply, StreamReadReply,
+};
+use redis::Script;
 
 use super::{RedisClient, RedisError};
 
@@ -51,8 +55,9 @@ impl ConsumerGroup {
         }
     }
 
-    /// Creates the group at `start_id` (and the stream) unless it exists.
-    pub async fn ensure(&self, start_id: &str) -> Result<(), RedisError> {
+    /// Creates the group at `start_id` (and the stream) unless it exists;
+    /// true when it was created now.
+    pub async fn ensure(&self, start_id: &str) -> Result<bool, RedisError> {
         let created: Result<String, redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
@@ -62,8 +67,8 @@ impl ConsumerGroup {
             .query_async(&mut self.redis.manager())
             .await;
         match created {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -128,6 +133,85 @@ impl ConsumerGroup {
             .await?;
         Ok(())
     }
+}
+
+impl ConsumerGroup {
+    /// Removes the entries every group of the stream is done with: those
+    /// below the lowest id any group still needs (its oldest pending entry,
+    /// else its last delivered one, kept so the group's position stays
+    /// visible in the stream). Never an unacked or undelivered entry: a
+    /// group's needs only move forward between this read and the trim (new
+    /// deliveries are above its last delivered id). Returns how many went.
+    pub async fn trim_done(&self) -> Result<u64, RedisError> {
+        let mut conn = self.redis.manager();
+        let groups: StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.stream)
+            .query_async(&mut conn)
+            .await?;
+        let mut floor: Option<(u64, u64)> = None;
+        for group in &groups.groups {
+            let mut needed = group.last_delivered_id.clone();
+            if group.pending > 0 {
+                let pending: StreamPendingReply = redis::cmd("XPENDING")
+                    .arg(&self.stream)
+                    .arg(&group.name)
+                    .query_async(&mut conn)
+                    .await?;
+                if let StreamPendingReply::Data(data) = pending {
+                    needed = data.start_id;
+                }
+            }
+            // An id we cannot read: keep everything rather than guess.
+            let needed = parse_id(&needed).unwrap_or((0, 0));
+            floor = Some(floor.map_or(needed, |f| f.min(needed)));
+        }
+        let Some((ms, seq)) = floor.filter(|f| *f > (0, 0)) else {
+            return Ok(0);
+        };
+        let trimmed: u64 = redis::cmd("XTRIM")
+            .arg(&self.stream)
+            .arg("MINID")
+            .arg("=")
+            .arg(format!("{ms}-{seq}"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(trimmed)
+    }
+
+    /// Removes the group's consumers idle at least `idle` with no pending
+    /// entries (one is left behind by every pod name that ever ran), never
+    /// this one. In one script, so a consumer that takes an entry between the
+    /// check and the removal cannot lose it with its pending list.
+    pub async fn remove_idle_consumers(&self, idle: Duration) -> Result<Vec<String>, RedisError> {
+        let removed: Vec<String> = Script::new(REMOVE_IDLE_CONSUMERS_LUA)
+            .key(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(idle.as_millis() as u64)
+            .invoke_async(&mut self.redis.manager())
+            .await?;
+        Ok(removed)
+    }
+}
+
+const REMOVE_IDLE_CONSUMERS_LUA: &str = r#"
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0
+      and tonumber(f['idle']) >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    removed[#removed + 1] = f['name']
+  end
+end
+return removed"#;
+
+/// `<ms>-<seq>` as Redis orders entry ids.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// Reads new entries for one consumer on a connection of its own.
