@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use shared::bootstrap::Infra;
 use shared::adapters::postgres::PruneCounts;
+use shared::bootstrap::Infra;
 use shared::config::{CleanupConfig, LifecycleConfig, RetentionConfig, StateConfig};
 use shared::domain::{ErrorCode, OpSource, Outcome};
 use shared::operations::{OperationRequest, Operations};

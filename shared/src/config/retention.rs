@@ -134,7 +134,10 @@ mod tests {
             ("RTMANAGER_OPERATION_LOG_RETENTION", "a while"),
             ("RTMANAGER_OPERATION_LOG_RETENTION", "200years"),
             ("RTMANAGER_REMOVED_RECORD_RETENTION", "0s"),
-            ("RTMANAGER_REMOVED_RECORD_RETENTION", "99999999999999999999d"),
+            (
+                "RTMANAGER_REMOVED_RECORD_RETENTION",
+                "99999999999999999999d",
+            ),
             ("RTMANAGER_STOP_TOMBSTONE_RETENTION", "5m"),
             ("RTMANAGER_STOP_TOMBSTONE_RETENTION", "1000000000000years"),
         ] {

@@ -212,10 +212,10 @@ impl Database {
     ) -> Result<Vec<MonitoringRow>, StoreError> {
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         let rows = sqlx::query(MONITORING_ROWS)
-        .bind(&statuses)
-        .bind(failed_since)
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(&statuses)
+            .bind(failed_since)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(MonitoringRow {
