@@ -286,7 +286,7 @@ async fn the_ttl_pass_cleans_old_stopped_runtimes_and_absorbs_the_rest() {
         .execute(env.db().pool())
         .await
         .unwrap();
-    let report = cleanup_cron::pass(&svc, &env.infra, Duration::from_secs(30 * 24 * 3600))
+    let report = cleanup_cron::pass(&svc, &env.infra, &(&env.config).into())
         .await
         .unwrap();
     assert_eq!(report.cleaned, [old.to_string()]);

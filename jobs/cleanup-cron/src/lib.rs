@@ -2,25 +2,36 @@
 //! `RTMANAGER_CONTAINER_RETENTION_DAYS` (op source `auto_ttl`). One pass per
 //! run, or `--every [duration]` (default `RTMANAGER_CLEANUP_INTERVAL`).
 //! `replay_no_op` and `conflict` (a game started again meanwhile) are
-//! absorbed; one failing game does not stop the pass.
+//! absorbed; one failing game does not stop the pass. Then the pass prunes
+//! the history tables by the retention section (`RTMANAGER_*_RETENTION`):
+//! old operation-log rows (each game's latest kept), `removed` records with
+//! their snapshots and observations, stop tombstones; in batches of
+//! [`PRUNE_BATCH`] rows per statement.
 
 use std::time::Duration;
 
+use shared::adapters::postgres::PruneCounts;
 use shared::bootstrap::Infra;
-use shared::config::{CleanupConfig, LifecycleConfig, StateConfig};
+use shared::config::{CleanupConfig, LifecycleConfig, RetentionConfig, StateConfig};
 use shared::domain::{ErrorCode, OpSource, Outcome};
 use shared::operations::{OperationRequest, Operations};
 use tokio_util::sync::CancellationToken;
 
 shared::job_config! {
     /// What cleanup-cron reads: the common sections, the lifecycle and state
-    /// directories, and its own schedule and retention.
+    /// directories, its own schedule and container retention, and the
+    /// tables' retention.
     pub struct CleanupCronConfig {
         lifecycle: LifecycleConfig = lifecycle,
         state: StateConfig = state,
         cleanup: CleanupConfig = cleanup,
+        retention: RetentionConfig = retention,
     }
 }
+
+/// Rows one pruning statement deletes at most: each is a short transaction,
+/// so a large backlog never holds locks for long; the pass loops until done.
+pub const PRUNE_BATCH: u32 = 10_000;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,6 +39,8 @@ pub struct PassReport {
     pub cleaned: Vec<String>,
     pub absorbed: Vec<String>,
     pub failed: Vec<(String, String)>,
+    /// Rows pruned from the history tables.
+    pub pruned: PruneCounts,
 }
 
 pub const USAGE: &str = "usage: cleanup-cron [--every [DURATION]]\n\n\
@@ -63,14 +76,15 @@ pub fn parse_args(args: &[String]) -> anyhow::Result<Schedule> {
     }
 }
 
+/// Removes the expired containers, then prunes the history tables.
 pub async fn pass(
     operations: &Operations,
     infra: &Infra,
-    retention: Duration,
+    config: &CleanupCronConfig,
 ) -> anyhow::Result<PassReport> {
     let pass_id = format!("cleanup-{}", chrono_ms());
     let mut report = PassReport::default();
-    for game_id in infra.db.expired_stopped(retention).await? {
+    for game_id in infra.db.expired_stopped(config.cleanup.retention).await? {
         let request = OperationRequest {
             game_id: game_id.clone(),
             op_source: OpSource::AutoTtl,
@@ -92,10 +106,29 @@ pub async fn pass(
             )),
         }
     }
+    let pruned = match infra.db.prune_history(&config.retention, PRUNE_BATCH).await {
+        Ok(pruned) => pruned,
+        Err(e) => {
+            // The containers' outcome is still worth a line.
+            tracing::warn!(
+                cleaned = report.cleaned.len(),
+                absorbed = report.absorbed.len(),
+                failed = report.failed.len(),
+                "cleanup pass: containers done, pruning failed"
+            );
+            return Err(anyhow::Error::new(e).context("prune the history tables"));
+        }
+    };
+    report.pruned = pruned;
     tracing::info!(
         cleaned = report.cleaned.len(),
         absorbed = report.absorbed.len(),
         failed = report.failed.len(),
+        pruned_operations = pruned.operation_log,
+        pruned_removed_records = pruned.removed_records,
+        pruned_snapshots = pruned.health_snapshots,
+        pruned_observations = pruned.inspect_observations,
+        pruned_tombstones = pruned.stop_tombstones,
         "cleanup pass done"
     );
     Ok(report)
@@ -119,10 +152,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let operations =
         shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
-    let retention = config.cleanup.retention;
     let work = async {
         loop {
-            match (pass(&operations, &infra, retention).await, every) {
+            match (pass(&operations, &infra, &config).await, every) {
                 (Ok(_), None) => return Ok(()),
                 (Err(e), None) => return Err(e),
                 (Ok(_), Some(_)) => {}

@@ -15,6 +15,7 @@
 //!   directories, limits, leases, Lobby).
 //! - [`jobs`]: the job-specific sections: consumers, inspect, probe, cleanup,
 //!   gateway.
+//! - [`retention`]: how long the history tables keep their rows.
 
 use std::fmt;
 
@@ -24,6 +25,7 @@ use serde::Deserialize;
 pub mod common;
 pub mod jobs;
 pub mod lifecycle;
+pub mod retention;
 
 pub use common::{
     CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, RedisConfig, StreamsConfig,
@@ -32,6 +34,7 @@ pub use jobs::{
     AddressMode, AuthMode, CleanupConfig, ConsumerConfig, GatewayConfig, InspectConfig, ProbeConfig,
 };
 pub use lifecycle::{LifecycleConfig, StateConfig};
+pub use retention::RetentionConfig;
 
 pub const PREFIX: &str = "RTMANAGER_";
 
@@ -155,6 +158,7 @@ pub struct Config {
     pub inspect: InspectConfig,
     pub probe: ProbeConfig,
     pub cleanup: CleanupConfig,
+    pub retention: RetentionConfig,
     pub gateway: GatewayConfig,
 }
 
@@ -172,6 +176,7 @@ impl Config {
             inspect: env.section()?,
             probe: env.section()?,
             cleanup: env.section()?,
+            retention: env.section()?,
             gateway: env.section()?,
         })
     }

@@ -6,6 +6,7 @@
 //! - [`records`], [`operations`], [`snapshots`], [`outbox`], [`observations`],
 //!   [`stream_offsets`] (the job consumers' last acked ids),
 //!   [`reads`]: the queries, by table (reads: the gateway's and discovery's).
+//! - [`retention`]: cleanup-cron's pruning of the history tables.
 //!
 //! Queries are checked at run time (no live database at build time). The
 //! tables live in the schema the DSN's `search_path` names.
@@ -22,12 +23,14 @@ pub mod operations;
 pub mod outbox;
 pub mod reads;
 pub mod records;
+pub mod retention;
 pub mod snapshots;
 pub mod stream_offsets;
 mod unit_of_work;
 
 pub use outbox::{PendingRow, RelayBatch};
 pub use reads::MonitoringRow;
+pub use retention::PruneCounts;
 pub use unit_of_work::UnitOfWork;
 
 /// Migrations embedded at build time from the workspace's `migrations/`.

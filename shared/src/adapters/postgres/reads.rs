@@ -93,6 +93,29 @@ const OPERATION_LOG_PAGE: &str =
      FROM operation_log WHERE game_id = $1 AND ($2::bigint IS NULL OR id < $2) \
      ORDER BY id DESC LIMIT $3";
 
+/// Discovery's inventory (`$1`: statuses, `$2`: failures since). The two
+/// LATERAL subqueries are one index probe each per game, so the cost does
+/// not grow with a game's log: the latest operation by
+/// `operation_log_game_idx` (game_id, id DESC); the latest recent failure
+/// by the partial `operation_log_game_failure_idx` (game_id, finished_at
+/// DESC, id DESC) WHERE failure, in whose order `finished_at >= $2` is a
+/// range, not a filter over the game's failures. Public for the system
+/// test that checks the plan.
+pub const MONITORING_ROWS: &str = "SELECT r.game_id, r.status, r.current_container_id, \
+         r.current_image_ref, r.engine_endpoint, r.state_path, r.docker_network, r.started_at, \
+         r.stopped_at, r.removed_at, r.last_op_at, r.created_at, \
+         s.status AS snapshot_status, s.event_type AS snapshot_event_type, \
+         s.container_id AS snapshot_container_id, \
+         lo.op_kind AS last_op_kind, lf.error_code AS recent_error_code \
+     FROM runtime_records r \
+     LEFT JOIN health_snapshots s ON s.game_id = r.game_id \
+     LEFT JOIN LATERAL (SELECT o.op_kind FROM operation_log o \
+         WHERE o.game_id = r.game_id ORDER BY o.id DESC LIMIT 1) lo ON true \
+     LEFT JOIN LATERAL (SELECT o.error_code FROM operation_log o \
+         WHERE o.game_id = r.game_id AND o.outcome = 'failure' AND o.finished_at >= $2 \
+         ORDER BY o.finished_at DESC, o.id DESC LIMIT 1) lf ON true \
+     WHERE r.status = ANY($1) ORDER BY r.game_id";
+
 impl Database {
     /// Records with `status` (all when `None`) by game id, from the first
     /// game id after `after`, at most `limit`; the page's cursor is the last
@@ -188,26 +211,11 @@ impl Database {
         failed_since: DateTime<Utc>,
     ) -> Result<Vec<MonitoringRow>, StoreError> {
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT r.game_id, r.status, r.current_container_id, r.current_image_ref, \
-                 r.engine_endpoint, r.state_path, r.docker_network, r.started_at, r.stopped_at, \
-                 r.removed_at, r.last_op_at, r.created_at, \
-                 s.status AS snapshot_status, s.event_type AS snapshot_event_type, \
-                 s.container_id AS snapshot_container_id, \
-                 lo.op_kind AS last_op_kind, lf.error_code AS recent_error_code \
-             FROM runtime_records r \
-             LEFT JOIN health_snapshots s ON s.game_id = r.game_id \
-             LEFT JOIN LATERAL (SELECT o.op_kind FROM operation_log o \
-                 WHERE o.game_id = r.game_id ORDER BY o.id DESC LIMIT 1) lo ON true \
-             LEFT JOIN LATERAL (SELECT o.error_code FROM operation_log o \
-                 WHERE o.game_id = r.game_id AND o.outcome = 'failure' AND o.finished_at >= $2 \
-                 ORDER BY o.id DESC LIMIT 1) lf ON true \
-             WHERE r.status = ANY($1) ORDER BY r.game_id",
-        )
-        .bind(&statuses)
-        .bind(failed_since)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(MONITORING_ROWS)
+            .bind(&statuses)
+            .bind(failed_since)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(MonitoringRow {
