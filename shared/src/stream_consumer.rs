@@ -370,6 +370,7 @@ impl<H: JobHandler> StreamConsumer<H> {
             ],
             dedupe_key: Some(dedupe_key),
             snapshot: None,
+            game_id: None,
         }
     }
 

@@ -24,7 +24,7 @@ pub mod records;
 pub mod snapshots;
 mod unit_of_work;
 
-pub use outbox::{PendingRow, RelayBatch};
+pub use outbox::{PendingRow, Redrive, RelayBatch};
 pub use reads::MonitoringRow;
 pub use unit_of_work::UnitOfWork;
 
