@@ -5,16 +5,25 @@
 //! Redis was away. Here every stream entry (health event, job result, admin
 //! intent, dead letter) is first staged in `outbox` inside the unit of work
 //! that changes the state it reports ([`UnitOfWork::stage`]). A [`Relay`]
-//! then copies pending rows to Redis in id order and marks them delivered;
-//! while Redis is away it retries the oldest row with the documented backoff,
-//! so nothing is lost or reordered.
+//! then copies pending rows to Redis and marks them delivered.
+//!
+//! Order: each game's entries (the message's `game_id`) reach Redis in the
+//! order their units of work committed (a per-game sequence the commit
+//! assigns). Across games, and for entries without a game, there is no order.
+//!
+//! Redis away (no connection, loading, failing over, out of memory): the
+//! relay retries with the documented backoff and delivers nothing out of
+//! order meanwhile. Redis refusing one entry (e.g. `WRONGTYPE`: its stream
+//! key holds a string): the row is retried [`PARK_AFTER_REFUSALS`] times in
+//! all, then parked; it and its game's later rows wait for an operator's
+//! redrive (`rest-gateway redrive-outbox`), other games flow.
 //!
 //! Exactly once: each `XADD` runs in one script with a delivered marker
 //! ([`RedisClient::deliver`]), so a relay that crashes after the `XADD` but
 //! before marking the row never publishes it twice. Only one relay delivers at
-//! a time (a PostgreSQL advisory lock, [`Database::lock_pending`]), which keeps
-//! the order across processes.
+//! a time (a PostgreSQL advisory lock, [`Database::lock_pending`]).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,17 +32,23 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::{Database, StoreError, UnitOfWork};
+use crate::adapters::redis::delivery::{DeliveryError, StreamTrim};
 use crate::adapters::redis::{RedisClient, RedisError};
 use crate::config::StreamsConfig;
-use crate::domain::{AdminIntent, EventType, HealthEvent, JobResult, OutboxMessage};
+use crate::domain::{AdminIntent, EventType, GameId, HealthEvent, JobResult, OutboxMessage};
 use crate::retry;
 use crate::telemetry::{EventLabels, Metrics, StreamLabels};
 
 const BATCH: i64 = 256;
 /// Idle poll: catches rows committed by another process (or before a crash).
 const POLL: Duration = Duration::from_secs(1);
-/// Delivered rows older than this are deleted, about once an hour.
-const DELIVERED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often a running relay deletes delivered rows older than
+/// `RTMANAGER_OUTBOX_RETENTION` (also once when it starts, so short-lived
+/// processes prune too).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Refusals of one row (Redis answered its `XADD` with an error) before the
+/// row is parked: a few, in case its stream key was being replaced.
+pub const PARK_AFTER_REFUSALS: i32 = 3;
 /// The relay's last delivery attempt when its process stops.
 const LAST_PASS: Duration = Duration::from_secs(3);
 /// A draining process's pause between failed delivery attempts.
@@ -66,6 +81,7 @@ impl Outbox {
             fields: event.stream_fields(),
             dedupe_key: None,
             snapshot: Some(event.clone()),
+            game_id: Some(event.game_id.clone()),
         }
     }
 
@@ -84,6 +100,7 @@ impl Outbox {
             fields: intent.stream_fields(),
             dedupe_key: Some(format!("intent:{}", intent.idempotency_key())),
             snapshot: None,
+            game_id: Some(intent.game_id.clone()),
         }
     }
 
@@ -94,6 +111,9 @@ impl Outbox {
             fields: result.stream_fields(),
             dedupe_key: Some(format!("result:{job_key}")),
             snapshot: None,
+            // A malformed job's game id may not be one; its result is then
+            // ordered by nothing but staging.
+            game_id: GameId::parse(&result.game_id).ok(),
         }
     }
 
@@ -184,6 +204,11 @@ impl Outbox {
         Relay {
             db: self.db.clone(),
             redis,
+            trim: StreamTrim {
+                maxlen: self.streams.maxlen,
+                min_age: self.streams.min_age,
+            },
+            retention: self.streams.outbox_retention,
             wake: self.wake.clone(),
             metrics: self.metrics.clone(),
             instance: tokio::sync::OnceCell::new(),
@@ -203,6 +228,8 @@ pub enum RelayError {
 pub struct Relay {
     db: Database,
     redis: RedisClient,
+    trim: StreamTrim,
+    retention: Duration,
     wake: Arc<Notify>,
     metrics: Metrics,
     /// `outbox_identity.instance_id`, read once.
@@ -213,7 +240,7 @@ impl Relay {
     /// Runs until `shutdown`, then makes one last delivery attempt.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = retry::backoff();
-        let mut passes: u64 = 0;
+        let mut last_prune: Option<tokio::time::Instant> = None;
         loop {
             match self.deliver_pending().await {
                 Ok(n) => {
@@ -233,9 +260,9 @@ impl Relay {
                     continue;
                 }
             }
-            passes += 1;
-            if passes.is_multiple_of(3600) {
-                if let Err(e) = self.db.prune_delivered(DELIVERED_RETENTION).await {
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(tokio::time::Instant::now());
+                if let Err(e) = self.db.prune_delivered(self.retention).await {
                     tracing::warn!(error = %e, "outbox prune failed");
                 }
             }
@@ -250,7 +277,10 @@ impl Relay {
         }
     }
 
-    /// Delivers up to one batch; returns how many rows it delivered.
+    /// Delivers up to one batch; returns how many rows it delivered. A row
+    /// Redis refuses is counted (and parked at the [`PARK_AFTER_REFUSALS`]th),
+    /// and only its game's later rows wait; Redis being away ends the pass
+    /// with an error, everything waiting.
     pub async fn deliver_pending(&self) -> Result<usize, RelayError> {
         let instance = self
             .instance
@@ -261,11 +291,15 @@ impl Relay {
         };
         self.metrics.outbox_pending.set(batch.rows.len() as i64);
         let mut delivered: Vec<i64> = Vec::with_capacity(batch.rows.len());
+        let mut held: HashSet<String> = HashSet::new();
         let mut failure = None;
         for row in std::mem::take(&mut batch.rows) {
+            if row.game_id.as_ref().is_some_and(|g| held.contains(g)) {
+                continue;
+            }
             match self
                 .redis
-                .deliver(instance, row.id, &row.stream, &row.fields)
+                .deliver(instance, row.id, &row.stream, &row.fields, self.trim)
                 .await
             {
                 Ok(()) => {
@@ -275,15 +309,41 @@ impl Relay {
                         .get_or_create(&StreamLabels { stream: row.stream })
                         .inc();
                 }
-                Err(e) => {
-                    // Stop at the first failure: later rows wait, so order holds.
+                Err(DeliveryError::Refused(error)) => {
+                    let parked = batch
+                        .record_refusal(row.id, &error, PARK_AFTER_REFUSALS)
+                        .await?;
+                    self.metrics
+                        .outbox_refused
+                        .get_or_create(&StreamLabels {
+                            stream: row.stream.clone(),
+                        })
+                        .inc();
+                    let game = row.game_id.as_deref().unwrap_or("");
+                    if parked {
+                        let redrive = format!("rest-gateway redrive-outbox --id {}", row.id);
+                        tracing::error!(
+                            outbox_id = row.id, stream = %row.stream, game_id = game, %error, %redrive,
+                            "outbox row parked"
+                        );
+                    } else {
+                        tracing::warn!(outbox_id = row.id, stream = %row.stream, game_id = game, %error, "outbox row refused by Redis; retrying");
+                    }
+                    // Its game's later rows wait behind it: per-game order holds.
+                    if let Some(game) = row.game_id {
+                        held.insert(game);
+                    }
+                }
+                Err(DeliveryError::Unavailable(e)) => {
+                    // Every later row would fail alike: stop, so order holds.
                     batch.record_failure(row.id, &e.to_string()).await?;
                     failure = Some(e);
                     break;
                 }
             }
         }
-        batch.finish(&delivered).await?;
+        let parked = batch.finish(&delivered).await?;
+        self.metrics.outbox_parked.set(parked);
         match failure {
             Some(e) => Err(e.into()),
             None => Ok(delivered.len()),

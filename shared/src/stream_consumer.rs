@@ -445,6 +445,7 @@ impl<H: JobHandler> StreamConsumer<H> {
             ],
             dedupe_key: Some(dedupe_key),
             snapshot: None,
+            game_id: None,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub outbox_delivered: Family<StreamLabels, Counter>,
     pub outbox_pending: Gauge,
     pub outbox_relay_failures: Counter,
+    pub outbox_refused: Family<StreamLabels, Counter>,
+    pub outbox_parked: Gauge,
     pub jobs_consumed: Family<StreamLabels, Counter>,
     pub jobs_dead_lettered: Family<StreamLabels, Counter>,
     pub jobs_reclaimed: Family<StreamLabels, Counter>,
@@ -74,6 +76,8 @@ impl Metrics {
             outbox_delivered: Family::default(),
             outbox_pending: Gauge::default(),
             outbox_relay_failures: Counter::default(),
+            outbox_refused: Family::default(),
+            outbox_parked: Gauge::default(),
             jobs_consumed: Family::default(),
             jobs_dead_lettered: Family::default(),
             jobs_reclaimed: Family::default(),
@@ -104,6 +108,16 @@ impl Metrics {
             "outbox_relay_failures",
             "Relay passes that failed to reach Redis or PostgreSQL",
             m.outbox_relay_failures.clone(),
+        );
+        registry.register(
+            "outbox_refused",
+            "Outbox entries Redis refused (e.g. WRONGTYPE), by stream",
+            m.outbox_refused.clone(),
+        );
+        registry.register(
+            "outbox_parked",
+            "Outbox entries parked after repeated refusals, awaiting a redrive (last relay pass)",
+            m.outbox_parked.clone(),
         );
         registry.register(
             "jobs_consumed",

@@ -3,7 +3,7 @@
 //!
 //! [`run`] does the steps in this order, each failure ending the process
 //! non-zero with its message: configuration, logging, (for `sync-file-sd`,
-//! one sync and exit), API tokens, signal handlers, the SIGHUP token reload,
+//! one sync and exit; for `redrive-outbox`, one redrive and exit), API tokens, signal handlers, the SIGHUP token reload,
 //! the adapters with their checks (migrations, Redis, PostgreSQL, Docker and
 //! its network), then the API and metrics listeners. Only then does it serve,
 //! so nothing listens before every check has passed.
@@ -11,6 +11,9 @@
 use anyhow::Context;
 use shared::config::Env;
 use tokio::net::TcpListener;
+
+use shared::adapters::postgres::{Database, Redrive};
+use shared::config::{PostgresConfig, ProcessConfig};
 
 use crate::settings::{RestGatewayConfig, SyncFileSdConfig};
 
@@ -20,6 +23,7 @@ use crate::auth::{self, Auth};
 pub const USAGE: &str = "\
 Usage: rest-gateway                       serve the internal REST API on RTMANAGER_INTERNAL_HTTP_ADDR
        rest-gateway sync-file-sd --out FILE  write the monitoring targets for Prometheus file_sd, once
+       rest-gateway redrive-outbox --all|--id N  release parked outbox rows to the relay (after fixing Redis)
        rest-gateway --help
 ";
 
@@ -29,6 +33,8 @@ pub enum Command {
     Serve,
     /// `sync-file-sd --out FILE` ([`crate::file_sd`]).
     SyncFileSd(std::path::PathBuf),
+    /// `redrive-outbox --all|--id N`: parked rows go back to the relays.
+    RedriveOutbox(Redrive),
     Help,
 }
 
@@ -40,6 +46,11 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Comm
         [] => Ok(Command::Serve),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["sync-file-sd", "--out", out] if !out.is_empty() => Ok(Command::SyncFileSd(out.into())),
+        ["redrive-outbox", "--all"] => Ok(Command::RedriveOutbox(Redrive::All)),
+        ["redrive-outbox", "--id", id] => match id.parse() {
+            Ok(id) => Ok(Command::RedriveOutbox(Redrive::Id(id))),
+            Err(_) => anyhow::bail!("redrive-outbox --id takes an outbox row id, not {id:?}"),
+        },
         _ => anyhow::bail!("unexpected arguments {args:?}\n{USAGE}"),
     }
 }
@@ -58,6 +69,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         crate::file_sd::run_once(&config, &out).await?;
         return Ok(());
     }
+    if let Command::RedriveOutbox(which) = command {
+        return redrive_outbox(&env, which).await;
+    }
     let config: RestGatewayConfig = shared::bootstrap::settings()?;
     let auth = Auth::from_config(&config.gateway).context("API authentication")?;
     let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
@@ -71,6 +85,24 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let metrics_listener = shared::telemetry::bind_metrics(metrics_addr).await?;
     crate::serve(config, infra, listener, metrics_listener, auth, shutdown).await?;
     tracing::info!("rest-gateway stopped");
+    Ok(())
+}
+
+/// `redrive-outbox`: clears `parked_at` (PostgreSQL only; the running relays
+/// pick the rows up on their next pass) and prints the ids released.
+async fn redrive_outbox(env: &Env, which: Redrive) -> anyhow::Result<()> {
+    let process: ProcessConfig = env.section()?;
+    let postgres: PostgresConfig = env.section()?;
+    shared::telemetry::init_logging(&process.log_level);
+    let db = Database::connect(postgres.dsn.expose(), 1)
+        .await
+        .context("connecting to RTMANAGER_POSTGRES_PRIMARY_DSN")?;
+    let ids = db.redrive_outbox(which).await?;
+    if ids.is_empty() && which != Redrive::All {
+        anyhow::bail!("no parked outbox row matches {which:?}");
+    }
+    tracing::info!(rows = ids.len(), ?ids, "outbox rows redriven");
+    println!("redriven {} outbox row(s): {ids:?}", ids.len());
     Ok(())
 }
 
@@ -90,7 +122,21 @@ mod tests {
             args(&["sync-file-sd", "--out", "/t/x.json"]).unwrap(),
             Command::SyncFileSd("/t/x.json".into())
         );
-        for bad in [&["sync-file-sd"][..], &["--out", "x"], &["serve", "x"]] {
+        assert_eq!(
+            args(&["redrive-outbox", "--all"]).unwrap(),
+            Command::RedriveOutbox(Redrive::All)
+        );
+        assert_eq!(
+            args(&["redrive-outbox", "--id", "42"]).unwrap(),
+            Command::RedriveOutbox(Redrive::Id(42))
+        );
+        for bad in [
+            &["sync-file-sd"][..],
+            &["--out", "x"],
+            &["serve", "x"],
+            &["redrive-outbox"],
+            &["redrive-outbox", "--id", "x"],
+        ] {
             assert!(args(bad).is_err(), "{bad:?}");
         }
     }

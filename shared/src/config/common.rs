@@ -160,12 +160,23 @@ impl Section for DockerConfig {
 }
 
 /// The streams the outbox publishes to, overridable by `RTMANAGER_*_STREAM`
-/// (the job streams a consumer reads are in its own section).
+/// (the job streams a consumer reads are in its own section), and how the
+/// outbox keeps them and itself.
 #[derive(Debug, Clone)]
 pub struct StreamsConfig {
     pub job_results: String,
     pub health_events: String,
     pub notification_intents: String,
+    /// `RTMANAGER_STREAM_MAXLEN`: other services read these streams, so they
+    /// are not trimmed unless asked (0, the default); otherwise an
+    /// approximate cap (`MAXLEN ~`) applied as the relay appends.
+    pub maxlen: u64,
+    /// `RTMANAGER_STREAM_MIN_AGE`: with a cap, entries younger than this are
+    /// never trimmed (`MINID ~`); zero (the default) trims by count alone.
+    pub min_age: Duration,
+    /// `RTMANAGER_OUTBOX_RETENTION` (default 7d): how long delivered outbox
+    /// rows are kept. Their dedupe keys are kept regardless.
+    pub outbox_retention: Duration,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +187,12 @@ pub struct StreamsEnv {
     health_events_stream: String,
     #[serde(default = "d::notification_intents_stream")]
     notification_intents_stream: String,
+    #[serde(default)]
+    stream_maxlen: u64,
+    #[serde(default, with = "humantime_serde")]
+    stream_min_age: Duration,
+    #[serde(default = "d::outbox_retention", with = "humantime_serde")]
+    outbox_retention: Duration,
 }
 
 impl Section for StreamsConfig {
@@ -193,10 +210,22 @@ impl Section for StreamsConfig {
                 return Err(ConfigError::var(var, "must not be empty"));
             }
         }
+        if raw.outbox_retention.is_zero() {
+            return Err(ConfigError::var("OUTBOX_RETENTION", "must be positive"));
+        }
+        if !raw.stream_min_age.is_zero() && raw.stream_maxlen == 0 {
+            return Err(ConfigError::var(
+                "STREAM_MIN_AGE",
+                "only applies with RTMANAGER_STREAM_MAXLEN set",
+            ));
+        }
         Ok(Self {
             job_results: raw.job_results_stream,
             health_events: raw.health_events_stream,
             notification_intents: raw.notification_intents_stream,
+            maxlen: raw.stream_maxlen,
+            min_age: raw.stream_min_age,
+            outbox_retention: raw.outbox_retention,
         })
     }
 }
@@ -255,5 +284,8 @@ mod d {
     }
     pub fn notification_intents_stream() -> String {
         "notification:intents".into()
+    }
+    pub fn outbox_retention() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
     }
 }

@@ -1,9 +1,9 @@
 //! An entry on its way to a Redis stream through the outbox.
 
-use super::HealthEvent;
+use super::{GameId, HealthEvent};
 
 /// One stream entry, committed to the outbox with the state it reports and
-/// relayed to Redis later, in order.
+/// relayed to Redis later, in its game's commit order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
     pub stream: String,
@@ -14,4 +14,9 @@ pub struct OutboxMessage {
     /// A health event moves its game's snapshot forward in the same
     /// transaction (only when the entry itself is new).
     pub snapshot: Option<HealthEvent>,
+    /// The ordering key: a game's entries reach Redis in the order their
+    /// units of work committed, and one the relay cannot deliver holds back
+    /// the later ones of its game only. `None` (dead letters, results of
+    /// entries with no valid game id): ordered by nothing but staging.
+    pub game_id: Option<GameId>,
 }

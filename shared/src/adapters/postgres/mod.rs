@@ -28,7 +28,7 @@ pub mod snapshots;
 pub mod stream_offsets;
 mod unit_of_work;
 
-pub use outbox::{PendingRow, RelayBatch};
+pub use outbox::{PendingRow, Redrive, RelayBatch};
 pub use reads::MonitoringRow;
 pub use retention::PruneCounts;
 pub use unit_of_work::UnitOfWork;

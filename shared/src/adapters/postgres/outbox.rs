@@ -1,5 +1,7 @@
-//! The `outbox` table: staging entries inside a unit of work, and the relay's
-//! side (lock, pending batch, delivered marks, prune).
+//! The `outbox` table: staging entries inside a unit of work (with their
+//! dedupe keys in `outbox_keys` and their place in their game's commit order
+//! from `outbox_game_seq`), and the relay's side (lock, pending batch,
+//! delivered marks, parking, redrive, prune).
 
 use std::time::Duration;
 
@@ -16,30 +18,76 @@ impl UnitOfWork {
     /// The one staging verb: queues `message` (and moves its health snapshot
     /// forward) in this unit of work. `Ok(false)`, with nothing staged, when a
     /// message with the same dedupe key was staged before; the key is the
-    /// outbox's unique `dedupe_key`, so the check commits with the rest.
+    /// primary key of `outbox_keys`, which outlives the row (the prune keeps
+    /// it), so the check commits with the rest and holds forever.
     pub async fn stage(&mut self, message: &OutboxMessage) -> Result<bool, StoreError> {
+        if let Some(key) = &message.dedupe_key {
+            let done = sqlx::query(
+                "INSERT INTO outbox_keys (dedupe_key) VALUES ($1) ON CONFLICT (dedupe_key) DO NOTHING",
+            )
+            .bind(key)
+            .execute(self.conn())
+            .await?;
+            if done.rows_affected() != 1 {
+                return Ok(false);
+            }
+        }
         let fields: Vec<[&str; 2]> = message
             .fields
             .iter()
             .map(|(k, v)| [k.as_str(), v.as_str()])
             .collect();
-        let done = sqlx::query(
-            "INSERT INTO outbox (stream, fields, dedupe_key) VALUES ($1, $2, $3) \
-             ON CONFLICT (dedupe_key) DO NOTHING",
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (stream, fields, dedupe_key, game_id) VALUES ($1, $2, $3, $4) \
+             RETURNING id",
         )
         .bind(&message.stream)
         .bind(sqlx::types::Json(fields))
         .bind(&message.dedupe_key)
-        .execute(self.conn())
+        .bind(message.game_id.as_ref().map(|g| g.as_str()))
+        .fetch_one(self.conn())
         .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
+        if let Some(game) = &message.game_id {
+            self.ordered.push((game.clone(), id));
         }
         if let Some(event) = &message.snapshot {
             self.upsert_snapshot(event).await?;
             self.staged.push(event.event_type());
         }
         Ok(true)
+    }
+
+    /// Gives the rows staged with an ordering key their `game_seq`, right
+    /// before the commit: the game's `outbox_game_seq` row stays locked until
+    /// the commit, so a unit of work for the same game committing later gets
+    /// higher numbers, and `game_seq` order is commit order. (The outbox id is
+    /// taken at staging and is not.) Games are taken in sorted order so two
+    /// units of work staging for the same games never deadlock.
+    pub(super) async fn order_staged(&mut self) -> Result<(), StoreError> {
+        let mut staged = std::mem::take(&mut self.ordered);
+        // Stable: each game's rows keep their staging order.
+        staged.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        for rows in staged.chunk_by(|a, b| a.0 == b.0) {
+            let ids: Vec<i64> = rows.iter().map(|(_, id)| *id).collect();
+            let last: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox_game_seq (game_id, last_seq) VALUES ($1, $2) \
+                 ON CONFLICT (game_id) DO UPDATE SET last_seq = outbox_game_seq.last_seq + $2 \
+                 RETURNING last_seq",
+            )
+            .bind(rows[0].0.as_str())
+            .bind(ids.len() as i64)
+            .fetch_one(self.conn())
+            .await?;
+            sqlx::query(
+                "UPDATE outbox SET game_seq = $2 + u.ord FROM unnest($1::bigint[]) \
+                 WITH ORDINALITY AS u(id, ord) WHERE outbox.id = u.id",
+            )
+            .bind(&ids)
+            .bind(last - ids.len() as i64)
+            .execute(self.conn())
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -49,19 +97,28 @@ pub struct PendingRow {
     pub id: i64,
     pub stream: String,
     pub fields: Vec<(String, String)>,
+    /// The ordering key: a refused row holds back this game's later rows.
+    pub game_id: Option<String>,
 }
 
-/// The oldest pending rows, locked for one relay: the transaction holds the
-/// outbox's delivery lock until [`RelayBatch::finish`].
+/// The pending rows next in line, locked for one relay: the transaction holds
+/// the outbox's delivery lock until [`RelayBatch::finish`].
 pub struct RelayBatch {
     tx: Transaction<'static, Postgres>,
     pub rows: Vec<PendingRow>,
 }
 
+/// Which parked rows `rest-gateway redrive-outbox` releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redrive {
+    All,
+    Id(i64),
+}
+
 impl Database {
     /// Whether a message with any of these dedupe keys was ever staged.
     pub async fn outbox_has_any_key(&self, dedupe_keys: &[String]) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM outbox WHERE dedupe_key = ANY($1) LIMIT 1")
+        let row = sqlx::query("SELECT 1 FROM outbox_keys WHERE dedupe_key = ANY($1) LIMIT 1")
             .bind(dedupe_keys)
             .fetch_optional(&self.pool)
             .await?;
@@ -77,8 +134,12 @@ impl Database {
         )
     }
 
-    /// Up to `limit` pending rows in id order, or `None` when another relay
-    /// holds the delivery lock (it delivers them, in order).
+    /// Up to `limit` pending rows, or `None` when another relay holds the
+    /// delivery lock (it delivers them). Each game's rows come in `game_seq`
+    /// (commit) order and as a prefix of what it has pending, the games
+    /// interleaved (rank within the game, then id) so a long backlog of one
+    /// game does not starve the others. A game with a parked row has nothing
+    /// pending until it is redriven; rows without a game are never held.
     pub async fn lock_pending(&self, limit: i64) -> Result<Option<RelayBatch>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let locked: bool = sqlx::query_scalar(
@@ -91,7 +152,13 @@ impl Database {
             return Ok(None);
         }
         let rows = sqlx::query(
-            "SELECT id, stream, fields FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, stream, fields, game_id FROM ( \
+               SELECT o.id, o.stream, o.fields, o.game_id, row_number() OVER \
+                 (PARTITION BY o.game_id ORDER BY o.game_seq, o.id) AS rank \
+               FROM outbox o WHERE o.delivered_at IS NULL AND o.parked_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.game_id = o.game_id \
+                   AND p.parked_at IS NOT NULL AND p.delivered_at IS NULL) \
+             ) pending ORDER BY rank, id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
@@ -105,13 +172,16 @@ impl Database {
                     id: row.try_get("id")?,
                     stream: row.try_get("stream")?,
                     fields: fields.into_iter().map(|[k, v]| (k, v)).collect(),
+                    game_id: row.try_get("game_id")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(Some(RelayBatch { tx, rows }))
     }
 
-    /// Deletes rows delivered longer than `age` ago.
+    /// Deletes rows delivered longer than `age` ago. Their dedupe keys stay
+    /// in `outbox_keys`: a job entry redelivered after its result row is gone
+    /// is still answered once.
     pub async fn prune_delivered(&self, age: Duration) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM outbox WHERE delivered_at < now() - make_interval(secs => $1)",
@@ -121,10 +191,27 @@ impl Database {
         .await?;
         Ok(done.rows_affected())
     }
+
+    /// Releases parked rows for the relay (after the cause was fixed), with
+    /// their refusal count reset; returns the ids released.
+    pub async fn redrive_outbox(&self, which: Redrive) -> Result<Vec<i64>, StoreError> {
+        let id = match which {
+            Redrive::All => None,
+            Redrive::Id(id) => Some(id),
+        };
+        Ok(sqlx::query_scalar(
+            "UPDATE outbox SET parked_at = NULL, refusals = 0 \
+             WHERE parked_at IS NOT NULL AND delivered_at IS NULL AND ($1::bigint IS NULL OR id = $1) \
+             RETURNING id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }
 
 impl RelayBatch {
-    /// Counts a failed delivery attempt on the row.
+    /// Counts a failed delivery attempt on the row (Redis away: no refusal).
     pub async fn record_failure(&mut self, id: i64, error: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
             .bind(id)
@@ -134,15 +221,41 @@ impl RelayBatch {
         Ok(())
     }
 
-    /// Marks `delivered` and releases the delivery lock.
-    pub async fn finish(mut self, delivered: &[i64]) -> Result<(), StoreError> {
+    /// Counts a refusal of the row and parks it at the `park_after`th;
+    /// returns whether it is now parked.
+    pub async fn record_refusal(
+        &mut self,
+        id: i64,
+        error: &str,
+        park_after: i32,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE outbox SET attempts = attempts + 1, refusals = refusals + 1, last_error = $2, \
+               parked_at = CASE WHEN refusals + 1 >= $3 THEN now() END \
+             WHERE id = $1 RETURNING parked_at IS NOT NULL",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(park_after)
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    /// Marks `delivered` and releases the delivery lock; returns how many
+    /// rows are parked.
+    pub async fn finish(mut self, delivered: &[i64]) -> Result<i64, StoreError> {
         if !delivered.is_empty() {
             sqlx::query("UPDATE outbox SET delivered_at = now() WHERE id = ANY($1)")
                 .bind(delivered)
                 .execute(&mut *self.tx)
                 .await?;
         }
+        let parked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL AND delivered_at IS NULL",
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
         self.tx.commit().await?;
-        Ok(())
+        Ok(parked)
     }
 }

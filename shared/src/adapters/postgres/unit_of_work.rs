@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sqlx::{Postgres, Transaction};
 
 use super::StoreError;
-use crate::domain::EventType;
+use crate::domain::{EventType, GameId};
 
 /// Called after a successful commit with the health events it made durable
 /// (the outbox wakes its relay and counts them).
@@ -23,6 +23,9 @@ pub struct UnitOfWork {
     pub(super) tx: Transaction<'static, Postgres>,
     /// Health events staged so far (for the commit hook).
     pub(super) staged: Vec<EventType>,
+    /// Outbox rows staged so far with an ordering key, in staging order: the
+    /// commit gives them their place in their game's order.
+    pub(super) ordered: Vec<(GameId, i64)>,
     on_commit: Option<CommitHook>,
 }
 
@@ -31,6 +34,7 @@ impl UnitOfWork {
         Self {
             tx,
             staged: Vec::new(),
+            ordered: Vec::new(),
             on_commit: None,
         }
     }
@@ -41,7 +45,8 @@ impl UnitOfWork {
         self
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.order_staged().await?;
         self.tx.commit().await?;
         if let Some(hook) = &self.on_commit {
             hook(&self.staged);

@@ -1,4 +1,5 @@
-//! The relay's delivery of one outbox row: `XADD` at most once per row.
+//! The relay's delivery of one outbox row: `XADD` at most once per row, the
+//! delivered marker only after the `XADD` succeeded.
 
 use std::time::Duration;
 
@@ -6,19 +7,86 @@ use redis::Script;
 
 use super::{RedisClient, RedisError};
 
-/// The marker and the `XADD` in one script, so a relay that crashes after the
-/// `XADD` but before marking the row delivered in PostgreSQL never publishes
-/// it twice.
+/// Checks the marker, `XADD`s, then sets the marker, in one script. A relay
+/// that crashes after the script but before marking the row delivered in
+/// PostgreSQL finds the marker and never publishes the row twice. A refused
+/// `XADD` (e.g. `WRONGTYPE`) raises, which aborts the script before it wrote
+/// anything: no marker, so the row is tried again and not lost.
+///
+/// Trimming (opt-in, after the entry is written): once the stream holds more
+/// than `ARGV[2]` entries, `MAXLEN ~` that many, or, with a minimum age,
+/// `MINID ~` the age's cutoff (`ARGV[3]`, a stream id in ms), so no entry
+/// younger than the minimum age is ever trimmed.
 const DELIVER_LUA: &str = r#"
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  local args = {}
-  for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
-  return redis.call('XADD', KEYS[2], '*', unpack(args))
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
 end
-return false"#;
+local args = {}
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[2], '*', unpack(args))
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+local maxlen = tonumber(ARGV[2])
+if maxlen > 0 and redis.call('XLEN', KEYS[2]) > maxlen then
+  if ARGV[3] == '0' then
+    redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', maxlen)
+  else
+    redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[3])
+  end
+end
+return id"#;
 
 /// How long a delivered marker stays in Redis; far beyond any crash-restart gap.
 const DELIVERED_MARKER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Error replies that say Redis as a whole cannot take writes for now (it is
+/// loading, failing over, out of memory, misconfigured): no row is at fault,
+/// so the relay waits instead of parking rows.
+const REDIS_WIDE: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "READONLY",
+    "OOM",
+    "NOREPLICAS",
+    "MISCONF",
+    "NOAUTH",
+    "NOPERM",
+    "MOVED",
+    "ASK",
+    "NOSCRIPT",
+];
+
+/// Opt-in trimming of the streams the relay writes (`RTMANAGER_STREAM_MAXLEN`,
+/// `RTMANAGER_STREAM_MIN_AGE`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamTrim {
+    /// 0: never trim.
+    pub maxlen: u64,
+    /// Zero: trim to `maxlen` by count alone.
+    pub min_age: Duration,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// Redis is away or takes no writes for now: every row would fail.
+    #[error(transparent)]
+    Unavailable(#[from] RedisError),
+    /// Redis answered this row's `XADD` with an error (e.g. `WRONGTYPE`: the
+    /// stream key holds another type) that waiting alone will not fix.
+    #[error("redis refused the entry: {0}")]
+    Refused(String),
+}
+
+impl From<redis::RedisError> for DeliveryError {
+    fn from(e: redis::RedisError) -> Self {
+        match e.code() {
+            Some(code) if !REDIS_WIDE.contains(&code) => Self::Refused(e.to_string()),
+            _ => Self::Unavailable(e.into()),
+        }
+    }
+}
 
 impl RedisClient {
     /// Appends row `row_id` of outbox `outbox` to `stream`, unless it was
@@ -29,13 +97,29 @@ impl RedisClient {
         row_id: i64,
         stream: &str,
         fields: &[(String, String)],
-    ) -> Result<(), RedisError> {
+        trim: StreamTrim,
+    ) -> Result<(), DeliveryError> {
+        let min_id = if trim.min_age.is_zero() {
+            0
+        } else {
+            // The relay's clock stands in for Redis's: a skew between them
+            // shifts the minimum age by as much.
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            now_ms
+                .saturating_sub(trim.min_age.as_millis() as u64)
+                .max(1)
+        };
         let script = Script::new(DELIVER_LUA);
         let mut invocation = script.prepare_invoke();
         invocation
             .key(format!("rtmanager:outbox_delivered:{outbox}:{row_id}"))
             .key(stream)
-            .arg(DELIVERED_MARKER_TTL.as_secs());
+            .arg(DELIVERED_MARKER_TTL.as_secs())
+            .arg(trim.maxlen)
+            .arg(min_id);
         for (k, v) in fields {
             invocation.arg(k).arg(v);
         }
