@@ -12,14 +12,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use healthz_prober::target::{Target, TargetState, Verdict};
-use serde_json::Value;
 use shared::adapters::redis::streaks::streak_key;
 use shared::adapters::redis::LeaseStore;
-use shared::domain::{GameId, OpSource, RuntimeRecord};
-use shared::operations::StartRequest;
+use shared::domain::{GameId, RuntimeRecord};
 use system_tests::contract::Contract;
-use system_tests::{docker, inspect, TestEnv, ENGINE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use system_tests::{docker, inspect, TestEnv};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -4,7 +4,8 @@
 //! - [`UnitOfWork`]: one transaction in our vocabulary; every write of a
 //!   lifecycle operation or a health source goes through one.
 //! - [`records`], [`operations`], [`snapshots`], [`outbox`], [`observations`],
-//!   [`reads`]: the queries, by table (reads: the gateway's and discovery's).
+//!   [`reads`]: the queries, by table (reads: the gateway's and discovery's);
+//!   [`probe_targets`]: the prober's targets with their committed streaks.
 //!
 //! Queries are checked at run time (no live database at build time). The
 //! tables live in the schema the DSN's `search_path` names.
@@ -19,12 +20,14 @@ use crate::domain::ErrorCode;
 pub mod observations;
 pub mod operations;
 pub mod outbox;
+pub mod probe_targets;
 pub mod reads;
 pub mod records;
 pub mod snapshots;
 mod unit_of_work;
 
 pub use outbox::{PendingRow, RelayBatch};
+pub use probe_targets::{CommittedStreak, OpenProbeFailure, ProbeTarget};
 pub use reads::MonitoringRow;
 pub use unit_of_work::UnitOfWork;
 
