@@ -29,7 +29,7 @@
 //! `probe_recovered`). So the script seeds a missing hash from it (passed with
 //! each observation, from the target refresh), and after the loss an open
 //! `probe_failed` is still closed by one `probe_recovered`, and a still
-//! failing engine is not reported twice ([`TargetState::seed`] says why a
+//! failing engine is not reported twice ([`TargetState::seed`](crate::target::TargetState::seed) says why a
 //! snapshot up to one refresh old does).
 //!
 //! A new container (restart, patch) starts a new streak: its failures are

@@ -125,7 +125,7 @@ impl TargetState {
     /// snapshot already says so), or, if it is healthy again, the snapshot
     /// keeps saying `probe_failed` until the next streak closes; a lost
     /// `probe_recovered` is published again at the next healthy probe.
-    pub(crate) fn seed<'a>(&'a self, target: &'a Target) -> Option<&'a OpenProbeFailure> {
+    pub fn seed<'a>(&'a self, target: &'a Target) -> Option<&'a OpenProbeFailure> {
         let newest = match &self.committed {
             Some(own) if own.occurred_at_ms > target.committed.occurred_at_ms => own,
             _ => &target.committed,

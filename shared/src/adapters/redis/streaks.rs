@@ -135,7 +135,7 @@ impl RedisClient {
     /// Applies one probe result (`healthy` or not) of `container_id` in
     /// `slot` to the game's streak. `seed`, the `(container, count)` of a
     /// published `probe_failed` as PostgreSQL committed it, is the streak
-    /// when Redis has none ([`OBSERVE_LUA`]).
+    /// when Redis has none (see `OBSERVE_LUA`).
     #[allow(clippy::too_many_arguments)]
     pub async fn observe_streak(
         &self,
