@@ -24,7 +24,9 @@
 //! `RTMANAGER_PROBE_REFRESH_INTERVAL`; this instance is
 //! `RTMANAGER_SHARD_INDEX` or its StatefulSet ordinal. A game that stops,
 //! leaves the shard or is removed is dropped at the next refresh; a refresh
-//! that fails keeps the previous set.
+//! that fails keeps the previous set. The same read brings each game's health
+//! snapshot, the committed streak a missing Redis streak is seeded from
+//! ([`crate::target::TargetState::seed`]).
 //!
 //! # Concurrency
 //! Each target has its own task, waking at its slots
@@ -119,15 +121,11 @@ impl Prober {
 
     /// This shard's probe targets, from the running records.
     pub async fn targets(&self) -> Result<Vec<Target>, StoreError> {
-        let records = self
-            .inner
-            .db
-            .list_records(Some(RuntimeStatus::Running))
-            .await?;
-        Ok(records
+        let targets = self.inner.db.probe_targets().await?;
+        Ok(targets
             .iter()
-            .filter(|r| self.inner.settings.owns(&r.game_id))
-            .filter_map(Target::from_record)
+            .filter(|t| self.inner.settings.owns(&t.record.game_id))
+            .filter_map(Target::from_probe_target)
             .collect())
     }
 
@@ -268,7 +266,7 @@ impl Prober {
                 return Verdict::Discarded;
             }
         }
-        self.observe(target, slot, result, stop).await
+        self.observe(target, slot, result, state, stop).await
     }
 
     /// Permit, address, HTTP. `None` when Docker is away (`container_ip`).
@@ -321,9 +319,13 @@ impl Prober {
         target: &Target,
         slot: u64,
         result: ProbeResult,
+        state: &mut TargetState,
         stop: &CancellationToken,
     ) -> Verdict {
         let inner = &self.inner;
+        let seed = state
+            .seed(target)
+            .map(|f| (f.container_id.as_str(), f.consecutive_failures));
         let observed = inner
             .redis
             .observe_streak(
@@ -333,6 +335,7 @@ impl Prober {
                 inner.settings.probe.failures_threshold,
                 slot,
                 inner.streak_ttl,
+                seed,
             )
             .await;
         let (verdict, pre) = match observed {
@@ -345,7 +348,7 @@ impl Prober {
         match streak::transition(verdict, &result, target) {
             Transition::Settled(verdict) => verdict,
             Transition::Publish(event) => {
-                streak::commit(
+                let verdict = streak::commit(
                     &inner.outbox,
                     &inner.redis,
                     target,
@@ -354,7 +357,11 @@ impl Prober {
                     &event,
                     stop,
                 )
-                .await
+                .await;
+                if let Some(committed) = streak::committed(&verdict, &event) {
+                    state.committed = Some(committed);
+                }
+                verdict
             }
         }
     }

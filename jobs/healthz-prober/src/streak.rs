@@ -23,6 +23,15 @@
 //! one health publisher ([`Outbox::health`]: snapshot + outbox row in one
 //! transaction).
 //!
+//! Redis may lose a streak (`FLUSHALL`, a failover without persistence). The
+//! published state of a streak is also in PostgreSQL, though: the health
+//! snapshot committed with each event (`probe_failed` until its
+//! `probe_recovered`). So the script seeds a missing hash from it (passed with
+//! each observation, from the target refresh), and after the loss an open
+//! `probe_failed` is still closed by one `probe_recovered`, and a still
+//! failing engine is not reported twice ([`TargetState::seed`](crate::target::TargetState::seed) says why a
+//! snapshot up to one refresh old does).
+//!
 //! A new container (restart, patch) starts a new streak: its failures are
 //! counted from zero. An open `probe_failed` is not forgotten, though: the
 //! first success, on whichever container, publishes `probe_recovered` (with
@@ -36,6 +45,7 @@
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use shared::adapters::postgres::{CommittedStreak, OpenProbeFailure};
 use shared::adapters::redis::streaks::{StreakPreImage, StreakVerdict};
 use shared::adapters::redis::RedisClient;
 use shared::domain::{HealthDetails, HealthEvent};
@@ -43,6 +53,8 @@ use shared::outbox::Outbox;
 use shared::retry;
 
 use crate::probe::ProbeResult;
+#[cfg(doc)]
+use crate::target::TargetState;
 use crate::target::{Skip, Target, Verdict};
 
 /// What an observation of the streak calls for.
@@ -100,6 +112,25 @@ pub(crate) fn transition(
         }
     };
     Transition::Publish(event)
+}
+
+/// The streak a committed event leaves, for [`TargetState::seed`](crate::target::TargetState::seed):
+/// newer than the target's snapshot until the next refresh reads it back.
+pub(crate) fn committed(verdict: &Verdict, event: &HealthEvent) -> Option<CommittedStreak> {
+    let open_failure = match verdict {
+        Verdict::Failed {
+            consecutive_failures,
+        } => Some(OpenProbeFailure {
+            container_id: event.container_id.clone(),
+            consecutive_failures: *consecutive_failures,
+        }),
+        Verdict::Recovered { .. } => None,
+        _ => return None,
+    };
+    Some(CommittedStreak {
+        open_failure,
+        occurred_at_ms: event.occurred_at_ms,
+    })
 }
 
 /// Commits `event` through the outbox, retrying until it succeeds or `stop`;

@@ -4,8 +4,14 @@
 //! every `RTMANAGER_PROBE_REFRESH_INTERVAL`; a [`Verdict`] is what one slot
 //! of one target came to, including why nothing was observed ([`Skip`]):
 //! skipped slots are not failures, so they never count towards a streak.
+//!
+//! A target also carries what PostgreSQL committed of its probe streak (the
+//! health snapshot, read with the record): the streak to fall back on when
+//! Redis lost it. Reading it with the refresh costs no round trip per probe;
+//! why a snapshot up to one refresh old is good enough: [`TargetState::seed`].
 
 use chrono::{DateTime, Utc};
+use shared::adapters::postgres::{CommittedStreak, OpenProbeFailure, ProbeTarget};
 use shared::domain::{GameId, RuntimeRecord, RuntimeStatus};
 
 /// What the prober needs of a running record.
@@ -16,10 +22,13 @@ pub struct Target {
     pub engine_endpoint: String,
     pub docker_network: String,
     pub started_at: Option<DateTime<Utc>>,
+    /// The game's health snapshot as of the last refresh.
+    pub committed: CommittedStreak,
 }
 
 impl Target {
-    /// `None` for a record that is not running or has no container.
+    /// `None` for a record that is not running or has no container. Nothing
+    /// committed is known of its streak.
     pub fn from_record(record: &RuntimeRecord) -> Option<Self> {
         if record.status != RuntimeStatus::Running {
             return None;
@@ -30,6 +39,15 @@ impl Target {
             engine_endpoint: record.engine_endpoint.clone(),
             docker_network: record.docker_network.clone(),
             started_at: record.started_at,
+            committed: CommittedStreak::default(),
+        })
+    }
+
+    /// A running record with its committed streak.
+    pub fn from_probe_target(target: &ProbeTarget) -> Option<Self> {
+        Some(Self {
+            committed: target.committed.clone(),
+            ..Self::from_record(&target.record)?
         })
     }
 
@@ -83,11 +101,37 @@ pub enum Verdict {
     Discarded,
 }
 
-/// Per-target memory of a prober task (the `container_ip` address cache).
+/// Per-target memory of a prober task: the `container_ip` address cache and
+/// the last transition the task committed.
 #[derive(Debug, Default)]
 pub struct TargetState {
     /// `(container_id, url)` of the last inspect.
     pub(crate) cached_url: Option<(String, String)>,
+    /// The streak as this task's last committed event left it.
+    pub(crate) committed: Option<CommittedStreak>,
+}
+
+impl TargetState {
+    /// The published `probe_failed` to seed a missing Redis streak with: the
+    /// newer of the target's snapshot and this task's own last commit.
+    ///
+    /// The snapshot is up to one refresh interval old, which is safe: Redis
+    /// only misses a streak after data loss (or a day without probes), and a
+    /// transition published since the last refresh was committed either by
+    /// this task, which remembers it, or by another prober (a restart, an
+    /// overlapping shard) and then is in Redis unless Redis lost it within
+    /// that interval. Only then is the seed stale, for one decision: a lost
+    /// `probe_failed` is published again if the engine still fails (the
+    /// snapshot already says so), or, if it is healthy again, the snapshot
+    /// keeps saying `probe_failed` until the next streak closes; a lost
+    /// `probe_recovered` is published again at the next healthy probe.
+    pub fn seed<'a>(&'a self, target: &'a Target) -> Option<&'a OpenProbeFailure> {
+        let newest = match &self.committed {
+            Some(own) if own.occurred_at_ms > target.committed.occurred_at_ms => own,
+            _ => &target.committed,
+        };
+        newest.open_failure.as_ref()
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +150,7 @@ mod tests {
             engine_endpoint: endpoint.into(),
             docker_network: "n".into(),
             started_at: None,
+            committed: CommittedStreak::default(),
         };
         assert_eq!(target("http://galaxy-game-g:8080").endpoint_port(), 8080);
         assert_eq!(target("http://galaxy-game-g:9000/").endpoint_port(), 9000);

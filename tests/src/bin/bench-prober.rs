@@ -196,6 +196,7 @@ async fn bench() {
                 engine_endpoint: format!("http://127.1.{}.{}:{port}", i / 250, i % 250 + 1),
                 docker_network: env.network.clone(),
                 started_at: None,
+                committed: Default::default(),
             })
             .collect(),
     );

@@ -5,7 +5,8 @@
 //!   lifecycle operation or a health source goes through one.
 //! - [`records`], [`operations`], [`snapshots`], [`outbox`], [`observations`],
 //!   [`stream_offsets`] (the job consumers' last acked ids),
-//!   [`reads`]: the queries, by table (reads: the gateway's and discovery's).
+//!   [`reads`]: the queries, by table (reads: the gateway's and discovery's);
+//!   [`probe_targets`]: the prober's targets with their committed streaks.
 //! - [`retention`]: cleanup-cron's pruning of the history tables.
 //!
 //! Queries are checked at run time (no live database at build time). The
@@ -21,6 +22,7 @@ use crate::domain::ErrorCode;
 pub mod observations;
 pub mod operations;
 pub mod outbox;
+pub mod probe_targets;
 pub mod reads;
 pub mod records;
 pub mod retention;
@@ -29,6 +31,7 @@ pub mod stream_offsets;
 mod unit_of_work;
 
 pub use outbox::{PendingRow, Redrive, RelayBatch};
+pub use probe_targets::{CommittedStreak, OpenProbeFailure, ProbeTarget};
 pub use reads::MonitoringRow;
 pub use retention::PruneCounts;
 pub use unit_of_work::UnitOfWork;

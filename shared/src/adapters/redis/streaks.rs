@@ -19,7 +19,12 @@ pub fn streak_key(game_id: &GameId) -> String {
 
 /// Applies one observation to a game's streak and decides, atomically, what
 /// to publish. KEYS: streak hash, game lease. ARGV: container id, `ok` or
-/// `fail`, threshold, slot, TTL seconds. Returns `{verdict, count,
+/// `fail`, threshold, slot, TTL seconds, then the seed: the container of a
+/// published `probe_failed` (`''` when none) and its count. The seed stands
+/// in for a missing hash (Redis lost it, or it expired): without it a lost
+/// streak would forget its published `probe_failed`, so a recovery would go
+/// unreported and a still failing engine reported twice. An existing hash is
+/// never overridden by it, being at least as new. Returns `{verdict, count,
 /// pre-image...}` where verdict is `ok`, `recovered` (count = the failures
 /// right before), `counted`, `failed` (count = the streak), `skipped` (lease
 /// held: a failure during an operation is not counted) or `duplicate` (this
@@ -38,6 +43,14 @@ local slot = tonumber(ARGV[4])
 local pre = {cid, tostring(s[2] or ''), tostring(s[3] or ''), failed_for, tostring(s[5] or '')}
 if s[5] and tonumber(s[5]) >= slot then
   return {'duplicate', fails, unpack(pre)}
+end
+local seeded = false
+if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
+  seeded = true
+  cid = ARGV[6]
+  fails = tonumber(ARGV[7]) or 0
+  published = true
+  failed_for = ARGV[6]
 end
 local verdict
 if ARGV[2] == 'ok' then
@@ -62,6 +75,8 @@ verdict = 'counted'
 if fails >= tonumber(ARGV[3]) and not (published and failed_for == ARGV[1]) then
   verdict = 'failed'
   redis.call('HSET', KEYS[1], 'failed_published', 1, 'failed_container', ARGV[1])
+elseif seeded then
+  redis.call('HSET', KEYS[1], 'failed_published', 1, 'failed_container', failed_for)
 end
 redis.call('HSET', KEYS[1], 'container_id', ARGV[1], 'consecutive_failures', fails,
   'last_slot', ARGV[4])
@@ -118,7 +133,10 @@ pub struct StreakPreImage {
 
 impl RedisClient {
     /// Applies one probe result (`healthy` or not) of `container_id` in
-    /// `slot` to the game's streak.
+    /// `slot` to the game's streak. `seed`, the `(container, count)` of a
+    /// published `probe_failed` as PostgreSQL committed it, is the streak
+    /// when Redis has none (see `OBSERVE_LUA`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn observe_streak(
         &self,
         game_id: &GameId,
@@ -127,6 +145,7 @@ impl RedisClient {
         threshold: u32,
         slot: u64,
         ttl: Duration,
+        seed: Option<(&str, i64)>,
     ) -> Result<(StreakVerdict, StreakPreImage), RedisError> {
         let (verdict, count, container, fails, published, failed_for, last_slot): (
             String,
@@ -144,6 +163,8 @@ impl RedisClient {
             .arg(threshold)
             .arg(slot)
             .arg(ttl.as_secs())
+            .arg(seed.map_or("", |(container, _)| container))
+            .arg(seed.map_or(0, |(_, count)| count))
             .invoke_async(&mut self.manager())
             .await?;
         let verdict = match verdict.as_str() {
