@@ -123,7 +123,7 @@ async fn a_row_redis_keeps_refusing_is_parked_and_holds_only_its_game_until_redr
             .fetch_all(env.db().pool())
             .await
             .unwrap();
-    assert_eq!(parked, [results.clone()], "the refused row is parked");
+    assert_eq!(parked, [results.as_str()], "the refused row is parked");
 
     // Fixing Redis alone does not release a parked row: an operator redrives.
     redis_cmd(&env, &["DEL", &results]).await;
@@ -186,7 +186,13 @@ async fn a_pruned_rows_dedupe_key_still_dedupes() {
     let game = env.game("pruned");
     let outbox = &env.infra.outbox;
     let message = outbox.job_result(&result(&game, "once"), "runtime:start_jobs:1-0");
-    assert_eq!(outbox.publish(&[message.clone()]).await.unwrap(), [true]);
+    assert_eq!(
+        outbox
+            .publish(std::slice::from_ref(&message))
+            .await
+            .unwrap(),
+        [true]
+    );
     env.flush_outbox().await;
     sqlx::query("UPDATE outbox SET delivered_at = now() - interval '400 days'")
         .execute(env.db().pool())

@@ -136,10 +136,9 @@ impl Database {
 
     /// Up to `limit` pending rows, or `None` when another relay holds the
     /// delivery lock (it delivers them). Each game's rows come in `game_seq`
-    /// (commit) order and as a prefix of what it has pending, the games
-    /// interleaved (rank within the game, then id) so a long backlog of one
-    /// game does not starve the others. A game with a parked row has nothing
-    /// pending until it is redriven; rows without a game are never held.
+    /// (commit) order; rows without a game in id order. A game with a parked
+    /// row has nothing pending until it is redriven; rows without a game are
+    /// never held.
     pub async fn lock_pending(&self, limit: i64) -> Result<Option<RelayBatch>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let locked: bool = sqlx::query_scalar(
@@ -151,14 +150,23 @@ impl Database {
         if !locked {
             return Ok(None);
         }
+        // Each game's rows fill the places of its pending ids, taken in id
+        // order, in game_seq order: where commit order matches id order (the
+        // usual case) this is id order, as before; where a later-committed
+        // row took a lower id, the two swap places. A prefix of this order
+        // is a prefix of every game's commit order.
         let rows = sqlx::query(
-            "SELECT id, stream, fields, game_id FROM ( \
-               SELECT o.id, o.stream, o.fields, o.game_id, row_number() OVER \
-                 (PARTITION BY o.game_id ORDER BY o.game_seq, o.id) AS rank \
+            "WITH pending AS ( \
+               SELECT o.id, o.stream, o.fields, o.game_id, \
+                 row_number() OVER (PARTITION BY o.game_id ORDER BY o.game_seq, o.id) AS by_seq, \
+                 row_number() OVER (PARTITION BY o.game_id ORDER BY o.id) AS by_id \
                FROM outbox o WHERE o.delivered_at IS NULL AND o.parked_at IS NULL \
                  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.game_id = o.game_id \
                    AND p.parked_at IS NOT NULL AND p.delivered_at IS NULL) \
-             ) pending ORDER BY rank, id LIMIT $1",
+             ) \
+             SELECT r.id, r.stream, r.fields, r.game_id FROM pending r JOIN pending place \
+               ON coalesce(place.game_id, '') = coalesce(r.game_id, '') AND place.by_id = r.by_seq \
+             ORDER BY place.id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
