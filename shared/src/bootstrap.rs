@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::Database;
-use crate::adapters::redis::{IntentStore, LeaseStore, RedisClient};
+use crate::adapters::{IntentStore, LeaseStore, RedisClient};
 use crate::config::{CommonConfig, Env, JobConfig, LifecycleConfig, StateConfig};
 use crate::operations::{OperationDeps, Operations};
 use crate::outbox::Outbox;

@@ -32,8 +32,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::{Database, StoreError, UnitOfWork};
-use crate::adapters::redis::delivery::{DeliveryError, StreamTrim};
-use crate::adapters::redis::{RedisClient, RedisError};
+use crate::adapters::{DeliveryError, StreamTrim};
+use crate::adapters::{RedisClient, RedisError};
 use crate::config::StreamsConfig;
 use crate::domain::{AdminIntent, EventType, GameId, HealthEvent, JobResult, OutboxMessage};
 use crate::retry;

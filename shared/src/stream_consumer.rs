@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::Database;
-use crate::adapters::redis::{ConsumerGroup, LeaseStore, RedisClient, RedisError, StreamEntry};
+use crate::adapters::{ConsumerGroup, LeaseStore, RedisClient, RedisError, StreamEntry};
 use crate::domain::{GameId, JobResult, OutboxMessage};
 use crate::outbox::Outbox;
 use crate::retry;

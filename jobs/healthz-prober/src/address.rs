@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use shared::ports::{ContainerEngine, EngineError};
 
-use crate::probe::ProbeResult;
 use crate::settings::AddressMode;
 use crate::target::{Target, TargetState};
+use shared::adapters::ProbeResult;
 
 /// Where one probe of a target goes, or why it goes nowhere.
 pub(crate) enum Address {

@@ -8,13 +8,13 @@
 //! - [`target`]: what is probed ([`target::Target`]) and what a slot came to
 //!   ([`target::Verdict`]).
 //! - [`address`]: where a probe goes (`hostname` or `container_ip`).
-//! - [`probe`]: the HTTP exchange and its classification.
+//! - the HTTP exchange and its classification are the adapter
+//!   `shared::adapters::http_probe`.
 //! - [`streak`]: from the Redis streak's verdict to the health event, and its
 //!   commit or undo.
 //! - [`prober`](mod@prober): the target tasks and what one slot does.
 
 pub mod address;
-pub mod probe;
 pub mod prober;
 pub mod schedule;
 pub mod settings;

@@ -4,7 +4,7 @@
 //! # What one slot does
 //! Every `RTMANAGER_PROBE_INTERVAL` (15 s) each `running` game of this
 //! instance's shard gets one `GET {engine}/healthz` with
-//! `RTMANAGER_PROBE_TIMEOUT` (2 s) ([`crate::probe`]). After
+//! `RTMANAGER_PROBE_TIMEOUT` (2 s) (`shared::adapters::http_probe`). After
 //! `RTMANAGER_PROBE_FAILURES_THRESHOLD` (3) failures in a row it emits one
 //! `probe_failed {consecutive_failures, last_status, last_error}`; the first
 //! success after that emits one `probe_recovered {prior_failure_count}`.
@@ -47,22 +47,23 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use shared::adapters::postgres::{Database, StoreError};
-use shared::adapters::redis::{LeaseStore, RedisClient};
+use shared::adapters::{LeaseStore, RedisClient};
 use shared::domain::{GameId, RuntimeStatus};
 use shared::outbox::Outbox;
 use shared::ports::ContainerEngine;
 
 use crate::address::{self, Address};
-use crate::probe::{http_client, http_probe, ProbeResult};
 use crate::schedule::{interval_ms, next_slot, now_ms, slot_offset};
 use crate::settings::ProberSettings;
 use crate::streak::{self, Transition};
 use crate::target::{Skip, Target, TargetState, Verdict};
+use shared::adapters::http_probe::{http_client, http_probe, ProbeClient, ProbeClientError};
+use shared::adapters::ProbeResult;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProberError {
     #[error("probe HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] ProbeClientError),
 }
 
 /// Probes the running games of one shard until shut down. Cheap to clone.
@@ -78,7 +79,7 @@ struct Inner {
     engine: Arc<dyn ContainerEngine>,
     outbox: Outbox,
     leases: LeaseStore,
-    http: reqwest::Client,
+    http: ProbeClient,
     permits: Semaphore,
     /// How long a game's streak outlives its last observation.
     streak_ttl: Duration,

@@ -6,7 +6,7 @@
 //! `container_id`, `consecutive_failures`, `failed_published` (`1` while a
 //! `probe_failed` waits for its `probe_recovered`), `failed_container` (the
 //! container that `probe_failed` was about) and `last_slot`. One Lua script
-//! ([`RedisClient::observe_streak`], in [`shared::adapters::redis::streaks`])
+//! ([`RedisClient::observe_streak`], in `shared/src/adapters/redis/streaks.rs`)
 //! applies an observation and decides atomically whether to publish, so when
 //! two probers briefly overlap on a game only one can win a transition; and
 //! because an observation carries its slot, the second observation of the
@@ -46,16 +46,16 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use shared::adapters::postgres::{CommittedStreak, OpenProbeFailure};
-use shared::adapters::redis::streaks::{StreakPreImage, StreakVerdict};
-use shared::adapters::redis::RedisClient;
+use shared::adapters::RedisClient;
+use shared::adapters::{StreakPreImage, StreakVerdict};
 use shared::domain::{HealthDetails, HealthEvent};
 use shared::outbox::Outbox;
 use shared::retry;
 
-use crate::probe::ProbeResult;
 #[cfg(doc)]
 use crate::target::TargetState;
 use crate::target::{Skip, Target, Verdict};
+use shared::adapters::ProbeResult;
 
 /// What an observation of the streak calls for.
 pub(crate) enum Transition {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::inspector::{InspectSettings, Inspector, PassError, PassReport};
 use anyhow::Context;
-use shared::adapters::redis::LeaseStore;
+use shared::adapters::LeaseStore;
 use shared::bootstrap::Infra;
 use shared::config::{InspectConfig, StateConfig};
 use tokio_util::sync::CancellationToken;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use shared::adapters::postgres::Database;
-use shared::adapters::redis::{LeaseStore, RedisClient};
+use shared::adapters::{LeaseStore, RedisClient};
 use shared::bootstrap::Infra;
 use shared::config::RedisConfig;
 

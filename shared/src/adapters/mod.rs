@@ -1,5 +1,5 @@
 //! Adapters: the only modules that speak bollard, sqlx, redis and reqwest
-//! (for Lobby). Each maps its library's errors to ours at the boundary and
+//! (for Lobby and the probes). Each maps its library's errors to ours at the boundary and
 //! hands back domain types.
 //!
 //! - [`docker`]: the [`crate::ports::ContainerEngine`] on Docker (bollard).
@@ -7,8 +7,20 @@
 //!   reads; the [`postgres::UnitOfWork`] transaction type.
 //! - [`redis`]: leases, intents, consumer groups, delivery, streaks, cursor.
 //! - [`lobby`]: the diagnostic fetch of a game at Lobby.
+//! - [`http_probe`]: the prober's `GET /healthz` client (reqwest).
+//!
+//! The adapter types the services hold are re-exported here, so a service
+//! names `shared::adapters::LeaseStore`, never a library path.
 
 pub mod docker;
+pub mod http_probe;
 pub mod lobby;
 pub mod postgres;
 pub mod redis;
+
+pub use self::redis::delivery::{DeliveryError, StreamTrim};
+pub use self::redis::streaks::{StreakPreImage, StreakVerdict};
+pub use self::redis::{
+    ConsumerGroup, IntentKind, IntentStore, Lease, LeaseStore, RedisClient, RedisError, StreamEntry,
+};
+pub use http_probe::{ProbeClient, ProbeResult};

@@ -6,7 +6,7 @@ use chrono::Utc;
 
 use super::common::{engine_failure, fail, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations};
-use crate::adapters::redis::IntentKind;
+use crate::adapters::IntentKind;
 use crate::domain::{ErrorCode, OpKind, RuntimeStatus};
 
 impl Operations {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::postgres::StoreError;
-use crate::adapters::redis::{IntentKind, Lease};
+use crate::adapters::{IntentKind, Lease};
 use crate::domain::{
     AdminIntent, ErrorCode, GameId, NotificationType, OpKind, OperationEntry, Outcome,
     RuntimeRecord,

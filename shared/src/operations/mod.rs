@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::Database;
-use crate::adapters::redis::{IntentStore, LeaseStore};
+use crate::adapters::{IntentStore, LeaseStore};
 use crate::domain::{ErrorCode, GameId, JobResult, OpSource, Outcome, RuntimeRecord};
 use crate::outbox::Outbox;
 use crate::ports::ContainerEngine;

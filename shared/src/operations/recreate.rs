@@ -15,7 +15,7 @@ use chrono::Utc;
 
 use super::common::{engine_failure, fail, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations, StartRequest};
-use crate::adapters::redis::Lease;
+use crate::adapters::Lease;
 use crate::domain::{ErrorCode, ImageRef, OpKind, Outcome, RuntimeStatus, StopReason};
 
 impl Operations {

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use super::common::{engine_failure, fail, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations, StartRequest};
 use crate::adapters::postgres::StoreError;
-use crate::adapters::redis::Lease;
+use crate::adapters::Lease;
 use crate::domain::labels::*;
 use crate::domain::{
     ErrorCode, GameId, HealthEvent, ImageRef, OpKind, OperationEntry, Outcome, ResourceLimits,

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::common::{engine_failure, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations};
-use crate::adapters::redis::IntentKind;
+use crate::adapters::IntentKind;
 use crate::domain::{ErrorCode, OpKind, RuntimeStatus, StopReason};
 
 impl Operations {

@@ -21,10 +21,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use healthz_prober::probe::{http_client, http_probe};
 use healthz_prober::prober::Prober;
 use healthz_prober::settings::{AddressMode, ProberSettings};
 use healthz_prober::target::{Target, TargetState, Verdict};
+use shared::adapters::http_probe::{http_client, http_probe, ProbeClient};
 use shared::adapters::redis::streaks::streak_key;
 use shared::config::ProbeConfig;
 use shared::domain::GameId;
@@ -146,7 +146,7 @@ async fn measure<F: std::future::Future<Output = usize>>(round: F) -> Row {
 }
 
 /// The bare loop: the same requests, same client settings and bound, nothing else.
-async fn bare_round(client: &reqwest::Client, urls: &Arc<Vec<String>>) -> usize {
+async fn bare_round(client: &ProbeClient, urls: &Arc<Vec<String>>) -> usize {
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut joins = JoinSet::new();
     for i in 0..urls.len() {

@@ -19,7 +19,7 @@
 use chrono::Utc;
 use futures_util::StreamExt;
 
-use shared::adapters::redis::IntentKind;
+use shared::adapters::IntentKind;
 use shared::domain::{ContainerState, HealthEvent, RuntimeRecord, RuntimeStatus};
 
 use super::{Listener, ListenerError};

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use shared::adapters::postgres::StoreError;
-use shared::adapters::redis::Lease;
+use shared::adapters::Lease;
 use shared::retry;
 
 use super::{Listener, ListenerError, ListenerKeys};

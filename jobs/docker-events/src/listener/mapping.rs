@@ -27,7 +27,7 @@
 //! - a `destroy` is not reported when a removal intent was recorded.
 
 use shared::adapters::postgres::StoreError;
-use shared::adapters::redis::{IntentKind, RedisError};
+use shared::adapters::{IntentKind, RedisError};
 use shared::domain::labels::LABEL_GAME_ID;
 use shared::domain::{EventAction, GameId, HealthEvent, RuntimeRecord, RuntimeStatus};
 use shared::ports::EngineEvent;

@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 
 use crate::DockerEventsConfig;
 use shared::adapters::postgres::{Database, StoreError};
-use shared::adapters::redis::{IntentStore, LeaseStore, RedisClient, RedisError};
+use shared::adapters::{IntentStore, LeaseStore, RedisClient, RedisError};
 use shared::outbox::Outbox;
 use shared::ports::{ContainerEngine, EngineError};
 

@@ -25,7 +25,7 @@
 
 use chrono::{DateTime, Utc};
 use shared::adapters::postgres::{StoreError, UnitOfWork};
-use shared::adapters::redis::Lease;
+use shared::adapters::Lease;
 use shared::domain::labels::LABEL_ENGINE_IMAGE_REF;
 use shared::domain::{
     GameId, HealthEvent, Observation, OpKind, OpSource, OperationEntry, Outcome, RuntimeRecord,

@@ -38,7 +38,7 @@ mod pass;
 use std::sync::Arc;
 
 use shared::adapters::postgres::Database;
-use shared::adapters::redis::LeaseStore;
+use shared::adapters::LeaseStore;
 use shared::outbox::Outbox;
 use shared::ports::{ContainerEngine, ContainerInfo};
 

@@ -53,7 +53,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::adapters::postgres::{Database, MonitoringRow, StoreError};
-use shared::adapters::redis::{LeaseStore, RedisError};
+use shared::adapters::{LeaseStore, RedisError};
 use shared::domain::{ErrorCode, RuntimeStatus};
 
 use crate::error::ApiError;

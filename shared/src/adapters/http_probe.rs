@@ -4,10 +4,11 @@
 //! `last_error` of `probe_failed` (e.g. `timeout after 2s`, `connection
 //! refused`, `status 500`; `last_status` 0 without a response).
 //!
-//! One `reqwest` client ([`http_client`]: hyper's keep-alive pool, idle
-//! connections kept longer than the interval) serves every probe, so a
+//! One [`ProbeClient`] ([`http_client`]: reqwest on hyper's keep-alive pool,
+//! idle connections kept longer than the interval) serves every probe, so a
 //! healthy engine is probed over one long-lived connection instead of a
-//! connect per probe.
+//! connect per probe. This adapter is the only code of the prober that
+//! speaks reqwest.
 
 use std::time::Duration;
 
@@ -34,11 +35,20 @@ impl ProbeResult {
 /// back to the pool; a longer body is cut and its connection not reused.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The HTTP client of the probes (cheap to clone: one shared pool).
+#[derive(Clone)]
+pub struct ProbeClient(reqwest::Client);
+
+/// The probe client could not be built (no TLS or resolver backend).
+#[derive(Debug, thiserror::Error)]
+#[error("building the probe HTTP client: {0}")]
+pub struct ProbeClientError(String);
+
 /// The one client every probe uses: no proxy (proxy variables must not
 /// reroute engine traffic), no redirects, Nagle off, and idle connections
 /// kept beyond one interval so the next round reuses them.
-pub fn http_client(interval: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+pub fn http_client(interval: Duration) -> Result<ProbeClient, ProbeClientError> {
+    let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
@@ -48,11 +58,13 @@ pub fn http_client(interval: Duration) -> Result<reqwest::Client, reqwest::Error
             env!("CARGO_PKG_VERSION")
         ))
         .build()
+        .map_err(|e| ProbeClientError(e.to_string()))?;
+    Ok(ProbeClient(client))
 }
 
 /// `GET url` within `timeout`, classified. The bare HTTP part of a probe.
-pub async fn http_probe(client: &reqwest::Client, url: &str, timeout: Duration) -> ProbeResult {
-    let response = match client.get(url).timeout(timeout).send().await {
+pub async fn http_probe(client: &ProbeClient, url: &str, timeout: Duration) -> ProbeResult {
+    let response = match client.0.get(url).timeout(timeout).send().await {
         Ok(r) => r,
         Err(e) => {
             return ProbeResult::Unhealthy {
