@@ -209,6 +209,7 @@ impl Outbox {
                 min_age: self.streams.min_age,
             },
             retention: self.streams.outbox_retention,
+            key_retention: self.streams.dedupe_key_retention,
             wake: self.wake.clone(),
             metrics: self.metrics.clone(),
             instance: tokio::sync::OnceCell::new(),
@@ -230,6 +231,7 @@ pub struct Relay {
     redis: RedisClient,
     trim: StreamTrim,
     retention: Duration,
+    key_retention: Duration,
     wake: Arc<Notify>,
     metrics: Metrics,
     /// `outbox_identity.instance_id`, read once.
@@ -264,6 +266,9 @@ impl Relay {
                 last_prune = Some(tokio::time::Instant::now());
                 if let Err(e) = self.db.prune_delivered(self.retention).await {
                     tracing::warn!(error = %e, "outbox prune failed");
+                }
+                if let Err(e) = self.db.prune_dedupe_keys(self.key_retention).await {
+                    tracing::warn!(error = %e, "dedupe key prune failed");
                 }
             }
             tokio::select! {

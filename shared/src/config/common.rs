@@ -175,8 +175,14 @@ pub struct StreamsConfig {
     /// never trimmed (`MINID ~`); zero (the default) trims by count alone.
     pub min_age: Duration,
     /// `RTMANAGER_OUTBOX_RETENTION` (default 7d): how long delivered outbox
-    /// rows are kept. Their dedupe keys are kept regardless.
+    /// rows are kept. Their dedupe keys are kept longer, for:
     pub outbox_retention: Duration,
+    /// `RTMANAGER_DEDUPE_KEY_RETENTION` (default 30d, at least the outbox
+    /// retention): how long a dedupe key (one result per job entry, one
+    /// event per observation, one intent per key) is kept. It is also the
+    /// consumers' horizon: an entry older than this is never run, since its
+    /// earlier answer may be forgotten (see `stream_consumer`).
+    pub dedupe_key_retention: Duration,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +199,8 @@ pub struct StreamsEnv {
     stream_min_age: Duration,
     #[serde(default = "d::outbox_retention", with = "humantime_serde")]
     outbox_retention: Duration,
+    #[serde(default = "d::dedupe_key_retention", with = "humantime_serde")]
+    dedupe_key_retention: Duration,
 }
 
 impl Section for StreamsConfig {
@@ -213,6 +221,18 @@ impl Section for StreamsConfig {
         if raw.outbox_retention.is_zero() {
             return Err(ConfigError::var("OUTBOX_RETENTION", "must be positive"));
         }
+        if raw.dedupe_key_retention < raw.outbox_retention {
+            return Err(ConfigError::var(
+                "DEDUPE_KEY_RETENTION",
+                "must be at least RTMANAGER_OUTBOX_RETENTION",
+            ));
+        }
+        if raw.dedupe_key_retention > super::retention::MAX_RETENTION {
+            return Err(ConfigError::var(
+                "DEDUPE_KEY_RETENTION",
+                "is longer than 100 years",
+            ));
+        }
         if !raw.stream_min_age.is_zero() && raw.stream_maxlen == 0 {
             return Err(ConfigError::var(
                 "STREAM_MIN_AGE",
@@ -226,6 +246,7 @@ impl Section for StreamsConfig {
             maxlen: raw.stream_maxlen,
             min_age: raw.stream_min_age,
             outbox_retention: raw.outbox_retention,
+            dedupe_key_retention: raw.dedupe_key_retention,
         })
     }
 }
@@ -287,5 +308,8 @@ mod d {
     }
     pub fn outbox_retention() -> Duration {
         Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn dedupe_key_retention() -> Duration {
+        Duration::from_secs(30 * 24 * 3600)
     }
 }

@@ -23,6 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 pub mod common;
+pub mod consumers;
+pub mod gateway;
 pub mod jobs;
 pub mod lifecycle;
 pub mod retention;
@@ -30,9 +32,9 @@ pub mod retention;
 pub use common::{
     CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, RedisConfig, StreamsConfig,
 };
-pub use jobs::{
-    AddressMode, AuthMode, CleanupConfig, ConsumerConfig, GatewayConfig, InspectConfig, ProbeConfig,
-};
+pub use consumers::ConsumerConfig;
+pub use gateway::{AuthMode, GatewayConfig};
+pub use jobs::{AddressMode, CleanupConfig, InspectConfig, ProbeConfig};
 pub use lifecycle::{LifecycleConfig, StateConfig};
 pub use retention::RetentionConfig;
 

@@ -12,9 +12,9 @@
 //! it once, and a failed transaction queues nothing and is retried. A
 //! container exits, OOMs and disappears at most once with its record current
 //! (a replaced container gets a new id), so one event of each type per
-//! container is the whole truth. Dedupe keys live as long as their outbox
-//! rows (pruned 7 days after delivery), far longer than the daemon keeps an
-//! event to replay. A Redis `SET NX` marker (for `destroy`, say) is not
+//! container is the whole truth. Dedupe keys are kept for
+//! `RTMANAGER_DEDUPE_KEY_RETENTION` (30 days), far longer than the daemon
+//! keeps an event to replay. A Redis `SET NX` marker (for `destroy`, say) is not
 //! used: set outside the transaction, it could be left behind by a crash
 //! before the commit and lose the event.
 //!

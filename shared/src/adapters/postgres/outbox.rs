@@ -188,8 +188,8 @@ impl Database {
     }
 
     /// Deletes rows delivered longer than `age` ago. Their dedupe keys stay
-    /// in `outbox_keys`: a job entry redelivered after its result row is gone
-    /// is still answered once.
+    /// in `outbox_keys` (see [`Self::prune_dedupe_keys`]): a job entry
+    /// redelivered after its result row is gone is still answered once.
     pub async fn prune_delivered(&self, age: Duration) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM outbox WHERE delivered_at < now() - make_interval(secs => $1)",
@@ -198,6 +198,33 @@ impl Database {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Deletes dedupe keys staged longer than `retention` plus a day ago, in
+    /// batches (a first prune after an upgrade may find many). The day is a
+    /// margin for the clocks of the consumers, which never run an entry
+    /// older than `retention` by their own clock: a key is staged after its
+    /// entry was written, so while the entry can still be run, its key is
+    /// still here.
+    pub async fn prune_dedupe_keys(&self, retention: Duration) -> Result<u64, StoreError> {
+        const BATCH: i64 = 10_000;
+        let age = retention + Duration::from_secs(24 * 3600);
+        let mut deleted = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM outbox_keys WHERE dedupe_key IN ( \
+                   SELECT dedupe_key FROM outbox_keys \
+                   WHERE staged_at < now() - make_interval(secs => $1) LIMIT $2)",
+            )
+            .bind(age.as_secs_f64())
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?;
+            deleted += done.rows_affected();
+            if done.rows_affected() < BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Releases parked rows for the relay (after the cause was fixed), with

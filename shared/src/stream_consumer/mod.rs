@@ -16,9 +16,17 @@
 //!   (`NOGROUP`: a `FLUSHALL`, a failover to an empty replica) is recreated
 //!   just after it: entry ids are times, so entries written after the loss
 //!   are newer, and one answered before it is skipped by its result's key;
+//! - an entry older than `answer_horizon` (the dedupe keys' retention) is
+//!   never run, since the key that proves an earlier answer may be pruned:
+//!   it goes to the dead-letter stream, unanswered, and is acked. Only a
+//!   Redis restored from a snapshot that old, or a producer writing
+//!   explicit old ids, can bring one;
 //! - each reclaim round trims the entries every group is done with and
 //!   removes consumers idle past `idle_remove_after` with nothing pending
 //!   (one is left by every pod name), so neither grows without bound.
+
+mod answer;
+mod upkeep;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,8 +38,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::postgres::Database;
-use crate::adapters::{ConsumerGroup, LeaseStore, RedisClient, RedisError, StreamEntry};
-use crate::domain::{GameId, JobResult, OutboxMessage};
+use crate::adapters::{ConsumerGroup, LeaseStore, RedisClient, StreamEntry};
+use crate::domain::{GameId, JobResult};
 use crate::outbox::Outbox;
 use crate::retry;
 use crate::shutdown::AbortOnDrop;
@@ -85,6 +93,10 @@ pub struct ConsumerSettings {
     pub reclaim_idle: Duration,
     /// Other consumers idle this long with nothing pending are removed.
     pub idle_remove_after: Duration,
+    /// Entries older than this are never run: their dedupe keys (the proof
+    /// of an earlier answer) are kept this long and then pruned
+    /// (`RTMANAGER_DEDUPE_KEY_RETENTION`).
+    pub answer_horizon: Duration,
     pub shutdown_timeout: Duration,
 }
 
@@ -93,8 +105,9 @@ impl ConsumerSettings {
     /// `<stream>:dead`.
     pub fn new(
         consumer: &crate::config::ConsumerConfig,
-        process: &crate::config::ProcessConfig,
+        common: &crate::config::CommonConfig,
     ) -> Self {
+        let process = &common.process;
         Self {
             stream: consumer.stream.clone(),
             dead_letter_stream: format!("{}:dead", consumer.stream),
@@ -105,6 +118,7 @@ impl ConsumerSettings {
             block: consumer.block,
             reclaim_idle: consumer.reclaim_idle,
             idle_remove_after: consumer.idle_remove_after,
+            answer_horizon: common.streams.dedupe_key_retention,
             shutdown_timeout: process.shutdown_timeout,
         }
     }
@@ -145,64 +159,9 @@ impl<H: JobHandler> StreamConsumer<H> {
         }
     }
 
-    /// Creates the group if needed, creating the stream: just after the last
-    /// entry it acked when it ever acked one (Redis lost it), else at
-    /// `group_start_id` (its first creation). `lost`: Redis just answered
-    /// `NOGROUP`, so a creation now is a recreation even without an offset.
-    pub async fn ensure_group(&self, lost: bool) -> anyhow::Result<()> {
-        let (stream, group) = (&self.settings.stream, &self.settings.group);
-        let acked = self.db.stream_offset(stream, group).await?;
-        let from = acked
-            .clone()
-            .unwrap_or_else(|| self.settings.group_start_id.clone());
-        // Concurrent callers race here; only the one that creates it counts.
-        if self.group.ensure(&from).await? && (lost || acked.is_some()) {
-            tracing::warn!(stream = %stream, group = %group, from_id = %from, "consumer group recreated");
-            self.metrics
-                .consumer_group_recreations
-                .get_or_create(&self.labels())
-                .inc();
-        }
-        Ok(())
-    }
-
-    fn labels(&self) -> StreamLabels {
+    pub(super) fn labels(&self) -> StreamLabels {
         StreamLabels {
             stream: self.settings.stream.clone(),
-        }
-    }
-
-    /// After any failed group command: a `NOGROUP` is not cured by waiting,
-    /// so the group is recreated now; other errors are left to the caller.
-    async fn recover(&self, error: &RedisError) {
-        if !error.is_no_group() {
-            return;
-        }
-        if let Err(e) = self.ensure_group(true).await {
-            tracing::warn!(error = %e, "recreating the lost consumer group failed; retrying");
-        }
-    }
-
-    /// Keeps the stream and the group bounded (see the module doc). Run each
-    /// reclaim round: that is when a consumer already looks at what is
-    /// stalled, and its period (half of `reclaim_idle`) keeps the stream to a
-    /// minute or so of answered entries for two cheap commands per round.
-    async fn tidy(&self) {
-        if let Err(e) = self.group.trim_done().await {
-            self.recover(&e).await;
-            tracing::warn!(error = %e, "trimming the job stream failed");
-        }
-        match self
-            .group
-            .remove_idle_consumers(self.settings.idle_remove_after)
-            .await
-        {
-            Ok(removed) if removed.is_empty() => {}
-            Ok(removed) => tracing::info!(consumers = ?removed, "removed idle consumers"),
-            Err(e) => {
-                self.recover(&e).await;
-                tracing::warn!(error = %e, "removing idle consumers failed");
-            }
         }
     }
 
@@ -303,174 +262,6 @@ impl<H: JobHandler> StreamConsumer<H> {
         this.leases.release_all().await;
         Ok(())
     }
-
-    /// Entries stalled with a crashed consumer, minus those this one works on.
-    async fn reclaim(&self, count: usize) -> Result<Vec<StreamEntry>, RedisError> {
-        let claimed = self
-            .group
-            .reclaim(self.settings.reclaim_idle, count)
-            .await?;
-        let in_flight = self
-            .in_flight
-            .lock()
-            .expect("in-flight set poisoned")
-            .clone();
-        let claimed: Vec<_> = claimed
-            .into_iter()
-            .filter(|e| !in_flight.contains(&e.id))
-            .collect();
-        if !claimed.is_empty() {
-            self.metrics
-                .jobs_reclaimed
-                .get_or_create(&self.labels())
-                .inc_by(claimed.len() as u64);
-            tracing::info!(count = claimed.len(), "reclaimed stalled job entries");
-        }
-        Ok(claimed)
-    }
-
-    /// Resets the idle time of in-flight entries so they are not reclaimed.
-    async fn keep_fresh(self: Arc<Self>, shutdown: CancellationToken) {
-        let period = (self.settings.reclaim_idle / 3).max(Duration::from_millis(50));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(period) => {}
-            }
-            let ids: Vec<String> = self
-                .in_flight
-                .lock()
-                .expect("in-flight set poisoned")
-                .iter()
-                .cloned()
-                .collect();
-            if ids.is_empty() {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                continue;
-            }
-            if let Err(e) = self.group.keep_fresh(&ids).await {
-                // Entries in flight in a lost group are not pending in the
-                // new one: no one can reclaim them, they just finish.
-                self.recover(&e).await;
-                tracing::warn!(error = %e, "keeping in-flight entries fresh failed");
-            }
-        }
-    }
-
-    async fn process(&self, id: &str, fields: &HashMap<String, String>, reclaimed: bool) {
-        let job_key = format!("{}:{}", self.settings.stream, id);
-        self.metrics
-            .jobs_consumed
-            .get_or_create(&self.labels())
-            .inc();
-        let dead_key = format!("dead:{job_key}");
-        let answered = [format!("result:{job_key}"), dead_key.clone()];
-        match self.outbox.has_any_key(&answered).await {
-            Ok(false) => {}
-            Ok(true) => {
-                // Already answered before a crash or a lost ack: just ack.
-                self.ack(id).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(entry_id = id, error = %e, "cannot check for an earlier result; leaving the entry pending");
-                return;
-            }
-        }
-        if reclaimed {
-            if let Some(game_id) = self.handler.game_id(fields) {
-                match self.leases.is_held(&game_id).await {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        tracing::info!(entry_id = id, game_id = %game_id, "reclaimed entry's game is busy; leaving it pending");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(entry_id = id, error = %e, "lease check failed; leaving the entry pending");
-                        return;
-                    }
-                }
-            }
-        }
-        let messages = match self.handler.handle(id, fields).await {
-            JobDisposition::Done(result) => {
-                vec![self.outbox.job_result(&result, &job_key)]
-            }
-            JobDisposition::Malformed { reason, result } => {
-                tracing::warn!(entry_id = id, reason = %reason, "malformed job entry sent to the dead-letter stream");
-                self.metrics
-                    .jobs_dead_lettered
-                    .get_or_create(&self.labels())
-                    .inc();
-                let mut messages = vec![self.dead_letter(id, fields, &reason, dead_key)];
-                messages.extend(result.map(|r| self.outbox.job_result(&r, &job_key)));
-                messages
-            }
-        };
-        match self.outbox.publish(&messages).await {
-            Ok(_) => self.ack(id).await,
-            Err(e) => {
-                tracing::error!(entry_id = id, error = %e, "recording the job result failed; the entry stays pending and will be retried")
-            }
-        }
-    }
-
-    fn dead_letter(
-        &self,
-        id: &str,
-        fields: &HashMap<String, String>,
-        reason: &str,
-        dedupe_key: String,
-    ) -> OutboxMessage {
-        let original: serde_json::Map<String, serde_json::Value> = fields
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        OutboxMessage {
-            stream: self.settings.dead_letter_stream.clone(),
-            fields: vec![
-                ("source_stream".into(), self.settings.stream.clone()),
-                ("source_id".into(), id.to_owned()),
-                ("reason".into(), reason.to_owned()),
-                (
-                    "fields".into(),
-                    serde_json::Value::Object(original).to_string(),
-                ),
-                (
-                    "dead_at_ms".into(),
-                    chrono::Utc::now().timestamp_millis().to_string(),
-                ),
-            ],
-            dedupe_key: Some(dedupe_key),
-            snapshot: None,
-            game_id: None,
-        }
-    }
-
-    /// Acks an entry whose result is recorded, and keeps its id as the
-    /// group's offset. In a lost group (`NOGROUP`) the entry is answered all
-    /// the same: the offset is kept first, so the group is recreated after it.
-    async fn ack(&self, id: &str) {
-        let acked = self.group.ack(id).await;
-        if let Err(e) = &acked {
-            if !e.is_no_group() {
-                // The result is recorded; a later reclaim finds it and acks.
-                tracing::warn!(entry_id = id, error = %e, "ack failed");
-                return;
-            }
-        }
-        let (stream, group) = (&self.settings.stream, &self.settings.group);
-        if let Err(e) = self.db.save_stream_offset(stream, group, id).await {
-            // Only a recreation after a Redis loss reads it, and starting
-            // that from an older entry just finds more answered ones.
-            tracing::warn!(entry_id = id, error = %e, "keeping the acked offset failed");
-        }
-        if let Err(e) = acked {
-            self.recover(&e).await;
-        }
-    }
 }
 
 /// The whole of a job consumer process: consumes `settings.stream` with
@@ -511,6 +302,6 @@ pub async fn consume_with_operations<H: JobHandler>(
 ) -> anyhow::Result<()> {
     let operations = crate::bootstrap::operations(infra, common, lifecycle, state)?;
     let leases = operations.leases().clone();
-    let settings = ConsumerSettings::new(consumer, &common.process);
+    let settings = ConsumerSettings::new(consumer, common);
     consume(infra, leases, handler(operations), settings, shutdown).await
 }
