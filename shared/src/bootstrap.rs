@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::Database;
-use crate::adapters::{IntentStore, LeaseStore, RedisClient};
+use crate::adapters::{LeaseStore, RedisClient};
 use crate::config::{CommonConfig, Env, JobConfig, LifecycleConfig, StateConfig};
 use crate::operations::{OperationDeps, Operations};
 use crate::outbox::Outbox;
@@ -135,7 +135,6 @@ pub fn operations(
         db: infra.db.clone(),
         outbox: infra.outbox.clone(),
         leases: LeaseStore::new(infra.redis.clone(), common.redis.lease_ttl),
-        intents: IntentStore::new(infra.redis.clone()),
         lobby,
         metrics: infra.metrics.clone(),
     };

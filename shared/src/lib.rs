@@ -24,6 +24,7 @@ pub mod adapters;
 pub mod bootstrap;
 pub mod config;
 pub mod domain;
+pub mod game_lock;
 pub mod operations;
 pub mod outbox;
 pub mod ports;

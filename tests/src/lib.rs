@@ -251,6 +251,21 @@ impl TestEnv {
             })
     }
 
+    /// Records that rtmanager stops or removes `container` (what an
+    /// operation commits before it acts).
+    pub async fn record_intent(
+        &self,
+        kind: shared::domain::IntentKind,
+        game: &GameId,
+        container: &str,
+    ) {
+        let mut tx = self.db().begin().await.expect("begin");
+        tx.record_intent(kind, game, container)
+            .await
+            .expect("record intent");
+        tx.commit().await.expect("commit intent");
+    }
+
     pub fn redis_password(&self) -> Secret {
         Secret::default()
     }

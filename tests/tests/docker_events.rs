@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use docker_events::listener::ListenerKeys;
 use serde_json::{json, Value};
 use shared::adapters::docker::DockerEngine;
-use shared::adapters::redis::{IntentKind, IntentStore};
 use shared::bootstrap::Infra;
 use shared::config::Config;
+use shared::domain::IntentKind;
 use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
 use shared::operations::StartRequest;
 use shared::ports::ContainerEngine;
@@ -318,16 +318,16 @@ async fn rtmanagers_own_stops_and_removals_and_zero_exits_are_not_reported() {
     let listener = Running::spawn(&env.config, &env.infra);
     barrier(&env, "warmup").await;
     let games = start_games(&env, &["stopintent", "rmintent", "stopped", "zero"]).await;
-    let intents = IntentStore::new(env.infra.redis.clone());
 
     // A stop rtmanager records before it acts: the die is its own.
     let (stop_intent, c1) = &games[0];
-    intents.record(IntentKind::Stop, c1).await.unwrap();
+    env.record_intent(IntentKind::Stop, stop_intent, c1).await;
     docker(&["kill", &stop_intent.container_name()]);
 
     // A removal rtmanager records before it acts: neither die nor destroy.
     let (removal_intent, c2) = &games[1];
-    intents.record(IntentKind::Removal, c2).await.unwrap();
+    env.record_intent(IntentKind::Removal, removal_intent, c2)
+        .await;
     docker(&["rm", "-f", &removal_intent.container_name()]);
 
     // A record no longer running with the container (rtmanager stopped it).

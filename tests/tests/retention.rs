@@ -231,6 +231,35 @@ async fn stop_tombstones_past_retention_go() {
 }
 
 #[tokio::test]
+async fn container_intents_past_the_tombstone_retention_go() {
+    let env = TestEnv::new().await;
+    let game = env.game("intents");
+    for (container, age) in [("c-old", 31), ("c-fresh", 29)] {
+        sqlx::query(
+            "INSERT INTO container_intents (container_id, kind, game_id, recorded_at) \
+             VALUES ($1, 'stop', $2, now() - make_interval(days => $3))",
+        )
+        .bind(container)
+        .bind(game.as_str())
+        .bind(age)
+        .execute(env.db().pool())
+        .await
+        .unwrap();
+    }
+    let counts = env
+        .db()
+        .prune_history(&RetentionConfig::default(), 1)
+        .await
+        .unwrap();
+    assert_eq!(counts.container_intents, 1, "{counts:?}");
+    let kept: Vec<String> = sqlx::query_scalar("SELECT container_id FROM container_intents")
+        .fetch_all(env.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(kept, ["c-fresh"]);
+}
+
+#[tokio::test]
 async fn cleanup_cron_prunes_a_backlog_larger_than_one_batch() {
     let env = TestEnv::new().await;
     let game = env.game("backlog");

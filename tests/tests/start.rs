@@ -494,7 +494,6 @@ async fn docker_unreachable_is_docker_unavailable() {
                 env.infra.redis.clone(),
                 env.config.common.redis.lease_ttl,
             ),
-            intents: shared::adapters::redis::IntentStore::new(env.infra.redis.clone()),
             lobby: None,
             metrics: env.infra.metrics.clone(),
         },

@@ -129,6 +129,7 @@ pub async fn pass(
         pruned_snapshots = pruned.health_snapshots,
         pruned_observations = pruned.inspect_observations,
         pruned_tombstones = pruned.stop_tombstones,
+        pruned_intents = pruned.container_intents,
         "cleanup pass done"
     );
     Ok(report)

@@ -104,3 +104,20 @@ mod tests {
         assert!(ContainerState::Dead.is_exited() && ContainerState::Dead.is_being_removed());
     }
 }
+
+/// A stop or removal rtmanager makes itself, recorded *before* it acts, so
+/// the health sources do not report it as a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentKind {
+    Stop,
+    Removal,
+}
+
+impl IntentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Removal => "removal",
+        }
+    }
+}

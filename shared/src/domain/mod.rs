@@ -14,7 +14,7 @@ pub mod operation;
 pub mod outbox;
 pub mod runtime;
 
-pub use container::{ContainerState, EventAction};
+pub use container::{ContainerState, EventAction, IntentKind};
 pub use error_code::ErrorCode;
 pub use game_id::{GameId, GameIdError};
 pub use health::{EventType, HealthDetails, HealthEvent, SnapshotStatus};

@@ -8,16 +8,21 @@ use super::common::{engine_failure, fail, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::IntentKind;
 use crate::domain::{ErrorCode, OpKind, RuntimeStatus};
+use crate::game_lock::GameLock;
 
 impl Operations {
     pub async fn cleanup(&self, req: &OperationRequest) -> OperationOutcome {
-        self.locked(req, OpKind::CleanupContainer, "", async |_, _| {
-            self.cleanup_steps(req).await
+        self.locked(req, OpKind::CleanupContainer, "", async |lock, _| {
+            self.cleanup_steps(req, lock).await
         })
         .await
     }
 
-    async fn cleanup_steps(&self, req: &OperationRequest) -> Result<Done, Failure> {
+    async fn cleanup_steps(
+        &self,
+        req: &OperationRequest,
+        lock: &GameLock,
+    ) -> Result<Done, Failure> {
         let record = self.load_record(&req.game_id).await?.ok_or_else(|| {
             fail(
                 ErrorCode::NotFound,
@@ -36,13 +41,16 @@ impl Operations {
         }
         let container = record.current_container_id.clone().unwrap_or_default();
         let image = record.current_image_ref.clone().unwrap_or_default();
-        self.record_intent(IntentKind::Removal, &container).await?;
-        self.engine
-            .remove(&container)
-            .await
-            .map_err(engine_failure(ErrorCode::Internal, "remove container"))?;
+        self.record_intent(IntentKind::Removal, &req.game_id, &container, lock)
+            .await?;
+        if let Err(e) = self.engine.remove(&container).await {
+            self.forget_intent(IntentKind::Removal, &req.game_id, &container)
+                .await;
+            return Err(engine_failure(ErrorCode::Internal, "remove container")(e));
+        }
         let removed = async {
             let mut tx = self.db.begin().await?;
+            tx.fence(lock.fence());
             tx.mark_removed(&req.game_id, &container, Utc::now())
                 .await?;
             tx.commit().await

@@ -6,11 +6,12 @@ use chrono::{DateTime, Utc};
 
 use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::postgres::StoreError;
-use crate::adapters::{IntentKind, Lease};
+use crate::adapters::IntentKind;
 use crate::domain::{
     AdminIntent, ErrorCode, GameId, NotificationType, OpKind, OperationEntry, Outcome,
     RuntimeRecord,
 };
+use crate::game_lock::{GameLock, LockError};
 use crate::ports::EngineError;
 use crate::telemetry::OperationLabels;
 
@@ -94,36 +95,35 @@ impl Done {
 }
 
 impl Operations {
-    /// The lease prologue: `conflict` when another operation holds the game,
-    /// `service_unavailable` when Redis is away.
-    pub(super) async fn lease(&self, game_id: &GameId) -> Result<Lease, Failure> {
-        match self.leases.try_acquire(game_id).await {
-            Ok(Some(lease)) => Ok(lease),
+    /// The lock prologue (lease and fencing token, [`crate::game_lock`]):
+    /// `conflict` when another operation holds the game,
+    /// `service_unavailable` when Redis or PostgreSQL is away.
+    pub(super) async fn lock(&self, game_id: &GameId) -> Result<GameLock, Failure> {
+        match self.locks.try_lock(game_id).await {
+            Ok(Some(lock)) => Ok(lock),
             Ok(None) => Err(fail(
                 ErrorCode::Conflict,
                 "another lifecycle operation is in progress for this game",
             )),
-            Err(e) => Err(fail(
-                ErrorCode::ServiceUnavailable,
-                format!("acquire game lease: {e}"),
-            )),
+            Err(e @ LockError::Lease(_)) => Err(fail(ErrorCode::ServiceUnavailable, e.to_string())),
+            Err(LockError::Fence(e)) => Err(store_failure("take fencing token")(e)),
         }
     }
 
-    /// Runs `body` under the game's lease, releases it, and records the
+    /// Runs `body` under the game's lock, releases it, and records the
     /// outcome. `requested_image` is the image a failure's row names.
     pub(super) async fn locked(
         &self,
         req: &OperationRequest,
         op: OpKind,
         requested_image: &str,
-        body: impl AsyncFnOnce(&Lease, DateTime<Utc>) -> Result<Done, Failure>,
+        body: impl AsyncFnOnce(&GameLock, DateTime<Utc>) -> Result<Done, Failure>,
     ) -> OperationOutcome {
         let started_at = Utc::now();
-        let result = match self.lease(&req.game_id).await {
-            Ok(lease) => {
-                let result = body(&lease, started_at).await;
-                lease.release().await;
+        let result = match self.lock(&req.game_id).await {
+            Ok(lock) => {
+                let result = body(&lock, started_at).await;
+                lock.release().await;
                 result
             }
             Err(f) => Err(f),
@@ -229,23 +229,43 @@ impl Operations {
         tx.commit().await
     }
 
-    /// Records, before acting, that rtmanager itself stops or removes the
-    /// container, so the health sources do not report it as a failure.
+    /// Records, before acting and under the game's fencing token, that
+    /// rtmanager itself stops or removes the container, so the health
+    /// sources do not report it as a failure.
     pub(super) async fn record_intent(
         &self,
         kind: IntentKind,
+        game_id: &GameId,
         container_id: &str,
+        lock: &GameLock,
     ) -> Result<(), Failure> {
-        self.intents.record(kind, container_id).await.map_err(|e| {
-            let what = match kind {
-                IntentKind::Stop => "stop",
-                IntentKind::Removal => "removal",
-            };
-            fail(
-                ErrorCode::ServiceUnavailable,
-                format!("record {what} intent: {e}"),
-            )
-        })
+        let recorded = async {
+            let mut tx = self.db.begin().await?;
+            tx.fence(lock.fence());
+            tx.record_intent(kind, game_id, container_id).await?;
+            tx.commit().await
+        };
+        recorded
+            .await
+            .map_err(|e| fail(e.code(), format!("record {} intent: {e}", kind.as_str())))
+    }
+
+    /// Undoes [`Self::record_intent`] after the step it announced failed
+    /// (best effort: a leftover only silences reports on that container).
+    pub(super) async fn forget_intent(
+        &self,
+        kind: IntentKind,
+        game_id: &GameId,
+        container_id: &str,
+    ) {
+        let forgotten = async {
+            let mut tx = self.db.begin().await?;
+            tx.forget_intent(kind, container_id).await?;
+            tx.commit().await
+        };
+        if let Err(e) = forgotten.await {
+            tracing::warn!(game_id = %game_id, container_id, error = %e, "forgetting the intent of a failed step failed");
+        }
     }
 
     pub(super) async fn load_record(

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::Database;
-use crate::adapters::{IntentStore, LeaseStore};
+use crate::adapters::LeaseStore;
 use crate::domain::{ErrorCode, GameId, JobResult, OpSource, Outcome, RuntimeRecord};
+use crate::game_lock::GameLocks;
 use crate::outbox::Outbox;
 use crate::ports::ContainerEngine;
 use crate::telemetry::Metrics;
@@ -101,7 +102,6 @@ pub struct OperationDeps {
     pub db: Database,
     pub outbox: Outbox,
     pub leases: LeaseStore,
-    pub intents: IntentStore,
     /// Best-effort diagnostic fetch of the game at Lobby, when configured.
     pub lobby: Option<LobbyClient>,
     pub metrics: Metrics,
@@ -113,8 +113,7 @@ pub struct Operations {
     engine: Arc<dyn ContainerEngine>,
     db: Database,
     outbox: Outbox,
-    leases: LeaseStore,
-    intents: IntentStore,
+    locks: GameLocks,
     lobby: Option<LobbyClient>,
     settings: OperationSettings,
     metrics: Metrics,
@@ -124,10 +123,9 @@ impl Operations {
     pub fn new(deps: OperationDeps, settings: OperationSettings) -> Self {
         Self {
             engine: deps.engine,
+            locks: GameLocks::new(deps.leases, deps.db.clone()),
             db: deps.db,
             outbox: deps.outbox,
-            leases: deps.leases,
-            intents: deps.intents,
             lobby: deps.lobby,
             settings,
             metrics: deps.metrics,
@@ -136,6 +134,6 @@ impl Operations {
 
     /// The leases the operations take (consumers check them when reclaiming).
     pub fn leases(&self) -> &LeaseStore {
-        &self.leases
+        self.locks.leases()
     }
 }

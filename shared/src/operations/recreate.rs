@@ -15,31 +15,31 @@ use chrono::Utc;
 
 use super::common::{engine_failure, fail, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations, StartRequest};
-use crate::adapters::Lease;
 use crate::domain::{ErrorCode, ImageRef, OpKind, Outcome, RuntimeStatus, StopReason};
+use crate::game_lock::GameLock;
 
 impl Operations {
     pub async fn restart(&self, req: &OperationRequest) -> OperationOutcome {
-        self.locked(req, OpKind::Restart, "", async |lease, _| {
-            self.recreate(req, None, lease).await
+        self.locked(req, OpKind::Restart, "", async |lock, _| {
+            self.recreate(req, None, lock).await
         })
         .await
     }
 
     pub async fn patch(&self, req: &OperationRequest, new_image_ref: &str) -> OperationOutcome {
-        self.locked(req, OpKind::Patch, "", async |lease, _| {
-            self.recreate(req, Some(new_image_ref), lease).await
+        self.locked(req, OpKind::Patch, "", async |lock, _| {
+            self.recreate(req, Some(new_image_ref), lock).await
         })
         .await
     }
 
     /// Inner stop, then inner start of the current (restart) or new (patch)
-    /// image, under the caller's outer lease.
+    /// image, under the caller's outer lock.
     async fn recreate(
         &self,
         req: &OperationRequest,
         new_image: Option<&str>,
-        lease: &Lease,
+        lock: &GameLock,
     ) -> Result<Done, Failure> {
         let record = self.load_record(&req.game_id).await?.ok_or_else(|| {
             fail(
@@ -74,17 +74,20 @@ impl Operations {
             }
         };
         let stopped_at = Utc::now();
-        let stop = self.stop_steps(req, StopReason::AdminRequest, None).await;
+        let stop = self
+            .stop_steps(req, StopReason::AdminRequest, None, lock)
+            .await;
         let stop_failed = stop.as_ref().err().map(|f| (f.code, f.message.clone()));
         self.finish(req, OpKind::Stop, "", stopped_at, stop).await;
         if let Some((code, message)) = stop_failed {
             return Err(fail(code, format!("inner stop: {message}")));
         }
 
-        let started = self.inner_start(req, &target, lease).await;
+        fail::fail_point!("recreate-after-stop");
+        let started = self.inner_start(req, &target, lock).await;
         if started.outcome == Outcome::Success && new_image.is_some() {
             if let Some(exited) = self.exited_within_grace(&started).await {
-                return self.roll_back(req, &current, lease, exited).await;
+                return self.roll_back(req, &current, lock, exited).await;
             }
         }
         if started.outcome == Outcome::Success {
@@ -96,7 +99,7 @@ impl Operations {
         let code = started.error_code.unwrap_or(ErrorCode::Internal);
         if new_image.is_some() {
             let why = format!("{code}: {}", started.error_message);
-            return self.roll_back(req, &current, lease, why).await;
+            return self.roll_back(req, &current, lock, why).await;
         }
         Err(fail(
             code,
@@ -108,7 +111,7 @@ impl Operations {
         &self,
         req: &OperationRequest,
         image: &str,
-        lease: &Lease,
+        lock: &GameLock,
     ) -> OperationOutcome {
         let start = StartRequest {
             game_id: req.game_id.clone(),
@@ -116,7 +119,7 @@ impl Operations {
             op_source: req.op_source,
             source_ref: req.source_ref.clone(),
         };
-        self.start_under(&start, lease).await
+        self.start_under(&start, lock).await
     }
 
     /// `Some(reason)` when the new container is not running after the grace.
@@ -139,7 +142,7 @@ impl Operations {
         &self,
         req: &OperationRequest,
         old_image: &str,
-        lease: &Lease,
+        lock: &GameLock,
         why: String,
     ) -> Result<Done, Failure> {
         if let Ok(Some(record)) = self.db.get_record(&req.game_id).await {
@@ -147,6 +150,7 @@ impl Operations {
                 // The new container died on its own: the record follows (CAS).
                 let container = record.current_container_id.unwrap_or_default();
                 if let Ok(mut tx) = self.db.begin().await {
+                    tx.fence(lock.fence());
                     if tx
                         .mark_stopped(&req.game_id, &container, Utc::now())
                         .await
@@ -157,7 +161,7 @@ impl Operations {
                 }
             }
         }
-        let back = self.inner_start(req, old_image, lease).await;
+        let back = self.inner_start(req, old_image, lock).await;
         let restored = if back.outcome == Outcome::Success {
             format!("rolled back to {old_image}")
         } else {

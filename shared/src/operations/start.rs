@@ -18,12 +18,12 @@ use chrono::{DateTime, Utc};
 use super::common::{engine_failure, fail, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations, StartRequest};
 use crate::adapters::postgres::StoreError;
-use crate::adapters::Lease;
 use crate::domain::labels::*;
 use crate::domain::{
     ErrorCode, GameId, HealthEvent, ImageRef, OpKind, OperationEntry, Outcome, ResourceLimits,
     RuntimeRecord, RuntimeStatus,
 };
+use crate::game_lock::GameLock;
 use crate::ports::{BindMount, ContainerInfo, ContainerSpec, PullPolicy};
 
 /// How engine containers are made.
@@ -71,20 +71,24 @@ impl Operations {
             &op,
             OpKind::Start,
             &req.image_ref,
-            async |lease, started_at| {
+            async |lock, started_at| {
                 if let Some(requested_at_ms) = requested_at_ms {
                     self.check_tombstone(&req.game_id, requested_at_ms).await?;
                 }
-                self.start_steps(req, started_at, lease).await
+                self.start_steps(req, started_at, lock).await
             },
         )
         .await
     }
 
-    /// The start of a restart or patch, under the caller's outer lease.
-    pub(super) async fn start_under(&self, req: &StartRequest, lease: &Lease) -> OperationOutcome {
+    /// The start of a restart or patch, under the caller's outer lock.
+    pub(super) async fn start_under(
+        &self,
+        req: &StartRequest,
+        lock: &GameLock,
+    ) -> OperationOutcome {
         let started_at = Utc::now();
-        let result = self.start_steps(req, started_at, lease).await;
+        let result = self.start_steps(req, started_at, lock).await;
         self.finish(
             &req.operation(),
             OpKind::Start,
@@ -116,7 +120,7 @@ impl Operations {
         &self,
         req: &StartRequest,
         started_at: DateTime<Utc>,
-        lease: &Lease,
+        lock: &GameLock,
     ) -> Result<Done, Failure> {
         let settings = &self.settings.start;
         let existing = self.load_record(&req.game_id).await?;
@@ -156,6 +160,7 @@ impl Operations {
                 format!("docker network {:?} is missing", settings.network),
             ));
         }
+        fail::fail_point!("start-before-pull");
         self.engine
             .ensure_image(image.as_str(), settings.pull_policy)
             .await
@@ -191,11 +196,13 @@ impl Operations {
             }
         };
 
-        if lease.is_lost() {
-            self.rollback(&req.game_id, &container.id).await;
+        fail::fail_point!("start-after-create");
+        if lock.is_lost() {
+            // Another holder may own the game now and be settling this very
+            // container: leave it to that holder or the reconciler.
             return Err(fail(
                 ErrorCode::Conflict,
-                "game lease lost before the record was written",
+                "game lease lost before the record was written; the container is left to the reconciler",
             )
             .with_container(&container.id));
         }
@@ -216,31 +223,59 @@ impl Operations {
                 .map(|r| r.created_at)
                 .unwrap_or(started_at),
         };
-        match self.commit_start(req, started_at, &record).await {
-            Ok(true) => {}
-            Ok(false) => {
-                self.rollback(&req.game_id, &container.id).await;
+        let committed = self.commit_start(req, started_at, &record, lock).await;
+        fail::fail_point!("start-after-commit");
+        // Only a failed COMMIT can have written our rows; a lost
+        // compare-and-set wrote nothing of ours.
+        let ours_if_recorded = committed.is_err();
+        let failure = match committed {
+            Ok(true) => None,
+            Ok(false) => Some(fail(
+                ErrorCode::Conflict,
+                "runtime record became running concurrently",
+            )),
+            Err(e @ StoreError::Fenced { .. }) => {
+                // A later holder owns the game: what it found is its to settle.
                 return Err(fail(
                     ErrorCode::Conflict,
-                    "runtime record became running concurrently",
+                    format!("game lease lost and taken over before the commit ({e}); the container is left to the new holder"),
                 )
                 .with_container(&container.id));
             }
             Err(e) => {
-                self.rollback(&req.game_id, &container.id).await;
                 let code = match e.code() {
                     ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
                     _ => ErrorCode::ContainerStartFailed,
                 };
-                return Err(
-                    fail(code, format!("upsert runtime record: {e}")).with_container(&container.id)
-                );
+                Some(fail(code, format!("upsert runtime record: {e}")))
+            }
+        };
+        let Some(failure) = failure else {
+            return Ok(Done {
+                logged: true,
+                ..Done::applied(Some(record), None)
+            });
+        };
+        // A failed COMMIT may have gone through (the reply lost as
+        // PostgreSQL restarted), and a concurrent writer may have recorded
+        // this very container: re-read before compensating.
+        match self.db.get_record(&req.game_id).await {
+            Ok(Some(now)) if names(&now, &container.id) => {
+                tracing::info!(game_id = %req.game_id, container_id = %container.id, "the start's commit failed but the record names its container: the game runs it");
+                Ok(Done {
+                    logged: ours_if_recorded,
+                    ..Done::applied(Some(now), None)
+                })
+            }
+            Ok(_) => {
+                self.rollback(&req.game_id, &container.id).await;
+                Err(failure.with_container(&container.id))
+            }
+            Err(e) => {
+                tracing::warn!(game_id = %req.game_id, container_id = %container.id, error = %e, "cannot tell whether the start committed; the container is left to the reconciler");
+                Err(failure.with_container(&container.id))
             }
         }
-        Ok(Done {
-            logged: true,
-            ..Done::applied(Some(record), None)
-        })
     }
 
     /// Handles a container already named `galaxy-game-{id}`. Returns it when it
@@ -322,9 +357,11 @@ impl Operations {
         req: &StartRequest,
         started_at: DateTime<Utc>,
         record: &RuntimeRecord,
+        lock: &GameLock,
     ) -> Result<bool, StoreError> {
         let container_id = record.current_container_id.clone().unwrap_or_default();
         let mut tx = self.outbox.begin().await?;
+        tx.fence(lock.fence());
         if !tx.upsert_running_record(record).await? {
             return Ok(false);
         }
@@ -347,6 +384,9 @@ impl Operations {
             HealthEvent::container_started(&req.game_id, &container_id, at_ms, &req.image_ref);
         tx.stage(&self.outbox.health(&event)).await?;
         tx.commit().await?;
+        fail::fail_point!("start-commit-reply-lost", |_| Err(StoreError::Unavailable(
+            "failpoint: the COMMIT went through, its reply was lost".into()
+        )));
         Ok(true)
     }
 
@@ -356,6 +396,12 @@ impl Operations {
             tracing::error!(game_id = %game_id, container_id, error = %e, "rollback of the new container failed");
         }
     }
+}
+
+/// The record is `running` on `container_id`.
+fn names(record: &RuntimeRecord, container_id: &str) -> bool {
+    record.status == RuntimeStatus::Running
+        && record.current_container_id.as_deref() == Some(container_id)
 }
 
 fn container_spec(

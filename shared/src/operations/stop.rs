@@ -11,6 +11,7 @@ use super::common::{engine_failure, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::IntentKind;
 use crate::domain::{ErrorCode, OpKind, RuntimeStatus, StopReason};
+use crate::game_lock::GameLock;
 
 impl Operations {
     pub async fn stop(
@@ -19,23 +20,25 @@ impl Operations {
         reason: StopReason,
         requested_at_ms: Option<i64>,
     ) -> OperationOutcome {
-        self.locked(req, OpKind::Stop, "", async |_, _| {
-            self.stop_steps(req, reason, requested_at_ms).await
+        self.locked(req, OpKind::Stop, "", async |lock, _| {
+            self.stop_steps(req, reason, requested_at_ms, lock).await
         })
         .await
     }
 
-    /// The stop itself, under a lease the caller holds.
+    /// The stop itself, under a lock the caller holds; its commits are fenced.
     pub(super) async fn stop_steps(
         &self,
         req: &OperationRequest,
         reason: StopReason,
         requested_at_ms: Option<i64>,
+        lock: &GameLock,
     ) -> Result<Done, Failure> {
         let Some(record) = self.load_record(&req.game_id).await? else {
             let at = requested_at_ms.unwrap_or_else(|| Utc::now().timestamp_millis());
             let tombstone = async {
                 let mut tx = self.db.begin().await?;
+                tx.fence(lock.fence());
                 tx.put_stop_tombstone(&req.game_id, at, reason.as_str())
                     .await?;
                 tx.commit().await
@@ -48,13 +51,21 @@ impl Operations {
         }
         let container = record.current_container_id.clone().unwrap_or_default();
         let image = record.current_image_ref.clone().unwrap_or_default();
-        self.record_intent(IntentKind::Stop, &container).await?;
-        self.engine
+        self.record_intent(IntentKind::Stop, &req.game_id, &container, lock)
+            .await?;
+        if let Err(e) = self
+            .engine
             .stop(&container, self.settings.stop_timeout)
             .await
-            .map_err(engine_failure(ErrorCode::Internal, "stop container"))?;
+        {
+            self.forget_intent(IntentKind::Stop, &req.game_id, &container)
+                .await;
+            return Err(engine_failure(ErrorCode::Internal, "stop container")(e));
+        }
+        fail::fail_point!("stop-after-container-stop");
         let marked = async {
             let mut tx = self.db.begin().await?;
+            tx.fence(lock.fence());
             let marked = tx
                 .mark_stopped(&req.game_id, &container, Utc::now())
                 .await?;

@@ -27,7 +27,7 @@
 //! - a `destroy` is not reported when a removal intent was recorded.
 
 use shared::adapters::postgres::StoreError;
-use shared::adapters::{IntentKind, RedisError};
+use shared::adapters::IntentKind;
 use shared::domain::labels::LABEL_GAME_ID;
 use shared::domain::{EventAction, GameId, HealthEvent, RuntimeRecord, RuntimeStatus};
 use shared::ports::EngineEvent;
@@ -138,7 +138,7 @@ impl Listener {
     pub(super) async fn rtmanager_stops_or_removes(
         &self,
         container: &str,
-    ) -> Result<bool, RedisError> {
+    ) -> Result<bool, StoreError> {
         Ok(self
             .intents
             .is_recorded(IntentKind::Stop, container)

@@ -115,10 +115,10 @@ impl Listener {
     ) -> Self {
         Self {
             engine,
+            intents: IntentStore::new(db.clone()),
             db,
             outbox,
             leases: LeaseStore::new(redis.clone(), settings.lease_ttl),
-            intents: IntentStore::new(redis.clone()),
             redis,
             settings,
             instance: Arc::default(),

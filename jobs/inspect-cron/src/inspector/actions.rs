@@ -25,12 +25,13 @@
 
 use chrono::{DateTime, Utc};
 use shared::adapters::postgres::{StoreError, UnitOfWork};
-use shared::adapters::Lease;
 use shared::domain::labels::LABEL_ENGINE_IMAGE_REF;
+use shared::domain::IntentKind;
 use shared::domain::{
     GameId, HealthEvent, Observation, OpKind, OpSource, OperationEntry, Outcome, RuntimeRecord,
     RuntimeStatus,
 };
+use shared::game_lock::GameLock;
 use shared::ports::ContainerInfo;
 
 use super::assess::observation_of;
@@ -52,7 +53,7 @@ impl Inspector {
     /// Settles one action on a game. Under the game's lease: `confirm` (a
     /// fresh look; `Ok(None)` when there is nothing to do after all), then
     /// one unit of work given to `write` with what was confirmed and when the
-    /// action started, committed only while the lease is still held. A store
+    /// action started, committed only while the lock is current (fenced). A store
     /// failure is logged and reported as failed; the next pass retries.
     async fn settle<Confirmed, Log>(
         &self,
@@ -68,8 +69,8 @@ impl Inspector {
     where
         Log: FnOnce(),
     {
-        let lease = match self.lease(game_id, container_id).await {
-            Ok(lease) => lease,
+        let lock = match self.lock(game_id, container_id).await {
+            Ok(lock) => lock,
             Err(finding) => return vec![finding],
         };
         let result = async {
@@ -85,17 +86,22 @@ impl Inspector {
                 Written::Nothing => return Ok(Vec::new()),
                 Written::Commit { findings, log } => (findings, log),
             };
-            if lease.is_lost() {
+            if lock.is_lost() {
                 return Ok(vec![Finding::Busy(game_id.clone())]);
             }
+            tx.fence(lock.fence());
             tx.commit().await?;
             log();
             Ok::<_, StoreError>(findings)
         }
         .await;
-        lease.release().await;
+        lock.release().await;
         match result {
             Ok(findings) => findings,
+            Err(StoreError::Fenced { .. }) => {
+                tracing::info!(game_id = %game_id, container_id, "game lease lost and taken over before the commit; nothing written");
+                vec![Finding::Busy(game_id.clone())]
+            }
             Err(e) => {
                 tracing::warn!(game_id = %game_id, container_id, error = %e, "inspect action failed; retried next pass");
                 vec![Finding::Failed(container_id.to_owned())]
@@ -103,10 +109,10 @@ impl Inspector {
         }
     }
 
-    /// Takes the game's lease, or says why not.
-    async fn lease(&self, game_id: &GameId, container_id: &str) -> Result<Lease, Finding> {
-        match self.leases.try_acquire(game_id).await {
-            Ok(Some(lease)) => Ok(lease),
+    /// Takes the game's lock (lease and fencing token), or says why not.
+    async fn lock(&self, game_id: &GameId, container_id: &str) -> Result<GameLock, Finding> {
+        match self.locks.try_lock(game_id).await {
+            Ok(Some(lock)) => Ok(lock),
             Ok(None) => {
                 tracing::info!(game_id = %game_id, container_id, "game lease held by an operation; skipped this pass");
                 Err(Finding::Busy(game_id.clone()))
@@ -232,9 +238,13 @@ impl Inspector {
                     .await?;
                 let observation = observation_of(&info);
                 let mut findings = vec![Finding::ObservedExit(game_id.clone())];
-                if tx
-                    .store_published(game_id, container_id, &observation)
-                    .await?
+                // A stop rtmanager recorded before acting, whose process died
+                // before marking the record: the exit is its own, not news.
+                let requested = requested_stop(tx, container_id).await?;
+                if !requested
+                    && tx
+                        .store_published(game_id, container_id, &observation)
+                        .await?
                 {
                     let event =
                         observation.event(game_id, container_id, observed_at.timestamp_millis());
@@ -340,6 +350,14 @@ impl Inspector {
 }
 
 /// The `operation_log` row of a reconcile drift, finished now.
+/// Whether rtmanager recorded a stop or removal of this container.
+async fn requested_stop(tx: &mut UnitOfWork, container_id: &str) -> Result<bool, StoreError> {
+    Ok(tx.intent_recorded(IntentKind::Stop, container_id).await?
+        || tx
+            .intent_recorded(IntentKind::Removal, container_id)
+            .await?)
+}
+
 fn entry(
     ctx: &PassContext,
     record: &RuntimeRecord,

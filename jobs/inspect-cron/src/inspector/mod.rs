@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use shared::adapters::postgres::Database;
 use shared::adapters::LeaseStore;
+use shared::game_lock::GameLocks;
 use shared::outbox::Outbox;
 use shared::ports::{ContainerEngine, ContainerInfo};
 
@@ -52,7 +53,8 @@ pub struct Inspector {
     engine: Arc<dyn ContainerEngine>,
     db: Database,
     outbox: Outbox,
-    leases: LeaseStore,
+    /// Reconciling actions write records: under the game's lock, fenced.
+    locks: GameLocks,
     settings: InspectSettings,
 }
 
@@ -66,15 +68,15 @@ impl Inspector {
     ) -> Self {
         Self {
             engine,
+            locks: GameLocks::new(leases, db.clone()),
             db,
             outbox,
-            leases,
             settings,
         }
     }
 
     pub fn leases(&self) -> &LeaseStore {
-        &self.leases
+        self.locks.leases()
     }
 
     /// Inspects under `RTMANAGER_INSPECT_TIMEOUT`; `Ok(None)` when the

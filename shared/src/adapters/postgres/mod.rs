@@ -19,6 +19,8 @@ use sqlx::PgPool;
 
 use crate::domain::ErrorCode;
 
+pub mod fences;
+pub mod intents;
 pub mod observations;
 pub mod operations;
 pub mod outbox;
@@ -30,6 +32,8 @@ pub mod snapshots;
 pub mod stream_offsets;
 mod unit_of_work;
 
+pub use fences::Fence;
+pub use intents::IntentStore;
 pub use outbox::{PendingRow, Redrive, RelayBatch};
 pub use probe_targets::{CommittedStreak, OpenProbeFailure, ProbeTarget};
 pub use reads::MonitoringRow;
@@ -49,6 +53,15 @@ pub enum StoreError {
     Query(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A later holder of the game's lease took a newer fencing token: this
+    /// holder's lease was lost, and what it would commit is not its to
+    /// commit (`conflict`).
+    #[error("fenced: game {game_id} token {token} superseded by {latest}")]
+    Fenced {
+        game_id: String,
+        token: i64,
+        latest: i64,
+    },
 }
 
 impl StoreError {
@@ -56,6 +69,7 @@ impl StoreError {
         match self {
             Self::Unavailable(_) => ErrorCode::ServiceUnavailable,
             Self::Query(_) | Self::Corrupt(_) => ErrorCode::Internal,
+            Self::Fenced { .. } => ErrorCode::Conflict,
         }
     }
 }

@@ -35,7 +35,10 @@ pub struct OpenProbeFailure {
 }
 
 impl Database {
-    /// Every `running` record with its committed probe streak, by game id.
+    /// Every `running` record with its committed probe streak, by game id,
+    /// but those whose container rtmanager is stopping or removing (an
+    /// intent recorded before it acted): a stopping engine's failed probes
+    /// are not a failure.
     pub async fn probe_targets(&self) -> Result<Vec<ProbeTarget>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.game_id, r.status, r.current_container_id, r.current_image_ref, \
@@ -45,7 +48,9 @@ impl Database {
                  s.details AS snapshot_details, s.occurred_at AS snapshot_occurred_at \
              FROM runtime_records r \
              LEFT JOIN health_snapshots s ON s.game_id = r.game_id \
-             WHERE r.status = 'running' ORDER BY r.game_id",
+             WHERE r.status = 'running' AND NOT EXISTS ( \
+                 SELECT 1 FROM container_intents i WHERE i.container_id = r.current_container_id) \
+             ORDER BY r.game_id",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -27,6 +27,8 @@ pub struct PruneCounts {
     /// Observations of those records, and of containers no record holds.
     pub inspect_observations: u64,
     pub stop_tombstones: u64,
+    /// Stop and removal intents, pruned with the tombstones.
+    pub container_intents: u64,
 }
 
 /// One batch of the operation log, walked in `(finished_at, id)` order from
@@ -90,6 +92,9 @@ const PRUNE_STOP_TOMBSTONES: &str = "DELETE FROM stop_tombstones WHERE game_id I
          SELECT game_id FROM stop_tombstones WHERE created_at < $1 ORDER BY created_at LIMIT $2) \
      AND created_at < $1";
 
+const PRUNE_CONTAINER_INTENTS: &str = "DELETE FROM container_intents WHERE (container_id, kind) IN ( \
+         SELECT container_id, kind FROM container_intents WHERE recorded_at < $1 ORDER BY recorded_at LIMIT $2)";
+
 /// `now - retention`; retentions are validated to at most a century, so this
 /// never saturates in practice.
 fn cutoff(now: DateTime<Utc>, retention: std::time::Duration) -> DateTime<Utc> {
@@ -125,6 +130,13 @@ impl Database {
             stop_tombstones: self
                 .delete_batched(
                     PRUNE_STOP_TOMBSTONES,
+                    cutoff(now, retention.stop_tombstones),
+                    batch,
+                )
+                .await?,
+            container_intents: self
+                .delete_batched(
+                    PRUNE_CONTAINER_INTENTS,
                     cutoff(now, retention.stop_tombstones),
                     batch,
                 )

@@ -26,6 +26,8 @@ pub struct UnitOfWork {
     /// Outbox rows staged so far with an ordering key, in staging order: the
     /// commit gives them their place in their game's order.
     pub(super) ordered: Vec<(GameId, i64)>,
+    /// Set by [`UnitOfWork::fence`]: the commit needs this token current.
+    pub(super) fence: Option<super::Fence>,
     on_commit: Option<CommitHook>,
 }
 
@@ -35,6 +37,7 @@ impl UnitOfWork {
             tx,
             staged: Vec::new(),
             ordered: Vec::new(),
+            fence: None,
             on_commit: None,
         }
     }
@@ -46,6 +49,7 @@ impl UnitOfWork {
     }
 
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.check_fence().await?;
         self.order_staged().await?;
         self.tx.commit().await?;
         if let Some(hook) = &self.on_commit {

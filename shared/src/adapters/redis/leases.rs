@@ -147,6 +147,7 @@ async fn renew_loop(
     lost: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let period = (ttl / 3).max(Duration::from_millis(100));
+    let mut last_renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(period).await;
         let mut conn = redis.manager();
@@ -157,13 +158,19 @@ async fn renew_loop(
             .invoke_async(&mut conn)
             .await;
         match renewed {
-            Ok(1) => {}
+            Ok(1) => last_renewed = tokio::time::Instant::now(),
             Ok(_) => {
                 tracing::warn!(lease = %key, "lease lost: another holder or expired");
                 lost.store(true, std::sync::atomic::Ordering::SeqCst);
                 return;
             }
-            // Redis away: keep trying; the TTL still protects the game.
+            // Redis away: keep trying while the TTL still protects the game;
+            // past it, the lease has expired wherever Redis is.
+            Err(e) if last_renewed.elapsed() >= ttl => {
+                tracing::warn!(lease = %key, error = %e, "lease lost: not renewed within its TTL");
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
             Err(e) => tracing::warn!(lease = %key, error = %e, "lease renewal failed"),
         }
     }

@@ -5,7 +5,6 @@
 //!   for quick commands and a dedicated reader whose response timeout exceeds
 //!   its block time.
 //! - [`leases`]: per-game (and per-host) leases.
-//! - [`intents`]: stops and removals rtmanager is about to make itself.
 //! - [`streams`]: the consumer-group commands of the job loop.
 //! - [`delivery`]: the relay's exactly-once `XADD`.
 //! - [`streaks`]: the prober's failure streaks.
@@ -23,12 +22,10 @@ use crate::domain::ErrorCode;
 
 pub mod cursor;
 pub mod delivery;
-pub mod intents;
 pub mod leases;
 pub mod streaks;
 pub mod streams;
 
-pub use intents::{intent_key, IntentKind, IntentStore};
 pub use leases::{lease_key, Lease, LeaseStore};
 pub use streams::{entry_fields, ConsumerGroup, StreamEntry};
 

@@ -1,0 +1,263 @@
+//! The windows between an operation's steps, on real PostgreSQL, Redis and
+//! Docker, reached deterministically with failure points (the `fail` crate,
+//! `shared`'s `failpoints` feature, which only this test crate enables):
+//! an ambiguous commit, and a lease Redis lost while its holder worked on,
+//! with the fencing tokens that make the late holder's commit fail.
+//!
+//! Failure points are global to the process, so these tests take turns.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use shared::adapters::postgres::StoreError;
+use shared::adapters::redis::lease_key;
+use shared::adapters::LeaseStore;
+use shared::domain::{ErrorCode, GameId, OpSource, Outcome};
+use shared::game_lock::GameLocks;
+use shared::operations::StartRequest;
+use system_tests::{inspect, TestEnv, ENGINE};
+
+static ONE_AT_A_TIME: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(Default::default);
+
+fn start_request(game: &GameId) -> StartRequest {
+    StartRequest {
+        game_id: game.clone(),
+        image_ref: ENGINE.to_owned(),
+        op_source: OpSource::AdminRest,
+        source_ref: "crash-window".into(),
+    }
+}
+
+async fn record_container(env: &TestEnv, game: &GameId) -> Option<(String, String)> {
+    sqlx::query_as("SELECT status, current_container_id FROM runtime_records WHERE game_id = $1")
+        .bind(game.as_str())
+        .fetch_optional(env.db().pool())
+        .await
+        .unwrap()
+}
+
+async fn log_kinds(env: &TestEnv, game: &GameId) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT op_kind, outcome FROM operation_log WHERE game_id = $1 ORDER BY id")
+        .bind(game.as_str())
+        .fetch_all(env.db().pool())
+        .await
+        .unwrap()
+}
+
+/// Removes the failure point when dropped, so a failed test cannot leave it
+/// configured for the next one.
+struct Failpoint(&'static str);
+
+impl Failpoint {
+    fn set(name: &'static str, actions: &str) -> Self {
+        fail::cfg(name, actions).expect("failpoint actions");
+        Self(name)
+    }
+}
+
+impl Drop for Failpoint {
+    fn drop(&mut self) {
+        fail::remove(self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_whose_commit_reply_is_lost_keeps_its_container_and_succeeds() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let operations = system_tests::operations(&env.config, &env.infra).unwrap();
+    let game = env.game("replylost");
+    let outcome = {
+        let _lost = Failpoint::set("start-commit-reply-lost", "return");
+        operations.start(&start_request(&game)).await
+    };
+    assert_eq!(outcome.outcome, Outcome::Success, "{outcome:?}");
+    let (status, container) = record_container(&env, &game).await.expect("record");
+    assert_eq!(status, "running");
+    let info = inspect(&container).expect("the committed container is kept");
+    assert_eq!(info["State"]["Running"], true);
+    assert_eq!(
+        log_kinds(&env, &game).await,
+        [("start".to_owned(), "success".to_owned())],
+        "one row: the one the commit wrote"
+    );
+}
+
+#[tokio::test]
+async fn a_commit_under_a_superseded_fencing_token_fails_and_writes_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let locks = GameLocks::new(
+        LeaseStore::new(env.redis().clone(), Duration::from_secs(30)),
+        env.db().clone(),
+    );
+    let game = env.game("fenced");
+    let first = locks.try_lock(&game).await.unwrap().expect("free game");
+    // Redis loses the lease (a restart without persistence, a failover):
+    // a second holder gets it and takes the next token.
+    let mut conn = env.redis().manager();
+    let _: i64 = redis::cmd("DEL")
+        .arg(lease_key(&game))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let second = locks.try_lock(&game).await.unwrap().expect("lease gone");
+    assert!(second.fence().token > first.fence().token);
+
+    let mut late = env.db().begin().await.unwrap();
+    late.fence(first.fence());
+    late.put_stop_tombstone(&game, 1, "cancelled")
+        .await
+        .unwrap();
+    let refused = late.commit().await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced { .. }), "{refused}");
+    assert_eq!(refused.code(), ErrorCode::Conflict);
+    assert_eq!(env.db().stop_tombstone(&game).await.unwrap(), None);
+
+    let mut current = env.db().begin().await.unwrap();
+    current.fence(second.fence());
+    current
+        .put_stop_tombstone(&game, 2, "cancelled")
+        .await
+        .unwrap();
+    current.commit().await.expect("the current holder commits");
+    assert_eq!(env.db().stop_tombstone(&game).await.unwrap(), Some(2));
+    first.release().await;
+    second.release().await;
+}
+
+/// The scenario: a start has created its container; Redis loses the
+/// game lease; the reconciler takes the game and adopts the container; the
+/// start wakes up. Before the fix it removed the container, leaving the
+/// record on a container that was gone. Now it never removes it: a start that
+/// knows its lease is lost answers `conflict`; one that does not yet know
+/// finds the record running on its own container and answers `success`.
+async fn start_losing_its_lease_to_the_reconciler(lease_ttl_secs: &str, notice_the_loss: bool) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::with(&[("RTMANAGER_GAME_LEASE_TTL_SECONDS", lease_ttl_secs)]).await;
+    let operations = system_tests::operations(&env.config, &env.infra).unwrap();
+    let game = env.game("adopted");
+    let paused = Failpoint::set("start-after-create", "pause");
+    let start = tokio::spawn({
+        let operations = operations.clone();
+        let request = start_request(&game);
+        async move { operations.start(&request).await }
+    });
+    let container = env
+        .eventually("the start's container", Duration::from_secs(60), || async {
+            inspect(&game.container_name()).map(|c| c["Id"].as_str().unwrap().to_owned())
+        })
+        .await;
+    let mut conn = env.redis().manager();
+    let _: i64 = redis::cmd("DEL")
+        .arg(lease_key(&game))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let inspector = inspect_cron::inspector(&(&env.config).into(), &env.infra);
+    let report = inspector.pass(true).await.expect("reconcile pass");
+    assert_eq!(
+        record_container(&env, &game).await,
+        Some(("running".to_owned(), container.clone())),
+        "adopted: {report:?}"
+    );
+    if notice_the_loss {
+        // The renewal (every third of the TTL) finds the lease gone.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+
+    drop(paused);
+    let outcome = start.await.unwrap();
+    if notice_the_loss {
+        assert_eq!(outcome.outcome, Outcome::Failure, "{outcome:?}");
+        assert_eq!(outcome.error_code, Some(ErrorCode::Conflict), "{outcome:?}");
+    } else {
+        assert_eq!(outcome.outcome, Outcome::Success, "{outcome:?}");
+        let answered = outcome.record.and_then(|r| r.current_container_id);
+        assert_eq!(answered.as_deref(), Some(container.as_str()));
+    }
+    let info = inspect(&container).expect("the adopted container is kept");
+    assert_eq!(info["State"]["Running"], true);
+    assert_eq!(
+        record_container(&env, &game).await,
+        Some(("running".to_owned(), container)),
+        "record and Docker agree"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_that_knows_it_lost_its_lease_answers_conflict_and_keeps_the_adopted_container() {
+    start_losing_its_lease_to_the_reconciler("3", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_unaware_its_lease_was_taken_over_answers_success_on_the_adopted_container() {
+    start_losing_its_lease_to_the_reconciler("30", false).await;
+}
+
+/// A stop that dies between stopping the container and marking the record
+/// (a kill, or the shutdown drain cutting it off). Its intent was committed
+/// before the container was stopped, so no source reports the exit: the
+/// reconciler marks the record stopped without an `inspect_unhealthy`, and
+/// the prober no longer probes the container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_that_dies_after_stopping_the_container_is_reported_by_no_source() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let operations = system_tests::operations(&env.config, &env.infra).unwrap();
+    let game = env.game("stopdies");
+    let started = operations.start(&start_request(&game)).await;
+    assert_eq!(started.outcome, Outcome::Success, "{started:?}");
+    let container = started.record.unwrap().current_container_id.unwrap();
+    let probed = |targets: Vec<shared::adapters::postgres::ProbeTarget>| {
+        targets.iter().any(|t| t.record.game_id == game)
+    };
+    assert!(probed(env.db().probe_targets().await.unwrap()));
+
+    let died = {
+        let _dies = Failpoint::set("stop-after-container-stop", "panic");
+        let operations = operations.clone();
+        let request = shared::operations::OperationRequest {
+            game_id: game.clone(),
+            op_source: OpSource::AdminRest,
+            source_ref: "stop".into(),
+        };
+        tokio::spawn(async move {
+            operations
+                .stop(&request, shared::domain::StopReason::Cancelled, None)
+                .await
+        })
+        .await
+    };
+    assert!(
+        died.unwrap_err().is_panic(),
+        "the stop died at the failpoint"
+    );
+    assert_eq!(inspect(&container).unwrap()["State"]["Running"], false);
+    assert_eq!(
+        record_container(&env, &game).await,
+        Some(("running".to_owned(), container.clone())),
+        "the record was not marked"
+    );
+    assert!(
+        !probed(env.db().probe_targets().await.unwrap()),
+        "the prober skips a container being stopped"
+    );
+
+    let inspector = inspect_cron::inspector(&(&env.config).into(), &env.infra);
+    inspector.pass(true).await.expect("reconcile pass");
+    assert_eq!(
+        record_container(&env, &game).await,
+        Some(("stopped".to_owned(), container)),
+        "the reconciler settles the record"
+    );
+    env.flush_outbox().await;
+    let reported: Vec<String> = env
+        .read_stream(&env.config.common.streams.health_events)
+        .await
+        .into_iter()
+        .filter(|(_, f)| f["game_id"] == game.as_str())
+        .map(|(_, f)| f["event_type"].clone())
+        .collect();
+    assert_eq!(reported, ["container_started"], "nothing for the stop");
+}
