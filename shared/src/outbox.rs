@@ -95,10 +95,30 @@ impl Outbox {
     }
 
     pub fn intent(&self, intent: &AdminIntent) -> OutboxMessage {
+        self.intent_message(intent, format!("intent:{}", intent.idempotency_key()))
+    }
+
+    /// The intent of the failed operation that `source_ref` (a job entry, a
+    /// REST request) asked for: one per request. The wire's idempotency key
+    /// holds the attempt time, as the Go service's did, so a request run
+    /// again after a crash between its failure and its result would raise a
+    /// second one; this dedupe key does not.
+    pub fn request_intent(&self, intent: &AdminIntent, source_ref: &str) -> OutboxMessage {
+        if source_ref.is_empty() {
+            return self.intent(intent);
+        }
+        let key = format!(
+            "intent:{}.{}:{source_ref}",
+            intent.notification_type, intent.game_id
+        );
+        self.intent_message(intent, key)
+    }
+
+    fn intent_message(&self, intent: &AdminIntent, dedupe_key: String) -> OutboxMessage {
         OutboxMessage {
             stream: self.streams.notification_intents.clone(),
             fields: intent.stream_fields(),
-            dedupe_key: Some(format!("intent:{}", intent.idempotency_key())),
+            dedupe_key: Some(dedupe_key),
             snapshot: None,
             game_id: Some(intent.game_id.clone()),
         }

@@ -261,3 +261,100 @@ async fn a_stop_that_dies_after_stopping_the_container_is_reported_by_no_source(
         .collect();
     assert_eq!(reported, ["container_started"], "nothing for the stop");
 }
+
+/// A start job run again after a crash between its failure commit and its
+/// result (the entry is reclaimed, no result found) fails again: one admin
+/// intent per request all the same, though the wire's idempotency key holds
+/// the attempt time. Another request is another intent.
+#[tokio::test]
+async fn a_failed_start_run_again_for_the_same_request_raises_one_admin_intent() {
+    let env = TestEnv::new().await;
+    let operations = system_tests::operations(&env.config, &env.infra).unwrap();
+    let game = env.game("twointents");
+    let request = |source_ref: &str| StartRequest {
+        image_ref: "galaxy-test/absent:9.9.9".into(),
+        source_ref: source_ref.into(),
+        ..start_request(&game)
+    };
+    for source_ref in ["1775121650000-0", "1775121650000-0", "1775121650001-0"] {
+        let outcome = operations.start(&request(source_ref)).await;
+        assert_eq!(
+            outcome.error_code,
+            Some(ErrorCode::ImagePullFailed),
+            "{outcome:?}"
+        );
+    }
+    env.flush_outbox().await;
+    let intents: Vec<_> = env
+        .read_stream(&env.config.common.streams.notification_intents)
+        .await
+        .into_iter()
+        .filter(|(_, f)| f["payload"].contains(game.as_str()))
+        .collect();
+    assert_eq!(intents.len(), 2, "one per request: {intents:?}");
+}
+
+fn game_request(game: &GameId, source_ref: &str) -> shared::operations::OperationRequest {
+    shared::operations::OperationRequest {
+        game_id: game.clone(),
+        op_source: OpSource::LobbyStream,
+        source_ref: source_ref.into(),
+    }
+}
+
+/// Both directions of a stop and a start processed out of their request
+/// order, on a game that has a record: an older start must not undo a
+/// newer stop, and an older stop must not stop a newer start.
+#[tokio::test]
+async fn a_stop_and_a_start_processed_out_of_order_keep_the_newer_request() {
+    let env = TestEnv::new().await;
+    let ops = system_tests::operations(&env.config, &env.infra).unwrap();
+    let game = env.game("outoforder");
+    let start_at = |t: i64, r: &str| {
+        let req = StartRequest {
+            op_source: OpSource::LobbyStream,
+            source_ref: r.into(),
+            ..start_request(&game)
+        };
+        let ops = ops.clone();
+        async move { ops.start_requested(&req, Some(t)).await }
+    };
+    let stop_at = |t: i64, r: &str| {
+        let req = game_request(&game, r);
+        let ops = ops.clone();
+        async move {
+            ops.stop(&req, shared::domain::StopReason::Cancelled, Some(t))
+                .await
+        }
+    };
+    let code = |o: &shared::operations::OperationOutcome| (o.outcome, o.error_code);
+
+    assert_eq!(code(&start_at(100, "s1").await), (Outcome::Success, None));
+    assert_eq!(code(&stop_at(150, "p1").await), (Outcome::Success, None));
+    // Lobby: start at 200, stop at 300; the stop is processed first.
+    assert_eq!(
+        code(&stop_at(300, "p2").await),
+        (Outcome::Success, Some(ErrorCode::ReplayNoOp))
+    );
+    let late_start = start_at(200, "s2").await;
+    assert_eq!(
+        code(&late_start),
+        (Outcome::Failure, Some(ErrorCode::Conflict)),
+        "{late_start:?}"
+    );
+    assert_eq!(record_container(&env, &game).await.unwrap().0, "stopped");
+
+    // Lobby: stop at 350, start at 400; the start is processed first.
+    assert_eq!(code(&start_at(400, "s3").await), (Outcome::Success, None));
+    let late_stop = stop_at(350, "p3").await;
+    assert_eq!(
+        code(&late_stop),
+        (Outcome::Failure, Some(ErrorCode::Conflict)),
+        "{late_stop:?}"
+    );
+    let (status, container) = record_container(&env, &game).await.unwrap();
+    assert_eq!(status, "running");
+    assert_eq!(inspect(&container).unwrap()["State"]["Running"], true);
+    // A newer stop still stops it.
+    assert_eq!(code(&stop_at(500, "p4").await), (Outcome::Success, None));
+}

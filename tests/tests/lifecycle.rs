@@ -63,14 +63,12 @@ async fn stop_keeps_the_container_and_replays_are_no_ops() {
     assert!(stopped.record.as_ref().unwrap().stopped_at.is_some());
     let c = inspect(&id).expect("the container is kept");
     assert_eq!(c["State"]["Status"], "exited");
-    // The stop intent was recorded before stopping (docker-events stays quiet).
-    let mut conn = env.redis().manager();
-    let intent: bool = redis::cmd("EXISTS")
-        .arg(format!("rtmanager:intent:stop:{id}"))
-        .query_async(&mut conn)
+    // The stop intent was recorded before stopping (the sources stay quiet).
+    let intents = shared::adapters::IntentStore::new(env.db().clone());
+    assert!(intents
+        .is_recorded(shared::domain::IntentKind::Stop, &id)
         .await
-        .unwrap();
-    assert!(intent);
+        .unwrap());
     let again = svc
         .stop(&op(&game, "s2"), StopReason::Cancelled, None)
         .await;

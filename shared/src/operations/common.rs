@@ -224,7 +224,8 @@ impl Operations {
         let mut tx = self.outbox.begin().await?;
         tx.append_operation(entry).await?;
         if let Some(intent) = &intent {
-            tx.stage(&self.outbox.intent(intent)).await?;
+            tx.stage(&self.outbox.request_intent(intent, &entry.source_ref))
+                .await?;
         }
         tx.commit().await
     }

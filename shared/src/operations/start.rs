@@ -75,7 +75,8 @@ impl Operations {
                 if let Some(requested_at_ms) = requested_at_ms {
                     self.check_tombstone(&req.game_id, requested_at_ms).await?;
                 }
-                self.start_steps(req, started_at, lock).await
+                self.start_steps(req, requested_at_ms, started_at, lock)
+                    .await
             },
         )
         .await
@@ -88,7 +89,7 @@ impl Operations {
         lock: &GameLock,
     ) -> OperationOutcome {
         let started_at = Utc::now();
-        let result = self.start_steps(req, started_at, lock).await;
+        let result = self.start_steps(req, None, started_at, lock).await;
         self.finish(
             &req.operation(),
             OpKind::Start,
@@ -119,6 +120,7 @@ impl Operations {
     async fn start_steps(
         &self,
         req: &StartRequest,
+        requested_at_ms: Option<i64>,
         started_at: DateTime<Utc>,
         lock: &GameLock,
     ) -> Result<Done, Failure> {
@@ -223,7 +225,9 @@ impl Operations {
                 .map(|r| r.created_at)
                 .unwrap_or(started_at),
         };
-        let committed = self.commit_start(req, started_at, &record, lock).await;
+        let committed = self
+            .commit_start(req, requested_at_ms, started_at, &record, lock)
+            .await;
         fail::fail_point!("start-after-commit");
         // Only a failed COMMIT can have written our rows; a lost
         // compare-and-set wrote nothing of ours.
@@ -355,6 +359,7 @@ impl Operations {
     async fn commit_start(
         &self,
         req: &StartRequest,
+        requested_at_ms: Option<i64>,
         started_at: DateTime<Utc>,
         record: &RuntimeRecord,
         lock: &GameLock,
@@ -364,6 +369,9 @@ impl Operations {
         tx.fence(lock.fence());
         if !tx.upsert_running_record(record).await? {
             return Ok(false);
+        }
+        if let Some(at) = requested_at_ms {
+            tx.put_start_request(&req.game_id, at).await?;
         }
         tx.append_operation(&OperationEntry {
             game_id: req.game_id.clone(),

@@ -1,13 +1,17 @@
-//! `stop`: records a stop *intent* (so the health sources do not report the
-//! die as a failure), stops gracefully (`RTMANAGER_CONTAINER_STOP_TIMEOUT_SECONDS`,
-//! then kill), `running -> stopped`; the container is kept. A stop for a game
-//! with no record leaves a tombstone with its `requested_at_ms`; a start
-//! requested earlier is then a `conflict` (the jobs run in separate processes
-//! and can be processed out of order). Stopped or removed: `replay_no_op`.
+//! `stop`: commits a stop *intent* (so no health source reports the die as
+//! a failure), stops gracefully (`RTMANAGER_CONTAINER_STOP_TIMEOUT_SECONDS`,
+//! then kill), `running -> stopped`; the container is kept. Start and stop
+//! jobs run in separate processes and can be processed out of order, so
+//! both directions are checked by `requested_at_ms`:
+//! - a stop leaves a tombstone with its time when the game has no record or
+//!   is not running (`replay_no_op`); a start requested earlier is then a
+//!   `conflict`;
+//! - a stop requested before the running start was requested is a
+//!   `conflict`: it must not stop the newer start.
 
 use chrono::Utc;
 
-use super::common::{engine_failure, store_failure, Done, Failure};
+use super::common::{engine_failure, fail, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::IntentKind;
 use crate::domain::{ErrorCode, OpKind, RuntimeStatus, StopReason};
@@ -36,18 +40,29 @@ impl Operations {
     ) -> Result<Done, Failure> {
         let Some(record) = self.load_record(&req.game_id).await? else {
             let at = requested_at_ms.unwrap_or_else(|| Utc::now().timestamp_millis());
-            let tombstone = async {
-                let mut tx = self.db.begin().await?;
-                tx.fence(lock.fence());
-                tx.put_stop_tombstone(&req.game_id, at, reason.as_str())
-                    .await?;
-                tx.commit().await
-            };
-            tombstone.await.map_err(store_failure("stop tombstone"))?;
+            self.put_tombstone(req, at, reason, lock).await?;
             return Ok(Done::replay(None));
         };
         if record.status != RuntimeStatus::Running {
+            // Also a tombstone: a start requested before this stop but
+            // processed after it must not start the game again.
+            if let Some(at) = requested_at_ms {
+                self.put_tombstone(req, at, reason, lock).await?;
+            }
             return Ok(Done::replay(Some(record)));
+        }
+        if let Some(stop_at) = requested_at_ms {
+            let start_at = self
+                .db
+                .start_request(&req.game_id)
+                .await
+                .map_err(store_failure("read start request"))?;
+            if let Some(start_at) = start_at.filter(|start_at| *start_at > stop_at) {
+                return Err(fail(
+                    ErrorCode::Conflict,
+                    format!("a start requested at {start_at} supersedes this stop requested at {stop_at}"),
+                ));
+            }
         }
         let container = record.current_container_id.clone().unwrap_or_default();
         let image = record.current_image_ref.clone().unwrap_or_default();
@@ -82,5 +97,23 @@ impl Operations {
             container_id: container,
             ..Done::applied(record, None)
         })
+    }
+
+    /// Leaves the game's stop tombstone (moved forward only), fenced.
+    async fn put_tombstone(
+        &self,
+        req: &OperationRequest,
+        requested_at_ms: i64,
+        reason: StopReason,
+        lock: &GameLock,
+    ) -> Result<(), Failure> {
+        let tombstone = async {
+            let mut tx = self.db.begin().await?;
+            tx.fence(lock.fence());
+            tx.put_stop_tombstone(&req.game_id, requested_at_ms, reason.as_str())
+                .await?;
+            tx.commit().await
+        };
+        tombstone.await.map_err(store_failure("stop tombstone"))
     }
 }

@@ -349,7 +349,6 @@ impl Inspector {
     }
 }
 
-/// The `operation_log` row of a reconcile drift, finished now.
 /// Whether rtmanager recorded a stop or removal of this container.
 async fn requested_stop(tx: &mut UnitOfWork, container_id: &str) -> Result<bool, StoreError> {
     Ok(tx.intent_recorded(IntentKind::Stop, container_id).await?
@@ -358,6 +357,7 @@ async fn requested_stop(tx: &mut UnitOfWork, container_id: &str) -> Result<bool,
             .await?)
 }
 
+/// The `operation_log` row of a reconcile drift, finished now.
 fn entry(
     ctx: &PassContext,
     record: &RuntimeRecord,

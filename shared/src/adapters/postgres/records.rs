@@ -49,6 +49,17 @@ impl Database {
     }
 
     /// The `requested_at_ms` of the game's stop tombstone, if any.
+    /// When the start behind the game's running record was requested, if a
+    /// start job said so.
+    pub async fn start_request(&self, game_id: &GameId) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT requested_at_ms FROM start_requests WHERE game_id = $1")
+                .bind(game_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn stop_tombstone(&self, game_id: &GameId) -> Result<Option<i64>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT requested_at_ms FROM stop_tombstones WHERE game_id = $1")
@@ -146,6 +157,24 @@ impl UnitOfWork {
             record,
         )
         .await
+    }
+
+    /// Keeps (or moves forward) when the game's running start was requested.
+    pub async fn put_start_request(
+        &mut self,
+        game_id: &GameId,
+        requested_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO start_requests (game_id, requested_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (game_id) DO UPDATE SET requested_at_ms = EXCLUDED.requested_at_ms \
+             WHERE start_requests.requested_at_ms < EXCLUDED.requested_at_ms",
+        )
+        .bind(game_id.as_str())
+        .bind(requested_at_ms)
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 
     /// Leaves (or moves forward) the game's stop tombstone.

@@ -69,6 +69,12 @@ const PRUNE_REMOVED_RECORDS: &str = "WITH gone AS ( \
 
 /// Snapshots of games without a record (an event that arrived after the
 /// record was pruned), untouched since the cut-off.
+/// Start requests of games without a record (their removed record pruned).
+const PRUNE_ORPHAN_START_REQUESTS: &str = "DELETE FROM start_requests WHERE game_id IN ( \
+         SELECT q.game_id FROM start_requests q \
+         WHERE NOT EXISTS (SELECT 1 FROM runtime_records r WHERE r.game_id = q.game_id) \
+         LIMIT $2) AND $1::timestamptz IS NOT NULL";
+
 const PRUNE_ORPHAN_SNAPSHOTS: &str = "DELETE FROM health_snapshots WHERE game_id IN ( \
          SELECT s.game_id FROM health_snapshots s WHERE s.updated_at < $1 \
            AND NOT EXISTS (SELECT 1 FROM runtime_records r WHERE r.game_id = s.game_id) \
@@ -122,6 +128,8 @@ impl Database {
             .await?;
         let orphan_observations = self
             .delete_batched(PRUNE_ORPHAN_OBSERVATIONS, records_cutoff, batch)
+            .await?;
+        self.delete_batched(PRUNE_ORPHAN_START_REQUESTS, records_cutoff, batch)
             .await?;
         Ok(PruneCounts {
             removed_records,
