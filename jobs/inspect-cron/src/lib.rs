@@ -25,7 +25,7 @@ use crate::inspector::{InspectSettings, Inspector, PassError, PassReport};
 use anyhow::Context;
 use shared::adapters::LeaseStore;
 use shared::bootstrap::Infra;
-use shared::config::{InspectConfig, StateConfig};
+use shared::config::{InspectConfig, LifecycleConfig, StateConfig};
 use tokio_util::sync::CancellationToken;
 
 pub const USAGE: &str = "\
@@ -78,6 +78,7 @@ shared::job_config! {
     /// (adopted records get their path) and its own.
     pub struct InspectCronConfig {
         state: StateConfig = state,
+        lifecycle: LifecycleConfig = lifecycle,
         inspect: InspectConfig = inspect,
     }
 }

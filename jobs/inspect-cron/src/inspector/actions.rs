@@ -1,5 +1,6 @@
 //! The writes a pass makes about a game: publishing an unhealthy observation
-//! (inspect), and the three reconcile drifts (adopt, dispose, observe exit).
+//! (inspect), and the reconcile drifts: dispose and observe exit here, the
+//! adoptions in [`super::adoption`].
 //!
 //! Each action is a [`Inspector::settle`]: under the game's lease, a fresh
 //! look at the container when the action depends on it, then one unit of
@@ -25,21 +26,18 @@
 
 use chrono::{DateTime, Utc};
 use shared::adapters::postgres::{StoreError, UnitOfWork};
-use shared::domain::labels::LABEL_ENGINE_IMAGE_REF;
 use shared::domain::IntentKind;
 use shared::domain::{
     GameId, HealthEvent, Observation, OpKind, OpSource, OperationEntry, Outcome, RuntimeRecord,
-    RuntimeStatus,
 };
 use shared::game_lock::GameLock;
-use shared::ports::ContainerInfo;
 
 use super::assess::observation_of;
 use super::pass::{Finding, PassContext};
 use super::Inspector;
 
 /// What an action's unit of work came to.
-enum Written<Log> {
+pub(super) enum Written<Log> {
     /// The opening re-check of the record failed: it changed since the
     /// listing. Rolled back.
     Superseded,
@@ -47,6 +45,13 @@ enum Written<Log> {
     Nothing,
     /// Commit; then `log` says what was done and `findings` go to the report.
     Commit { findings: Vec<Finding>, log: Log },
+    /// Commit, then stop `container_id` (its stop intent is in the commit,
+    /// so a crash before the stop is settled again by the next pass).
+    CommitThenStop {
+        findings: Vec<Finding>,
+        log: Log,
+        container_id: String,
+    },
 }
 
 impl Inspector {
@@ -55,7 +60,7 @@ impl Inspector {
     /// one unit of work given to `write` with what was confirmed and when the
     /// action started, committed only while the lock is current (fenced). A store
     /// failure is logged and reported as failed; the next pass retries.
-    async fn settle<Confirmed, Log>(
+    pub(super) async fn settle<Confirmed, Log>(
         &self,
         game_id: &GameId,
         container_id: &str,
@@ -81,10 +86,15 @@ impl Inspector {
                 Err(finding) => return Ok(vec![finding]),
             };
             let mut tx = self.outbox.begin().await?;
-            let (findings, log) = match write(&mut tx, confirmed, started_at).await? {
+            let (findings, log, stop) = match write(&mut tx, confirmed, started_at).await? {
                 Written::Superseded => return Ok(vec![Finding::Superseded(game_id.clone())]),
                 Written::Nothing => return Ok(Vec::new()),
-                Written::Commit { findings, log } => (findings, log),
+                Written::Commit { findings, log } => (findings, log, None),
+                Written::CommitThenStop {
+                    findings,
+                    log,
+                    container_id,
+                } => (findings, log, Some(container_id)),
             };
             if lock.is_lost() {
                 return Ok(vec![Finding::Busy(game_id.clone())]);
@@ -92,6 +102,11 @@ impl Inspector {
             tx.fence(lock.fence());
             tx.commit().await?;
             log();
+            if let Some(container) = stop {
+                if let Err(e) = self.engine.stop(&container, self.settings.stop_timeout).await {
+                    tracing::warn!(game_id = %game_id, container_id = %container, error = %e, "stopping a container a newer stop superseded failed; retried next pass");
+                }
+            }
             Ok::<_, StoreError>(findings)
         }
         .await;
@@ -268,89 +283,13 @@ impl Inspector {
         )
         .await
     }
-
-    /// Unrecorded owner-labelled container: a record for it, `running` if it
-    /// runs, else `stopped`. No health event: the container did not change
-    /// (the crashed start's job, once reclaimed, then answers `replay_no_op`
-    /// from the adopted record).
-    pub(super) async fn adopt(
-        &self,
-        game_id: &GameId,
-        container_id: &str,
-        ctx: &PassContext,
-    ) -> Vec<Finding> {
-        let confirm = async || self.inspect(container_id).await;
-        self.settle(
-            game_id,
-            container_id,
-            confirm,
-            async |tx, info, started_at| {
-                let record = self.adopted_record(game_id, &info, started_at);
-                if !tx.insert_record_if_absent(&record).await? {
-                    return Ok(Written::Superseded);
-                }
-                let kind = OpKind::ReconcileAdopt;
-                tx.append_operation(&entry(ctx, &record, kind, &info.id, started_at))
-                    .await?;
-                let status = record.status;
-                Ok(Written::Commit {
-                    findings: vec![Finding::Adopted(game_id.clone())],
-                    log: move || {
-                        tracing::info!(
-                            game_id = %game_id,
-                            container_id,
-                            status = status.as_str(),
-                            pass_id = %ctx.pass_id,
-                            "unrecorded rtmanager container adopted"
-                        )
-                    },
-                })
-            },
-        )
-        .await
-    }
-
-    fn adopted_record(
-        &self,
-        game_id: &GameId,
-        info: &ContainerInfo,
-        now: DateTime<Utc>,
-    ) -> RuntimeRecord {
-        let running = info.state.is_running();
-        let image_ref = info
-            .labels
-            .get(LABEL_ENGINE_IMAGE_REF)
-            .filter(|i| !i.is_empty())
-            .cloned()
-            .unwrap_or_else(|| info.image.clone());
-        RuntimeRecord {
-            game_id: game_id.clone(),
-            status: if running {
-                RuntimeStatus::Running
-            } else {
-                RuntimeStatus::Stopped
-            },
-            current_container_id: Some(info.id.clone()),
-            current_image_ref: Some(image_ref),
-            engine_endpoint: game_id.engine_endpoint(),
-            state_path: self
-                .settings
-                .state_root
-                .join(game_id.as_str())
-                .display()
-                .to_string(),
-            docker_network: self.settings.network.clone(),
-            started_at: info.started_at,
-            stopped_at: (!running).then(|| info.finished_at.unwrap_or(now)),
-            removed_at: None,
-            last_op_at: now,
-            created_at: now,
-        }
-    }
 }
 
 /// Whether rtmanager recorded a stop or removal of this container.
-async fn requested_stop(tx: &mut UnitOfWork, container_id: &str) -> Result<bool, StoreError> {
+pub(super) async fn requested_stop(
+    tx: &mut UnitOfWork,
+    container_id: &str,
+) -> Result<bool, StoreError> {
     Ok(tx.intent_recorded(IntentKind::Stop, container_id).await?
         || tx
             .intent_recorded(IntentKind::Removal, container_id)
@@ -358,7 +297,7 @@ async fn requested_stop(tx: &mut UnitOfWork, container_id: &str) -> Result<bool,
 }
 
 /// The `operation_log` row of a reconcile drift, finished now.
-fn entry(
+pub(super) fn entry(
     ctx: &PassContext,
     record: &RuntimeRecord,
     op_kind: OpKind,

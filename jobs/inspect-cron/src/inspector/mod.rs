@@ -32,6 +32,7 @@
 //! of work.
 
 mod actions;
+mod adoption;
 mod assess;
 mod pass;
 

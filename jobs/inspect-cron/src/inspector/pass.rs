@@ -34,6 +34,9 @@ pub struct InspectSettings {
     pub network: String,
     /// `RTMANAGER_GAME_STATE_ROOT`: adopted records get `<root>/<game_id>`.
     pub state_root: PathBuf,
+    /// `RTMANAGER_CONTAINER_STOP_TIMEOUT_SECONDS`: for the containers a
+    /// newer stop superseded.
+    pub stop_timeout: Duration,
 }
 
 impl InspectSettings {
@@ -43,6 +46,7 @@ impl InspectSettings {
             concurrency: config.inspect.concurrency,
             network: config.common.docker.network.clone(),
             state_root: config.state.root.clone(),
+            stop_timeout: config.lifecycle.stop_timeout,
         }
     }
 }
@@ -93,6 +97,13 @@ enum Target {
     },
     /// The current container of a `running` record, not listed.
     Missing {
+        record: RuntimeRecord,
+        container_id: String,
+    },
+    /// A running owner-labelled container on our network whose game's
+    /// record is not running (a restart or patch, or a start of a stopped
+    /// game, that died between creating it and committing).
+    Unwatched {
         record: RuntimeRecord,
         container_id: String,
     },
@@ -220,15 +231,16 @@ impl Inspector {
 
     /// The containers a pass checks: the current container of each `running`
     /// record (listed, or missing when reconciling), and, when reconciling,
-    /// each unrecorded owner-labelled container that is ours to adopt; the
-    /// ones that are not (a bad game id label, another network) go to
-    /// `ignored`.
+    /// each owner-labelled container that is ours and that no running record
+    /// watches: unrecorded (an orphan) or running for a game whose record is
+    /// not (unwatched). The ones that are not ours (a bad game id label,
+    /// another network) go to `ignored`.
     ///
     /// Adoption is scoped to the configured network: the adopted record names
     /// `RTMANAGER_DOCKER_NETWORK`, so a container on another network (left by
-    /// another deployment or an earlier configuration) is not ours. Containers
-    /// whose game already has a record (stopped or removed) are left to the
-    /// next start, which replaces them.
+    /// another deployment or an earlier configuration) is not ours. The kept,
+    /// exited container of a stopped record is left to the next start, which
+    /// replaces it.
     fn targets(
         &self,
         containers: &[ContainerSummary],
@@ -237,7 +249,8 @@ impl Inspector {
         ignored: &mut Vec<String>,
     ) -> Vec<Target> {
         let listed: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
-        let recorded: HashSet<&str> = records.iter().map(|r| r.game_id.as_str()).collect();
+        let recorded: HashMap<&str, &RuntimeRecord> =
+            records.iter().map(|r| (r.game_id.as_str(), r)).collect();
         let mut targets = Vec::new();
         for record in records
             .iter()
@@ -267,7 +280,16 @@ impl Inspector {
         }
         for container in containers {
             let label = container.labels.get(LABEL_GAME_ID).map(String::as_str);
-            if label.is_some_and(|g| recorded.contains(g)) {
+            if let Some(record) = label.and_then(|g| recorded.get(g)) {
+                if record.status != RuntimeStatus::Running
+                    && container.state.is_running()
+                    && container.networks.contains(&self.settings.network)
+                {
+                    targets.push(Target::Unwatched {
+                        record: (*record).clone(),
+                        container_id: container.id.clone(),
+                    });
+                }
                 continue;
             }
             let game_id = match label.map(GameId::parse) {
@@ -306,6 +328,10 @@ impl Inspector {
                 record,
                 container_id,
             } => self.dispose(&record, &container_id, ctx).await,
+            Target::Unwatched {
+                record,
+                container_id,
+            } => self.adopt_unwatched(&record, &container_id, ctx).await,
             Target::Orphan {
                 game_id,
                 container_id,
