@@ -29,7 +29,11 @@ async fn two_hundred_concurrent_starts_over_fifty_games_make_one_container_each(
         .map(|i| {
             let mut config = env.config.clone();
             config.common.process.instance = format!("start-job-{i}");
-            tokio::spawn(start_job::run((&config).into(), env.infra.clone(), stop.clone()))
+            tokio::spawn(start_job::run(
+                (&config).into(),
+                env.infra.clone(),
+                stop.clone(),
+            ))
         })
         .collect();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -76,21 +80,28 @@ async fn two_hundred_concurrent_starts_over_fifty_games_make_one_container_each(
     let (_, answers) = tokio::join!(appended, posted);
 
     let results = env
-        .eventually("a result per stream entry", Duration::from_secs(300), || async {
-            let results: Vec<_> = env
-                .read_stream(&env.config.common.streams.job_results)
-                .await
-                .into_iter()
-                .map(|(_, f)| f)
-                .collect();
-            (results.len() >= GAMES * PER_SOURCE).then_some(results)
-        })
+        .eventually(
+            "a result per stream entry",
+            Duration::from_secs(300),
+            || async {
+                let results: Vec<_> = env
+                    .read_stream(&env.config.common.streams.job_results)
+                    .await
+                    .into_iter()
+                    .map(|(_, f)| f)
+                    .collect();
+                (results.len() >= GAMES * PER_SOURCE).then_some(results)
+            },
+        )
         .await;
     stop.cancel();
     for starter in starters {
         starter.await.unwrap().expect("start-job stops gracefully");
     }
-    gateway.await.unwrap().expect("rest-gateway stops gracefully");
+    gateway
+        .await
+        .unwrap()
+        .expect("rest-gateway stops gracefully");
 
     assert_eq!(results.len(), GAMES * PER_SOURCE, "one result per entry");
     let mut successes: HashMap<String, usize> = HashMap::new();
@@ -134,8 +145,15 @@ async fn two_hundred_concurrent_starts_over_fifty_games_make_one_container_each(
         .map(|(_, f)| f["game_id"].clone())
         .collect();
     for game in &games {
-        assert_eq!(containers.get(game.as_str()), Some(&1), "{game}: one container");
-        assert!(successes.get(game.as_str()).is_some_and(|n| *n >= 1), "{game}: started");
+        assert_eq!(
+            containers.get(game.as_str()),
+            Some(&1),
+            "{game}: one container"
+        );
+        assert!(
+            successes.get(game.as_str()).is_some_and(|n| *n >= 1),
+            "{game}: started"
+        );
         assert_eq!(
             started.iter().filter(|g| *g == game.as_str()).count(),
             1,
