@@ -23,6 +23,7 @@ use shared::config::{Config, Secret};
 use shared::domain::GameId;
 
 pub mod contract;
+pub mod held_engine;
 
 pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
 
@@ -282,6 +283,25 @@ pub fn job_binary(job: &str) -> PathBuf {
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build --bins` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The path of a job binary built with its `failpoints` feature, into its
+/// own target directory so the normal binary is not replaced:
+/// `target/failpoints/debug/<job>` (built by `scripts/test`).
+pub fn failpoint_binary(job: &str) -> PathBuf {
+    let target = std::env::current_exe()
+        .expect("test executable path")
+        .ancestors()
+        .nth(3)
+        .expect("target directory")
+        .to_path_buf();
+    let bin = target.join("failpoints").join("debug").join(job);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --target-dir target/failpoints -p {job} --features {job}/failpoints` (scripts/test does)",
         bin.display()
     );
     bin

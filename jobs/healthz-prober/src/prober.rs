@@ -349,6 +349,7 @@ impl Prober {
         match streak::transition(verdict, &result, target) {
             Transition::Settled(verdict) => verdict,
             Transition::Publish(event) => {
+                shared::failpoints::crash_point("prober-after-streak");
                 let verdict = streak::commit(
                     &inner.outbox,
                     &inner.redis,
