@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptionsBuilder;
-use bytes::Bytes;
+use hyper::body::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
