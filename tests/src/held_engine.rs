@@ -117,10 +117,7 @@ impl ContainerEngine for HeldInspectEngine {
     async fn list_managed(&self) -> Result<Vec<ContainerSummary>, EngineError> {
         self.docker.list_managed().await
     }
-    async fn subscribe_events(
-        &self,
-        since_nano: Option<i64>,
-    ) -> Result<EngineEvents, EngineError> {
+    async fn subscribe_events(&self, since_nano: Option<i64>) -> Result<EngineEvents, EngineError> {
         self.docker.subscribe_events(since_nano).await
     }
     async fn daemon_id(&self) -> Result<String, EngineError> {

@@ -38,12 +38,20 @@ fn spawn_dying_prober(env: &TestEnv, log_name: &str) -> Child {
 /// Waits for the process to die at its fail point.
 async fn died_at_the_fail_point(env: &TestEnv, mut child: Child) -> ExitStatus {
     let status = env
-        .eventually("the prober to die at its fail point", Duration::from_secs(20), || {
-            let status = child.try_wait().expect("try_wait");
-            async move { status }
-        })
+        .eventually(
+            "the prober to die at its fail point",
+            Duration::from_secs(20),
+            || {
+                let status = child.try_wait().expect("try_wait");
+                async move { status }
+            },
+        )
         .await;
-    assert_eq!(status.signal(), Some(libc::SIGABRT), "exit status {status:?}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "exit status {status:?}"
+    );
     status
 }
 
@@ -125,6 +133,11 @@ async fn no_probe_transition_is_lost_when_the_prober_dies_before_committing_it()
     assert_eq!(
         event_types(&probe_events(&env, &engine.game).await),
         ["probe_failed", "probe_recovered"]
+    );
+    let streak = env.redis().read_streak(&engine.game).await.unwrap();
+    assert!(
+        streak.as_ref().is_some_and(|s| s.pending.is_none()),
+        "nothing left pending: {streak:?}"
     );
     forget_streaks(&env, &[&engine.game]).await;
 }

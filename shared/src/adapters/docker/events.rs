@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptionsBuilder;
-use hyper::body::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -269,12 +269,14 @@ mod tests {
     fn the_query_filters_owner_labelled_containers_since_the_cursor() {
         let q = query(Some(1_700_000_000_000_000_123)).unwrap();
         assert!(q.contains("since=1700000000.000000123"), "{q}");
-        let filters: String = serde_urlencoded::from_str::<HashMap<String, String>>(&q).unwrap()
-            ["filters"]
-            .clone();
+        let filters: String =
+            serde_urlencoded::from_str::<HashMap<String, String>>(&q).unwrap()["filters"].clone();
         let filters: HashMap<String, Vec<String>> = serde_json::from_str(&filters).unwrap();
         assert_eq!(filters["type"], ["container"]);
-        assert_eq!(filters["label"], [format!("{LABEL_OWNER}={LABEL_OWNER_VALUE}")]);
+        assert_eq!(
+            filters["label"],
+            [format!("{LABEL_OWNER}={LABEL_OWNER_VALUE}")]
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
@@ -277,10 +278,7 @@ impl ContainerEngine for DockerEngine {
             .collect())
     }
 
-    async fn subscribe_events(
-        &self,
-        since_nano: Option<i64>,
-    ) -> Result<EngineEvents, EngineError> {
+    async fn subscribe_events(&self, since_nano: Option<i64>) -> Result<EngineEvents, EngineError> {
         events::subscribe(
             &self.events_endpoint,
             since_nano,
