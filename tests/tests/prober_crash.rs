@@ -80,6 +80,7 @@ async fn no_probe_transition_is_lost_when_the_prober_dies_before_committing_it()
         assert_published(&env, &failed).await,
         json!({"consecutive_failures": 3, "last_status": 500, "last_error": "status 500"})
     );
+    assert_eq!(failed["container_id"], engine.container_id);
     let hits = engine.hits().await;
     env.eventually("more failing probes", Duration::from_secs(10), || async {
         (engine.hits().await >= hits + 3).then_some(())

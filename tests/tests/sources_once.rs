@@ -138,7 +138,7 @@ async fn a_removal_docker_events_reported_is_not_reported_again_by_the_reconcile
     assert_eq!(status_of(&env, &game).await, RuntimeStatus::Running);
 
     let report = reconcile(&env).await;
-    assert_eq!(report.disposed, [game.clone()], "{report:?}");
+    assert_eq!(report.disposed, std::slice::from_ref(&game), "{report:?}");
     assert_eq!(status_of(&env, &game).await, RuntimeStatus::Removed);
     let ops = env.operations(&game).await;
     assert_eq!(ops.last().unwrap()["op_kind"], "reconcile_dispose");
@@ -172,7 +172,7 @@ async fn a_removal_the_reconcile_pass_reported_is_not_reported_again_by_docker_e
     hold.reached(WAIT).await;
 
     let report = reconcile(&env).await;
-    assert_eq!(report.disposed, [game.clone()], "{report:?}");
+    assert_eq!(report.disposed, std::slice::from_ref(&game), "{report:?}");
     assert_eq!(
         observed(&env, &game).await,
         ["container_disappeared"],

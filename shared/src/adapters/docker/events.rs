@@ -252,10 +252,10 @@ mod tests {
     #[test]
     fn endpoints_are_read_like_bollard_reads_them() {
         assert!(
-            matches!(Endpoint::parse("unix:///var/run/docker.sock"), Endpoint::Unix(p) if p == PathBuf::from("/var/run/docker.sock"))
+            matches!(Endpoint::parse("unix:///var/run/docker.sock"), Endpoint::Unix(p) if p.as_os_str() == "/var/run/docker.sock")
         );
         assert!(
-            matches!(Endpoint::parse("/run/d.sock"), Endpoint::Unix(p) if p == PathBuf::from("/run/d.sock"))
+            matches!(Endpoint::parse("/run/d.sock"), Endpoint::Unix(p) if p.as_os_str() == "/run/d.sock")
         );
         assert!(
             matches!(Endpoint::parse("tcp://10.0.0.1:2375"), Endpoint::Tcp(a) if a == "10.0.0.1:2375")
