@@ -7,7 +7,7 @@
 //! `scripts/test`) and started with
 //! `FAILPOINTS=prober-after-streak=return` aborts the process right after
 //! the streak script decided a transition, before anything is committed: no
-//! shutdown, no undo, as after a `kill -9` at that step. A fresh prober then
+//! shutdown, nothing cleaned up, as after a `kill -9` at that step. A fresh prober then
 //! takes over.
 
 use std::os::unix::process::ExitStatusExt;

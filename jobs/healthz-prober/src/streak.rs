@@ -1,11 +1,12 @@
 //! From a streak observation to the health event it calls for, and the
-//! commit (or undo) of that event.
+//! commit of that event (kept pending in Redis until it is committed).
 //!
 //! The streak lives in Redis, not in memory, so it survives a prober restart
 //! or a reshard: hash `rtmanager:probe:{base64url(game_id)}` with
 //! `container_id`, `consecutive_failures`, `failed_published` (`1` while a
 //! `probe_failed` waits for its `probe_recovered`), `failed_container` (the
-//! container that `probe_failed` was about) and `last_slot`. One Lua script
+//! container that `probe_failed` was about), `last_slot` and, between a
+//! transition and its commit, `pending`. One Lua script
 //! ([`RedisClient::observe_streak`], in `shared/src/adapters/redis/streaks.rs`)
 //! applies an observation and decides atomically whether to publish, so when
 //! two probers briefly overlap on a game only one can win a transition; and

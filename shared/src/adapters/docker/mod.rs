@@ -2,7 +2,8 @@
 //!
 //! bollard errors are mapped here, once: transport failures become
 //! [`EngineError::Unavailable`] (the `docker_unavailable` code), daemon answers
-//! become `NotFound`, `Conflict` or `Rejected`.
+//! become `NotFound`, `Conflict` or `Rejected`. The event subscription is
+//! the one request made without bollard (`events.rs` says why).
 
 use std::collections::HashMap;
 
