@@ -81,6 +81,7 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
 pub fn settings<C: JobConfig>() -> anyhow::Result<C> {
     let config = C::from_env(&Env::from_process())?;
     crate::telemetry::init_logging(&config.common().process.log_level);
+    crate::failpoints::arm_from_env();
     Ok(config)
 }
 

@@ -18,12 +18,14 @@
 //! - [`bootstrap`]: connect, migrate and check before taking work; wiring.
 //! - [`config`]: `RTMANAGER_*` settings.
 //! - [`telemetry`]: JSON logs and Prometheus metrics.
+//! - [`failpoints`]: crash points for tests (the `failpoints` feature only).
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 
 pub mod adapters;
 pub mod bootstrap;
 pub mod config;
 pub mod domain;
+pub mod failpoints;
 pub mod game_lock;
 pub mod operations;
 pub mod outbox;

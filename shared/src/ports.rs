@@ -144,9 +144,12 @@ pub trait ContainerEngine: Send + Sync + 'static {
     async fn stop(&self, id: &str, timeout: std::time::Duration) -> Result<(), EngineError>;
     /// Every container carrying `com.galaxy.owner=rtmanager`, running or not.
     async fn list_managed(&self) -> Result<Vec<ContainerSummary>, EngineError>;
-    /// Container events of managed containers, from `since_nano` (inclusive,
-    /// as the daemon's `since`) when given, else from now.
-    fn events(&self, since_nano: Option<i64>) -> EngineEvents;
+    /// Subscribes to the container events of managed containers, from
+    /// `since_nano` (inclusive, as the daemon's `since`) when given, else
+    /// from now. Returns once the daemon has answered: every event from then
+    /// on is delivered, however late the stream is first read (so a caller
+    /// can subscribe, do other work, then read what came meanwhile).
+    async fn subscribe_events(&self, since_nano: Option<i64>) -> Result<EngineEvents, EngineError>;
     /// A stable identity of the daemon (its host), for per-host leases.
     async fn daemon_id(&self) -> Result<String, EngineError>;
     /// One resource-usage snapshot: a single answer, never a stats stream

@@ -23,6 +23,7 @@ use shared::config::{Config, Secret};
 use shared::domain::GameId;
 
 pub mod contract;
+pub mod held_engine;
 
 pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
 
@@ -300,6 +301,15 @@ pub fn job_binary(job: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The path of a job binary with fail points: this crate enables
+/// `shared/failpoints`, and cargo unifies features across a workspace build,
+/// so the debug build of every job has them (`cargo build --workspace
+/// --bins`, as `scripts/test` runs). A job's own build (`-p <job>`, every
+/// release image) has none.
+pub fn failpoint_binary(job: &str) -> PathBuf {
+    job_binary(job)
 }
 
 /// Runs a docker CLI command, panicking with its output on failure.

@@ -322,9 +322,10 @@ async fn a_game_is_not_probed_during_its_initial_grace() {
 }
 
 /// PostgreSQL refusing the event: the prober retries, and when stopped first
-/// it gives the transition back, so the next prober publishes it.
+/// it leaves the transition pending with the streak, so the next prober
+/// publishes it (with the count and time it was decided with).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_probe_event_that_cannot_be_committed_is_decided_again_later() {
+async fn a_probe_event_that_cannot_be_committed_stays_pending_until_it_is() {
     let env = fast_env(&[]).await;
     let engine = Engine::start(&env, "nocommit").await;
     let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
@@ -342,7 +343,6 @@ async fn a_probe_event_that_cannot_be_committed_is_decided_again_later() {
             .filter(|s| s.failed_published)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     prober.stop().await;
     let streak = env
         .redis()
@@ -352,9 +352,11 @@ async fn a_probe_event_that_cannot_be_committed_is_decided_again_later() {
         .unwrap();
     assert_eq!(
         (streak.failed_published, streak.consecutive_failures),
-        (false, 2),
-        "transition given back: {streak:?}"
+        (true, 3),
+        "the transition kept, not given back: {streak:?}"
     );
+    let pending = streak.pending.expect("the transition pending");
+    assert_eq!(pending.event.event_type().as_str(), "probe_failed");
 
     sqlx::query(sqlx::AssertSqlSafe(rename("outbox_away", "outbox")))
         .execute(env.db().pool())

@@ -520,8 +520,8 @@ impl ContainerEngine for DockerWithOneStalledInspect {
     async fn list_managed(&self) -> Result<Vec<ContainerSummary>, EngineError> {
         self.docker.list_managed().await
     }
-    fn events(&self, since_nano: Option<i64>) -> EngineEvents {
-        self.docker.events(since_nano)
+    async fn subscribe_events(&self, since_nano: Option<i64>) -> Result<EngineEvents, EngineError> {
+        self.docker.subscribe_events(since_nano).await
     }
     async fn daemon_id(&self) -> Result<String, EngineError> {
         self.docker.daemon_id().await

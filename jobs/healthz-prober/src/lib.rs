@@ -10,8 +10,8 @@
 //! - [`address`]: where a probe goes (`hostname` or `container_ip`).
 //! - the HTTP exchange and its classification are the adapter
 //!   `shared::adapters::http_probe`.
-//! - [`streak`]: from the Redis streak's verdict to the health event, and its
-//!   commit or undo.
+//! - [`streak`]: from the Redis streak's verdict to the health event, kept
+//!   pending with the streak until it is committed.
 //! - [`prober`](mod@prober): the target tasks and what one slot does.
 
 pub mod address;

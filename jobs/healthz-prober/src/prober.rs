@@ -58,7 +58,7 @@ use crate::settings::ProberSettings;
 use crate::streak::{self, Transition};
 use crate::target::{Skip, Target, TargetState, Verdict};
 use shared::adapters::http_probe::{http_client, http_probe, ProbeClient, ProbeClientError};
-use shared::adapters::ProbeResult;
+use shared::adapters::{ProbeResult, StreakObservation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProberError {
@@ -314,7 +314,10 @@ impl Prober {
         }
     }
 
-    /// Applies the result to the streak and publishes a transition.
+    /// Applies the result to the streak and publishes a transition. A
+    /// transition still pending from an earlier observation (a prober that
+    /// died or stopped before its commit) is committed first, and the result
+    /// then applied.
     async fn observe(
         &self,
         target: &Target,
@@ -324,45 +327,59 @@ impl Prober {
         stop: &CancellationToken,
     ) -> Verdict {
         let inner = &self.inner;
-        let seed = state
-            .seed(target)
-            .map(|f| (f.container_id.as_str(), f.consecutive_failures));
-        let observed = inner
-            .redis
-            .observe_streak(
-                &target.game_id,
-                &target.container_id,
-                result.is_healthy(),
-                inner.settings.probe.failures_threshold,
-                slot,
-                inner.streak_ttl,
-                seed,
-            )
-            .await;
-        let (verdict, pre) = match observed {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(game_id = %target.game_id, error = %e, "probe streak update failed; observation lost");
-                return Verdict::NotProbed(Skip::RedisUnavailable);
-            }
+        let (last_status, last_error) = match &result {
+            ProbeResult::Healthy { status } => (i64::from(*status), ""),
+            ProbeResult::Unhealthy { status, error } => (i64::from(*status), error.as_str()),
         };
-        match streak::transition(verdict, &result, target) {
-            Transition::Settled(verdict) => verdict,
-            Transition::Publish(event) => {
-                let verdict = streak::commit(
-                    &inner.outbox,
-                    &inner.redis,
-                    target,
+        let observation = StreakObservation {
+            container_id: &target.container_id,
+            healthy: result.is_healthy(),
+            last_status,
+            last_error,
+            at_ms: Utc::now().timestamp_millis(),
+        };
+        loop {
+            let seed = state
+                .seed(target)
+                .map(|f| (f.container_id.as_str(), f.consecutive_failures));
+            let observed = inner
+                .redis
+                .observe_streak(
+                    &target.game_id,
+                    &observation,
+                    inner.settings.probe.failures_threshold,
                     slot,
-                    &pre,
-                    &event,
-                    stop,
+                    inner.streak_ttl,
+                    seed,
                 )
                 .await;
-                if let Some(committed) = streak::committed(&verdict, &event) {
-                    state.committed = Some(committed);
+            let (verdict, pending) = match observed {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(game_id = %target.game_id, error = %e, "probe streak update failed; observation lost");
+                    return Verdict::NotProbed(Skip::RedisUnavailable);
                 }
-                verdict
+            };
+            let (pending, earlier) = match streak::transition(verdict, pending) {
+                Transition::Settled(verdict) => return verdict,
+                Transition::Decided(pending) => (pending, false),
+                Transition::Earlier(pending) => {
+                    tracing::info!(game_id = %target.game_id, slot = pending.slot, event_type = pending.event.event_type().as_str(), "committing a probe transition left pending");
+                    (pending, true)
+                }
+            };
+            if !earlier {
+                shared::failpoints::crash_point("prober-after-streak");
+            }
+            let verdict = streak::commit(&inner.outbox, &inner.redis, &pending, stop).await;
+            if matches!(verdict, Verdict::NotProbed(_)) {
+                return verdict;
+            }
+            if let Some(committed) = streak::committed(&pending.event) {
+                state.committed = Some(committed);
+            }
+            if !earlier {
+                return verdict;
             }
         }
     }

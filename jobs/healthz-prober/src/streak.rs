@@ -1,11 +1,12 @@
 //! From a streak observation to the health event it calls for, and the
-//! commit (or undo) of that event.
+//! commit of that event (kept pending in Redis until it is committed).
 //!
 //! The streak lives in Redis, not in memory, so it survives a prober restart
 //! or a reshard: hash `rtmanager:probe:{base64url(game_id)}` with
 //! `container_id`, `consecutive_failures`, `failed_published` (`1` while a
 //! `probe_failed` waits for its `probe_recovered`), `failed_container` (the
-//! container that `probe_failed` was about) and `last_slot`. One Lua script
+//! container that `probe_failed` was about), `last_slot` and, between a
+//! transition and its commit, `pending`. One Lua script
 //! ([`RedisClient::observe_streak`], in `shared/src/adapters/redis/streaks.rs`)
 //! applies an observation and decides atomically whether to publish, so when
 //! two probers briefly overlap on a game only one can win a transition; and
@@ -15,12 +16,25 @@
 //! atomic second lease check. The key expires a day (or 100 intervals) after
 //! the last observation.
 //!
-//! A transition is only as good as its event: if the event cannot be
-//! committed (PostgreSQL away) the prober retries with the one retry policy
-//! ([`shared::retry`]); if it is stopped before it succeeds, it restores the
-//! state the script replaced ([`RedisClient::undo_streak`]), so the
-//! transition is decided again later rather than lost. Events go through the
-//! one health publisher ([`Outbox::health`]: snapshot + outbox row in one
+//! A transition is only as good as its event, and the streak (Redis) and
+//! the event (PostgreSQL) cannot be written in one transaction. So the
+//! script stores the transition it decides with the streak, as `pending`
+//! (the event's fields and the slot), and the prober clears it only after
+//! the event is committed ([`RedisClient::settle_streak`]). While a
+//! transition is pending, the script applies no observation: it hands the
+//! pending one back, and the prober commits it first and observes again.
+//! The commit is idempotent (the outbox dedupe key
+//! `health:{event_type}:{container_id}:{slot}`,
+//! [`HealthEvent::probe_transition_key`]), so committing it twice (the
+//! first commit went through but the prober died before clearing it; two
+//! probers overlapping) publishes it once. So a prober killed anywhere
+//! between the script and the commit loses nothing: the next observation of
+//! the game, by its restart or by whichever prober owns the game then,
+//! commits the transition with its original time and counts. If the event
+//! cannot be committed (PostgreSQL away), the prober retries with the one
+//! retry policy ([`shared::retry`]); stopped first, it leaves the
+//! transition pending for the next observation. Events go through the one
+//! health publisher ([`Outbox::health_once`]: snapshot + outbox row in one
 //! transaction).
 //!
 //! Redis may lose a streak (`FLUSHALL`, a failover without persistence). The
@@ -42,89 +56,67 @@
 //! `probe_recovered` closes both. So every `probe_failed` is followed by a
 //! `probe_recovered`, and the health snapshot is never stale.
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use shared::adapters::postgres::{CommittedStreak, OpenProbeFailure};
-use shared::adapters::RedisClient;
-use shared::adapters::{StreakPreImage, StreakVerdict};
+use shared::adapters::{PendingTransition, RedisClient, StreakVerdict};
 use shared::domain::{HealthDetails, HealthEvent};
 use shared::outbox::Outbox;
 use shared::retry;
 
 #[cfg(doc)]
 use crate::target::TargetState;
-use crate::target::{Skip, Target, Verdict};
-use shared::adapters::ProbeResult;
+use crate::target::{Skip, Verdict};
 
 /// What an observation of the streak calls for.
 pub(crate) enum Transition {
     /// Nothing to publish: the slot's verdict is final.
     Settled(Verdict),
-    /// A `probe_failed` or `probe_recovered` to commit ([`commit`]).
-    Publish(HealthEvent),
+    /// A `probe_failed` or `probe_recovered` just decided, to commit
+    /// ([`commit`]).
+    Decided(PendingTransition),
+    /// An earlier transition still pending: commit it, then observe again.
+    Earlier(PendingTransition),
 }
 
-/// The transition the script decided for `result` of `target`.
-pub(crate) fn transition(
-    verdict: StreakVerdict,
-    result: &ProbeResult,
-    target: &Target,
-) -> Transition {
-    let at_ms = Utc::now().timestamp_millis();
-    let (game, container) = (&target.game_id, target.container_id.as_str());
-    let event = match (verdict, result) {
-        (StreakVerdict::Healthy, _) => return Transition::Settled(Verdict::Healthy),
+/// The transition the script decided (or found pending).
+pub(crate) fn transition(verdict: StreakVerdict, pending: Option<PendingTransition>) -> Transition {
+    let settled = match (verdict, pending) {
+        (StreakVerdict::Pending, Some(pending)) => return Transition::Earlier(pending),
+        (StreakVerdict::Recovered { .. } | StreakVerdict::Failed { .. }, Some(pending)) => {
+            return Transition::Decided(pending)
+        }
+        (StreakVerdict::Healthy, _) => Verdict::Healthy,
         (
             StreakVerdict::Counted {
                 consecutive_failures,
             },
             _,
-        ) => {
-            return Transition::Settled(Verdict::Failing {
-                consecutive_failures,
-            })
-        }
-        (StreakVerdict::Duplicate, _) => return Transition::Settled(Verdict::Duplicate),
-        (StreakVerdict::Skipped, _) => return Transition::Settled(Verdict::Discarded),
-        (
-            StreakVerdict::Recovered {
-                prior_failure_count,
-            },
-            _,
-        ) => HealthEvent::probe_recovered(game, container, at_ms, prior_failure_count),
-        (
-            StreakVerdict::Failed {
-                consecutive_failures,
-            },
-            ProbeResult::Unhealthy { status, error },
-        ) => HealthEvent::probe_failed(
-            game,
-            container,
-            at_ms,
+        ) => Verdict::Failing {
             consecutive_failures,
-            i64::from(*status),
-            error,
-        ),
-        (StreakVerdict::Failed { .. }, _) => {
-            tracing::error!(game_id = %target.game_id, "probe streak failed on a healthy probe");
-            return Transition::Settled(Verdict::Discarded);
+        },
+        (StreakVerdict::Duplicate, _) => Verdict::Duplicate,
+        (StreakVerdict::Skipped, _) => Verdict::Discarded,
+        (verdict, None) => {
+            tracing::error!(?verdict, "probe streak transition without its event");
+            Verdict::Discarded
         }
     };
-    Transition::Publish(event)
+    Transition::Settled(settled)
 }
 
 /// The streak a committed event leaves, for [`TargetState::seed`](crate::target::TargetState::seed):
 /// newer than the target's snapshot until the next refresh reads it back.
-pub(crate) fn committed(verdict: &Verdict, event: &HealthEvent) -> Option<CommittedStreak> {
-    let open_failure = match verdict {
-        Verdict::Failed {
+pub(crate) fn committed(event: &HealthEvent) -> Option<CommittedStreak> {
+    let open_failure = match event.details {
+        HealthDetails::ProbeFailed {
             consecutive_failures,
+            ..
         } => Some(OpenProbeFailure {
             container_id: event.container_id.clone(),
-            consecutive_failures: *consecutive_failures,
+            consecutive_failures,
         }),
-        Verdict::Recovered { .. } => None,
+        HealthDetails::ProbeRecovered { .. } => None,
         _ => return None,
     };
     Some(CommittedStreak {
@@ -133,24 +125,25 @@ pub(crate) fn committed(verdict: &Verdict, event: &HealthEvent) -> Option<Commit
     })
 }
 
-/// Commits `event` through the outbox, retrying until it succeeds or `stop`;
-/// when stopped first, gives the transition back: restores `pre`, what the
-/// observation of `slot` replaced.
+/// Commits the pending transition's event through the outbox (once, by its
+/// slot's dedupe key), retrying until it succeeds or `stop`, then clears it
+/// from the streak. Returns the slot's verdict for the event, or
+/// `NotProbed(Cancelled)` when stopped first: the transition then stays
+/// pending, for the next observation of the game to commit.
 pub(crate) async fn commit(
     outbox: &Outbox,
     redis: &RedisClient,
-    target: &Target,
-    slot: u64,
-    pre: &StreakPreImage,
-    event: &HealthEvent,
+    pending: &PendingTransition,
     stop: &CancellationToken,
 ) -> Verdict {
+    let event = &pending.event;
+    let key = event.probe_transition_key(pending.slot);
     let mut backoff = retry::backoff();
     loop {
-        match outbox.publish(&[outbox.health(event)]).await {
+        match outbox.publish(&[outbox.health_once(event, &key)]).await {
             Ok(_) => break,
             Err(e) => {
-                tracing::warn!(game_id = %target.game_id, error = %e, "probe event not committed; retrying");
+                tracing::warn!(game_id = %event.game_id, error = %e, "probe event not committed; retrying");
             }
         }
         let stopped = tokio::select! {
@@ -158,11 +151,14 @@ pub(crate) async fn commit(
             _ = tokio::time::sleep(retry::next(&mut backoff)) => false,
         };
         if stopped {
-            // Give the transition back, so it is decided again later.
-            let undone = redis.undo_streak(&target.game_id, slot, pre).await;
-            tracing::warn!(game_id = %target.game_id, undone = ?undone, "stopping before the probe event was committed; streak transition given back");
+            tracing::warn!(game_id = %event.game_id, slot = pending.slot, "stopping before the probe event was committed; the transition stays pending for the next observation");
             return Verdict::NotProbed(Skip::Cancelled);
         }
+    }
+    // Left set (Redis away), it is committed again by the next observation,
+    // which publishes nothing new.
+    if let Err(e) = redis.settle_streak(&event.game_id, pending).await {
+        tracing::warn!(game_id = %event.game_id, error = %e, "pending probe transition not cleared; the next observation clears it");
     }
     match event.details {
         HealthDetails::ProbeFailed {
@@ -170,7 +166,7 @@ pub(crate) async fn commit(
             ref last_error,
             ..
         } => {
-            tracing::info!(game_id = %target.game_id, consecutive_failures, last_error = %last_error, "probe_failed");
+            tracing::info!(game_id = %event.game_id, consecutive_failures, last_error = %last_error, "probe_failed");
             Verdict::Failed {
                 consecutive_failures,
             }
@@ -178,7 +174,7 @@ pub(crate) async fn commit(
         HealthDetails::ProbeRecovered {
             prior_failure_count,
         } => {
-            tracing::info!(game_id = %target.game_id, prior_failure_count, "probe_recovered");
+            tracing::info!(game_id = %event.game_id, prior_failure_count, "probe_recovered");
             Verdict::Recovered {
                 prior_failure_count,
             }

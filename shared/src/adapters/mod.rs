@@ -19,7 +19,7 @@ pub mod postgres;
 pub mod redis;
 
 pub use self::redis::delivery::{DeliveryError, StreamTrim};
-pub use self::redis::streaks::{StreakPreImage, StreakVerdict};
+pub use self::redis::streaks::{PendingTransition, StreakObservation, StreakVerdict};
 pub use self::redis::{ConsumerGroup, Lease, LeaseStore, RedisClient, RedisError, StreamEntry};
 pub use crate::domain::IntentKind;
 pub use http_probe::{ProbeClient, ProbeResult};

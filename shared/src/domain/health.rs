@@ -223,6 +223,31 @@ impl HealthEvent {
         self.details.event_type()
     }
 
+    /// The outbox dedupe key of a container observation (`container_exited`,
+    /// `container_oom`, `container_disappeared`):
+    /// `health:{event_type}:{container_id}`. A container exits, OOMs and
+    /// disappears at most once while it is current (a replaced container
+    /// gets a new id), so one event of each type per container is the whole
+    /// truth. Every source of these stages them under this key (docker-events
+    /// from its stream and its catch-up, inspect-cron's reconcile pass), so
+    /// each is published once, whichever source sees it first.
+    pub fn observation_key(&self) -> String {
+        format!(
+            "health:{}:{}",
+            self.event_type().as_str(),
+            self.container_id
+        )
+    }
+
+    /// The outbox dedupe key of a probe transition (`probe_failed`,
+    /// `probe_recovered`) decided for the probe slot `slot`:
+    /// `health:{event_type}:{container_id}:{slot}`. A game's streak decides
+    /// at most one transition per slot, so committing it again (after a
+    /// crash, or by an overlapping prober) publishes it once.
+    pub fn probe_transition_key(&self, slot: u64) -> String {
+        format!("{}:{slot}", self.observation_key())
+    }
+
     /// Flat stream fields: one per top-level property, `details` as JSON text,
     /// integers as decimal strings.
     pub fn stream_fields(&self) -> Vec<(String, String)> {
@@ -256,6 +281,19 @@ mod tests {
         assert_eq!(
             SnapshotStatus::of(EventType::ProbeFailed).as_str(),
             "probe_failed"
+        );
+    }
+
+    #[test]
+    fn dedupe_keys_name_the_event_type_and_container() {
+        let game = GameId::parse("g1").unwrap();
+        assert_eq!(
+            HealthEvent::container_disappeared(&game, "c1", 5).observation_key(),
+            "health:container_disappeared:c1"
+        );
+        assert_eq!(
+            HealthEvent::probe_recovered(&game, "c1", 5, 3).probe_transition_key(42),
+            "health:probe_recovered:c1:42"
         );
     }
 

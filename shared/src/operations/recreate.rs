@@ -83,7 +83,7 @@ impl Operations {
             return Err(fail(code, format!("inner stop: {message}")));
         }
 
-        fail::fail_point!("recreate-after-stop");
+        crate::failpoints::crash_point("recreate-after-stop");
         let started = self.inner_start(req, &target, lock).await;
         if started.outcome == Outcome::Success && new_image.is_some() {
             if let Some(exited) = self.exited_within_grace(&started).await {

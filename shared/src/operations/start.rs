@@ -162,7 +162,7 @@ impl Operations {
                 format!("docker network {:?} is missing", settings.network),
             ));
         }
-        fail::fail_point!("start-before-pull");
+        crate::failpoints::crash_point("start-before-pull");
         self.engine
             .ensure_image(image.as_str(), settings.pull_policy)
             .await
@@ -198,7 +198,7 @@ impl Operations {
             }
         };
 
-        fail::fail_point!("start-after-create");
+        crate::failpoints::crash_point("start-after-create");
         if lock.is_lost() {
             // Another holder may own the game now and be settling this very
             // container: leave it to that holder or the reconciler.
@@ -228,7 +228,7 @@ impl Operations {
         let committed = self
             .commit_start(req, requested_at_ms, started_at, &record, lock)
             .await;
-        fail::fail_point!("start-after-commit");
+        crate::failpoints::crash_point("start-after-commit");
         // Only a failed COMMIT can have written our rows; a lost
         // compare-and-set wrote nothing of ours.
         let ours_if_recorded = committed.is_err();

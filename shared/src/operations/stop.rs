@@ -77,7 +77,7 @@ impl Operations {
                 .await;
             return Err(engine_failure(ErrorCode::Internal, "stop container")(e));
         }
-        fail::fail_point!("stop-after-container-stop");
+        crate::failpoints::crash_point("stop-after-container-stop");
         let marked = async {
             let mut tx = self.db.begin().await?;
             tx.fence(lock.fence());

@@ -67,7 +67,9 @@ impl<H: JobHandler> StreamConsumer<H> {
                 }
             }
         }
-        let messages = match self.handler.handle(id, fields).await {
+        let disposition = self.handler.handle(id, fields).await;
+        crate::failpoints::crash_point("job-before-result");
+        let messages = match disposition {
             JobDisposition::Done(result) => {
                 vec![self.outbox.job_result(&result, &job_key)]
             }

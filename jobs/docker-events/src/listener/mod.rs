@@ -33,7 +33,6 @@ mod publication;
 mod subscription;
 
 pub use mapping::OOM_EXIT_CODE;
-pub use publication::dedupe_key;
 
 /// Timings of the listener; [`ListenerSettings::from_config`] gives the
 /// production values. Resubscriptions wait by the one retry policy,
@@ -129,16 +128,11 @@ impl Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::HealthDetails;
 
     #[test]
     fn keys_separate_deployments_and_daemons() {
         let keys = ListenerKeys::new("inst", "ABCD:EF");
         assert_eq!(keys.lease, "rtmanager:docker_events_lease:inst:ABCD:EF");
         assert_eq!(keys.cursor, "rtmanager:docker_events:cursor:inst:ABCD:EF");
-        assert_eq!(
-            dedupe_key(&HealthDetails::ContainerDisappeared, "c1"),
-            "health:container_disappeared:c1"
-        );
     }
 }

@@ -3,13 +3,16 @@
 //!
 //! # Exactly once by construction
 //! Every event is staged with an outbox dedupe key,
-//! `health:{event_type}:{container_id}` ([`dedupe_key`],
+//! `health:{event_type}:{container_id}`
+//! ([`HealthEvent::observation_key`],
 //! [`Outbox::health_once`](shared::outbox::Outbox::health_once)): the
 //! outbox's unique key is checked and set in the same PostgreSQL transaction
 //! that queues the event (and flips the record). So handling an observation
 //! twice — cursor overlap, catch-up racing a replayed event, two instances
 //! during a lease hand-over, a crash between commit and cursor write — queues
-//! it once, and a failed transaction queues nothing and is retried. A
+//! it once (and inspect-cron's reconcile pass stages its
+//! `container_disappeared` under the same key, so a removal is reported
+//! once by the two jobs together), and a failed transaction queues nothing and is retried. A
 //! container exits, OOMs and disappears at most once with its record current
 //! (a replaced container gets a new id), so one event of each type per
 //! container is the whole truth. Dedupe keys are kept for
@@ -33,14 +36,9 @@
 use chrono::{DateTime, Utc};
 
 use shared::adapters::postgres::{StoreError, UnitOfWork};
-use shared::domain::{GameId, HealthDetails, HealthEvent};
+use shared::domain::{GameId, HealthEvent};
 
 use super::Listener;
-
-/// The outbox dedupe key of an observation: one per event type and container.
-pub fn dedupe_key(details: &HealthDetails, container_id: &str) -> String {
-    format!("health:{}:{container_id}", details.event_type().as_str())
-}
 
 /// The daemon's time as the record's; an out-of-range time falls back to now
 /// rather than failing the observation.
@@ -107,7 +105,7 @@ impl Listener {
     ) -> Result<usize, StoreError> {
         let mut fresh = 0;
         for event in events {
-            let key = dedupe_key(&event.details, &event.container_id);
+            let key = event.observation_key();
             if tx.stage(&self.outbox.health_once(event, &key)).await? {
                 fresh += 1;
                 tracing::info!(

@@ -9,11 +9,25 @@
 //! seconds before now. While the daemon is away it retries by the one retry
 //! policy ([`shared::retry`]: 100 ms doubling to 5 s).
 //!
-//! The daemon keeps only its last 256 events and forgets them on restart, so
-//! every (re)subscription is followed by a [`super::catch_up`] by inspection
-//! before the stream is read. The stream is opened *before* the catch-up,
-//! with `since` in the past, so an event between the inspection and the
-//! subscription is still delivered.
+//! The daemon keeps only its last 256 events (of every kind, ours or not)
+//! and forgets them on restart, so every (re)subscription is followed by a
+//! [`super::catch_up`] by inspection. The order is what makes it whole:
+//!
+//! 1. subscribe, and wait until the daemon has answered
+//!    ([`ContainerEngine::subscribe_events`]): from then on every event is
+//!    delivered live, and `since` (in the past) covers the moment before;
+//! 2. catch up, while the events arriving meanwhile are read off the
+//!    connection into memory (a reader that stops reading would make the
+//!    daemon drop events for it);
+//! 3. handle what was buffered, then the live stream, each event once.
+//!
+//! So a death during a long catch-up (many records after a daemon restart)
+//! is delivered by the subscription, whatever the replay buffer still holds;
+//! one the catch-up also saw is published once, by the dedupe keys.
+//!
+//! [`ContainerEngine::subscribe_events`]: shared::ports::ContainerEngine::subscribe_events
+
+use std::collections::VecDeque;
 
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -62,9 +76,10 @@ impl Listener {
         }
     }
 
-    /// One subscription: open the stream from the cursor, catch up by
-    /// inspection, then handle events in daemon order. `progressed` is set
-    /// once the catch-up is done, so a later failure is a fresh outage.
+    /// One subscription: subscribe from the cursor, catch up by inspection
+    /// while buffering what arrives, then handle events in daemon order.
+    /// `progressed` is set once the catch-up is done, so a later failure is
+    /// a fresh outage.
     async fn follow(
         &self,
         held: &DaemonLease,
@@ -76,37 +91,56 @@ impl Listener {
         }
         let cursor = self.redis.read_cursor(&held.keys.cursor).await?;
         let since = cursor.unwrap_or_else(|| now_nanos() - NO_CURSOR_LOOKBACK_NANOS);
-        let mut events = self.engine.events(Some(since));
-        let published = self.catch_up().await?;
+        let mut events = self.engine.subscribe_events(Some(since)).await?;
+        let mut buffered = VecDeque::new();
+        let published = {
+            let catch_up = self.catch_up();
+            tokio::pin!(catch_up);
+            loop {
+                tokio::select! {
+                    result = &mut catch_up => break result?,
+                    item = events.next() => {
+                        buffered.push_back(item.ok_or(ListenerError::StreamEnded)??);
+                    }
+                }
+            }
+        };
         *progressed = true;
         tracing::info!(
             since_nano = since,
             caught_up = published,
+            buffered = buffered.len(),
             "following docker events"
         );
         let mut check = tokio::time::interval(self.settings.lease_check);
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(HoldEnd::Shutdown),
-                _ = check.tick() => {
-                    if held.lease.is_lost() {
-                        return Ok(HoldEnd::LeaseLost);
+            let event = match buffered.pop_front() {
+                Some(event) => event,
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(HoldEnd::Shutdown),
+                    _ = check.tick() => {
+                        if held.lease.is_lost() {
+                            return Ok(HoldEnd::LeaseLost);
+                        }
+                        continue;
                     }
-                }
-                item = events.next() => {
-                    let event = item.ok_or(ListenerError::StreamEnded)??;
-                    // A holder that lost its lease stops at once: the new
-                    // holder resubscribes from the cursor, not yet past this
-                    // event.
-                    if held.lease.is_lost() {
-                        return Ok(HoldEnd::LeaseLost);
-                    }
-                    // The cursor moves only past a handled event: a failure
-                    // leaves it before, and the event is handled again.
-                    self.handle(&event).await?;
-                    self.redis.write_cursor(&held.keys.cursor, event.time_nano).await?;
-                }
+                    item = events.next() => item.ok_or(ListenerError::StreamEnded)??,
+                },
+            };
+            if shutdown.is_cancelled() {
+                return Ok(HoldEnd::Shutdown);
             }
+            // A holder that lost its lease stops at once: the new holder
+            // resubscribes from the cursor, not yet past this event.
+            if held.lease.is_lost() {
+                return Ok(HoldEnd::LeaseLost);
+            }
+            // The cursor moves only past a handled event: a failure leaves
+            // it before, and the event is handled again.
+            self.handle(&event).await?;
+            self.redis
+                .write_cursor(&held.keys.cursor, event.time_nano)
+                .await?;
         }
     }
 }

@@ -16,6 +16,10 @@
 //!   compare-and-set on status and container id), and a disappearance or
 //!   exit is confirmed by a fresh inspect, so a listing older than a
 //!   concurrent start never disposes a live game.
+//! - **One disappearance.** `container_disappeared` is staged under the
+//!   dedupe key docker-events uses ([`HealthEvent::observation_key`]), in
+//!   the transaction that disposes the record: a removal is published once
+//!   by the two jobs together, whichever sees it first.
 //! - **Once per change.** An `inspect_unhealthy` is staged only when
 //!   [`UnitOfWork::store_published`] wrote the observation, in the same
 //!   transaction: two passes racing on one container publish it once, and a
@@ -204,7 +208,11 @@ impl Inspector {
                     .await?;
                 let at_ms = started_at.timestamp_millis();
                 let event = HealthEvent::container_disappeared(game_id, container_id, at_ms);
-                tx.stage(&self.outbox.health(&event)).await?;
+                // docker-events' key: a removal it already reported (it
+                // leaves the record running for this pass) is not reported
+                // again, and one it reports after this pass is not either.
+                let key = event.observation_key();
+                let reported = tx.stage(&self.outbox.health_once(&event, &key)).await?;
                 tx.forget_container(container_id).await?;
                 Ok(Written::Commit {
                     findings: vec![Finding::Disposed(game_id.clone())],
@@ -213,6 +221,7 @@ impl Inspector {
                             game_id = %game_id,
                             container_id,
                             pass_id = %ctx.pass_id,
+                            container_disappeared = if reported { "published" } else { "already published" },
                             "running record without a container disposed"
                         )
                     },

@@ -15,7 +15,9 @@
 //!     no record (a start that crashed between create and commit) gets one
 //!     (`reconcile_adopt`);
 //!   - a `running` record whose container is gone becomes `removed`
-//!     (`reconcile_dispose`) and `container_disappeared` is published;
+//!     (`reconcile_dispose`) and `container_disappeared` is published,
+//!     unless docker-events already published it (the same dedupe key:
+//!     one per removal, whichever job sees it first);
 //!   - a `running` record whose container has exited (or is `dead`) becomes
 //!     `stopped` (`reconcile_observe_exit`), with an `inspect_unhealthy
 //!     {state: "exited"}` unless that observation was already published (an

@@ -2,7 +2,8 @@
 //!
 //! bollard errors are mapped here, once: transport failures become
 //! [`EngineError::Unavailable`] (the `docker_unavailable` code), daemon answers
-//! become `NotFound`, `Conflict` or `Rejected`.
+//! become `NotFound`, `Conflict` or `Rejected`. The event subscription is
+//! the one request made without bollard (`events.rs` says why).
 
 use std::collections::HashMap;
 
@@ -11,19 +12,20 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::domain::labels::{LABEL_OWNER, LABEL_OWNER_VALUE};
-use crate::domain::{ContainerState, EventAction};
+use crate::domain::ContainerState;
 
 mod decode;
+mod events;
 use crate::ports::{
     ContainerEngine, ContainerInfo, ContainerSpec, ContainerStats, ContainerSummary, EngineError,
-    EngineEvent, EngineEvents, HealthInfo, ImageInfo, LogChunks, LogOptions, PullPolicy,
+    EngineEvents, HealthInfo, ImageInfo, LogChunks, LogOptions, PullPolicy,
 };
 use decode::{container_info, container_stats, health_info};
 
@@ -33,6 +35,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 #[derive(Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    /// The event subscription is made without bollard ([`events`] says why).
+    events_endpoint: events::Endpoint,
 }
 
 impl DockerEngine {
@@ -45,7 +49,10 @@ impl DockerEngine {
             Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
         }
         .map_err(|e| EngineError::Unavailable(format!("{host}: {e}")))?;
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            events_endpoint: events::Endpoint::parse(host),
+        })
     }
 }
 
@@ -172,6 +179,7 @@ impl ContainerEngine for DockerEngine {
             .create_container(Some(options), body)
             .await
             .map_err(map_error)?;
+        crate::failpoints::crash_point("docker-after-create");
         if let Err(start_err) = self.docker.start_container(&created.id, None).await {
             // Never leave a created-but-not-started container behind.
             let _ = self.remove(&created.id).await;
@@ -272,39 +280,13 @@ impl ContainerEngine for DockerEngine {
             .collect())
     }
 
-    fn events(&self, since_nano: Option<i64>) -> EngineEvents {
-        let filters = HashMap::from([
-            ("type".to_owned(), vec!["container".to_owned()]),
-            (
-                "label".to_owned(),
-                vec![format!("{LABEL_OWNER}={LABEL_OWNER_VALUE}")],
-            ),
-        ]);
-        let mut builder = EventsOptionsBuilder::default().filters(&filters);
-        if let Some(nano) = since_nano {
-            // The daemon takes `seconds.nanoseconds`.
-            builder = builder.since(&format!(
-                "{}.{:09}",
-                nano.div_euclid(1_000_000_000),
-                nano.rem_euclid(1_000_000_000)
-            ));
-        }
-        let stream = self.docker.events(Some(builder.build())).map(|item| {
-            let message = item.map_err(map_error)?;
-            let actor = message.actor.unwrap_or_default();
-            let labels = actor.attributes.unwrap_or_default();
-            Ok(EngineEvent {
-                action: EventAction::parse(&message.action.unwrap_or_default()),
-                container_id: actor.id.unwrap_or_default(),
-                exit_code: labels.get("exitCode").and_then(|c| c.parse().ok()),
-                labels,
-                time_nano: message
-                    .time_nano
-                    .or(message.time.map(|t| t * 1_000_000_000))
-                    .unwrap_or_default(),
-            })
-        });
-        Box::pin(stream)
+    async fn subscribe_events(&self, since_nano: Option<i64>) -> Result<EngineEvents, EngineError> {
+        events::subscribe(
+            &self.events_endpoint,
+            since_nano,
+            std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS),
+        )
+        .await
     }
 
     async fn daemon_id(&self) -> Result<String, EngineError> {

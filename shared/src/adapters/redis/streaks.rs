@@ -10,7 +10,7 @@ use redis::Script;
 
 use super::leases::lease_key;
 use super::{RedisClient, RedisError};
-use crate::domain::GameId;
+use crate::domain::{GameId, HealthEvent};
 
 /// `rtmanager:probe:{base64url(game_id)}`.
 pub fn streak_key(game_id: &GameId) -> String {
@@ -20,29 +20,39 @@ pub fn streak_key(game_id: &GameId) -> String {
 /// Applies one observation to a game's streak and decides, atomically, what
 /// to publish. KEYS: streak hash, game lease. ARGV: container id, `ok` or
 /// `fail`, threshold, slot, TTL seconds, then the seed: the container of a
-/// published `probe_failed` (`''` when none) and its count. The seed stands
-/// in for a missing hash (Redis lost it, or it expired): without it a lost
-/// streak would forget its published `probe_failed`, so a recovery would go
-/// unreported and a still failing engine reported twice. An existing hash is
-/// never overridden by it, being at least as new. Returns `{verdict, count,
-/// pre-image...}` where verdict is `ok`, `recovered` (count = the failures
-/// right before), `counted`, `failed` (count = the streak), `skipped` (lease
-/// held: a failure during an operation is not counted) or `duplicate` (this
-/// slot, or a later one, was already observed: by another prober or before a
-/// restart). The
-/// pre-image (the replaced fields, `''` when absent) lets [`UNDO_LUA`]
-/// restore them when the event cannot be committed ([`RedisClient::undo_streak`]).
+/// published `probe_failed` (`''` when none) and its count; then what a
+/// `probe_failed` would carry: the observation time (ms), the last status
+/// and error. The seed stands in for a missing hash (Redis lost it, or it
+/// expired): without it a lost streak would forget its published
+/// `probe_failed`, so a recovery would go unreported and a still failing
+/// engine reported twice. An existing hash is never overridden by it, being
+/// at least as new. Returns `{verdict, count, pending}` where verdict is
+/// `ok`, `recovered` (count = the failures right before), `counted`,
+/// `failed` (count = the streak), `skipped` (lease held: a failure during an
+/// operation is not counted), `duplicate` (this slot, or a later one, was
+/// already observed: by another prober or before a restart) or `pending`.
+///
+/// A `recovered` or `failed` is stored with the streak as its `pending`
+/// transition (JSON: the event's fields and the slot), in the same script,
+/// and stays there until [`SETTLE_LUA`] clears it after the event's commit.
+/// While one is pending, an observation is not applied: the script answers
+/// `pending` with it, so that the caller commits it first (again, if it was:
+/// the commit is idempotent by the slot) and observes again. So a prober that
+/// dies between this script and its commit loses nothing: whoever observes
+/// the game next commits the transition.
 const OBSERVE_LUA: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'container_id', 'consecutive_failures',
-  'failed_published', 'failed_container', 'last_slot')
+  'failed_published', 'failed_container', 'last_slot', 'pending')
 local cid = s[1] or ''
 local fails = tonumber(s[2]) or 0
 local published = s[3] == '1'
 local failed_for = s[4] or ''
 local slot = tonumber(ARGV[4])
-local pre = {cid, tostring(s[2] or ''), tostring(s[3] or ''), failed_for, tostring(s[5] or '')}
 if s[5] and tonumber(s[5]) >= slot then
-  return {'duplicate', fails, unpack(pre)}
+  return {'duplicate', fails, ''}
+end
+if s[6] then
+  return {'pending', fails, s[6]}
 end
 local seeded = false
 if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
@@ -52,28 +62,34 @@ if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
   published = true
   failed_for = ARGV[6]
 end
-local verdict
+local function pending(event_type, count)
+  local p = cjson.encode({event_type = event_type, container_id = ARGV[1],
+    count = tostring(count), slot = ARGV[4], at_ms = ARGV[8],
+    last_status = ARGV[9], last_error = ARGV[10]})
+  redis.call('HSET', KEYS[1], 'pending', p)
+  return p
+end
 if ARGV[2] == 'ok' then
+  local p = ''
   if published then
-    verdict = 'recovered'
+    p = pending('probe_recovered', fails)
     redis.call('HSET', KEYS[1], 'container_id', ARGV[1], 'consecutive_failures', 0,
       'failed_published', 0, 'failed_container', '', 'last_slot', ARGV[4])
   else
-    verdict = 'ok'
     redis.call('HSET', KEYS[1], 'container_id', ARGV[1], 'consecutive_failures', 0,
       'last_slot', ARGV[4])
   end
   redis.call('EXPIRE', KEYS[1], ARGV[5])
-  return {verdict, fails, unpack(pre)}
+  return {p == '' and 'ok' or 'recovered', fails, p}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {'skipped', fails, unpack(pre)}
+  return {'skipped', fails, ''}
 end
 if cid ~= ARGV[1] then fails = 0 end
 fails = fails + 1
-verdict = 'counted'
+local p = ''
 if fails >= tonumber(ARGV[3]) and not (published and failed_for == ARGV[1]) then
-  verdict = 'failed'
+  p = pending('probe_failed', fails)
   redis.call('HSET', KEYS[1], 'failed_published', 1, 'failed_container', ARGV[1])
 elseif seeded then
   redis.call('HSET', KEYS[1], 'failed_published', 1, 'failed_container', failed_for)
@@ -81,17 +97,13 @@ end
 redis.call('HSET', KEYS[1], 'container_id', ARGV[1], 'consecutive_failures', fails,
   'last_slot', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-return {verdict, fails, unpack(pre)}"#;
+return {p == '' and 'counted' or 'failed', fails, p}"#;
 
-/// Restores an observation's pre-image, only while nothing has observed the
-/// game since (`last_slot` is still the observation's slot). ARGV: slot,
-/// then the pre-image; an empty pre-image `last_slot` means there was no
-/// state, so the key is deleted.
-const UNDO_LUA: &str = r#"
-if redis.call('HGET', KEYS[1], 'last_slot') ~= ARGV[1] then return 0 end
-if ARGV[6] == '' then redis.call('DEL', KEYS[1]) return 1 end
-redis.call('HSET', KEYS[1], 'container_id', ARGV[2], 'consecutive_failures', ARGV[3],
-  'failed_published', ARGV[4], 'failed_container', ARGV[5], 'last_slot', ARGV[6])
+/// Clears the pending transition once its event is committed, only if it is
+/// still the one committed (ARGV: its stored form).
+const SETTLE_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], 'pending') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'pending')
 return 1"#;
 
 /// The streak hash as stored (for operators and tests).
@@ -102,6 +114,8 @@ pub struct Streak {
     pub failed_published: bool,
     pub failed_container: String,
     pub last_slot: Option<u64>,
+    /// A decided transition whose event is not known to be committed.
+    pub pending: Option<PendingTransition>,
 }
 
 /// What one observation did to the streak.
@@ -119,52 +133,106 @@ pub enum StreakVerdict {
     Skipped,
     /// This slot, or a later one, was already observed.
     Duplicate,
+    /// Not applied: an earlier transition is pending; commit it, then
+    /// observe again.
+    Pending,
 }
 
-/// The streak fields an observation replaced, to give a transition back.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreakPreImage {
+/// What a probe observed, as [`RedisClient::observe_streak`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreakObservation<'a> {
+    pub container_id: &'a str,
+    pub healthy: bool,
+    /// For the `probe_failed` it may decide.
+    pub last_status: i64,
+    pub last_error: &'a str,
+    /// When it was observed (Unix ms): the event's time.
+    pub at_ms: i64,
+}
+
+/// A transition the streak decided, stored with it until its event is
+/// committed ([`RedisClient::settle_streak`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingTransition {
+    /// The stored form, compared when settling.
+    stored: String,
+    /// The slot that decided it: the event's dedupe key
+    /// ([`HealthEvent::probe_transition_key`]).
+    pub slot: u64,
+    pub event: HealthEvent,
+}
+
+/// The stored form, as `OBSERVE_LUA` writes it (numbers as strings: Lua's
+/// JSON would round them).
+#[derive(Debug, serde::Deserialize)]
+struct StoredTransition {
+    event_type: String,
     container_id: String,
-    consecutive_failures: String,
-    failed_published: String,
-    failed_container: String,
-    last_slot: String,
+    count: String,
+    slot: String,
+    at_ms: String,
+    last_status: String,
+    last_error: String,
+}
+
+impl PendingTransition {
+    fn decode(game_id: &GameId, stored: String) -> Result<Self, RedisError> {
+        let bad =
+            |what: &str| RedisError::new(format!("pending probe transition {what}: {stored}"));
+        let t: StoredTransition = serde_json::from_str(&stored).map_err(|_| bad("unreadable"))?;
+        let number = |v: &str| v.parse::<i64>().map_err(|_| bad("with a bad number"));
+        let (count, at_ms) = (number(&t.count)?, number(&t.at_ms)?);
+        let event = match t.event_type.as_str() {
+            "probe_failed" => HealthEvent::probe_failed(
+                game_id,
+                &t.container_id,
+                at_ms,
+                count,
+                number(&t.last_status)?,
+                &t.last_error,
+            ),
+            "probe_recovered" => {
+                HealthEvent::probe_recovered(game_id, &t.container_id, at_ms, count)
+            }
+            _ => return Err(bad("of an unknown type")),
+        };
+        let slot = t.slot.parse().map_err(|_| bad("with a bad slot"))?;
+        Ok(Self {
+            stored,
+            slot,
+            event,
+        })
+    }
 }
 
 impl RedisClient {
-    /// Applies one probe result (`healthy` or not) of `container_id` in
-    /// `slot` to the game's streak. `seed`, the `(container, count)` of a
-    /// published `probe_failed` as PostgreSQL committed it, is the streak
-    /// when Redis has none (see `OBSERVE_LUA`).
-    #[allow(clippy::too_many_arguments)]
+    /// Applies one probe observation in `slot` to the game's streak.
+    /// `seed`, the `(container, count)` of a published `probe_failed` as
+    /// PostgreSQL committed it, is the streak when Redis has none (see
+    /// `OBSERVE_LUA`). With `Recovered` and `Failed` comes the transition
+    /// just stored as pending, with `Pending` the one found pending.
     pub async fn observe_streak(
         &self,
         game_id: &GameId,
-        container_id: &str,
-        healthy: bool,
+        observation: &StreakObservation<'_>,
         threshold: u32,
         slot: u64,
         ttl: Duration,
         seed: Option<(&str, i64)>,
-    ) -> Result<(StreakVerdict, StreakPreImage), RedisError> {
-        let (verdict, count, container, fails, published, failed_for, last_slot): (
-            String,
-            i64,
-            String,
-            String,
-            String,
-            String,
-            String,
-        ) = Script::new(OBSERVE_LUA)
+    ) -> Result<(StreakVerdict, Option<PendingTransition>), RedisError> {
+        let (verdict, count, pending): (String, i64, String) = Script::new(OBSERVE_LUA)
             .key(streak_key(game_id))
             .key(lease_key(game_id))
-            .arg(container_id)
-            .arg(if healthy { "ok" } else { "fail" })
+            .arg(observation.container_id)
+            .arg(if observation.healthy { "ok" } else { "fail" })
             .arg(threshold)
             .arg(slot)
             .arg(ttl.as_secs())
             .arg(seed.map_or("", |(container, _)| container))
             .arg(seed.map_or(0, |(_, count)| count))
+            .arg(observation.at_ms)
+            .arg(observation.last_status)
+            .arg(observation.last_error)
             .invoke_async(&mut self.manager())
             .await?;
         let verdict = match verdict.as_str() {
@@ -180,41 +248,33 @@ impl RedisClient {
             },
             "skipped" => StreakVerdict::Skipped,
             "duplicate" => StreakVerdict::Duplicate,
+            "pending" => StreakVerdict::Pending,
             other => {
                 return Err(RedisError::new(format!(
                     "unexpected streak verdict {other:?}"
                 )))
             }
         };
-        let pre = StreakPreImage {
-            container_id: container,
-            consecutive_failures: fails,
-            failed_published: published,
-            failed_container: failed_for,
-            last_slot,
+        let pending = match pending.is_empty() {
+            true => None,
+            false => Some(PendingTransition::decode(game_id, pending)?),
         };
-        Ok((verdict, pre))
+        Ok((verdict, pending))
     }
 
-    /// Gives the observation of `slot` back (restores `pre`), unless the game
-    /// was observed since. Returns whether it was given back.
-    pub async fn undo_streak(
+    /// Clears `pending` once its event is committed, unless another
+    /// transition replaced it meanwhile. Returns whether it was cleared.
+    pub async fn settle_streak(
         &self,
         game_id: &GameId,
-        slot: u64,
-        pre: &StreakPreImage,
+        pending: &PendingTransition,
     ) -> Result<bool, RedisError> {
-        let undone: i64 = Script::new(UNDO_LUA)
+        let settled: i64 = Script::new(SETTLE_LUA)
             .key(streak_key(game_id))
-            .arg(slot)
-            .arg(&pre.container_id)
-            .arg(&pre.consecutive_failures)
-            .arg(&pre.failed_published)
-            .arg(&pre.failed_container)
-            .arg(&pre.last_slot)
+            .arg(&pending.stored)
             .invoke_async(&mut self.manager())
             .await?;
-        Ok(undone == 1)
+        Ok(settled == 1)
     }
 
     /// Reads a game's streak; `None` when there is none.
@@ -234,6 +294,10 @@ impl RedisClient {
             failed_published: get("failed_published") == "1",
             failed_container: get("failed_container"),
             last_slot: get("last_slot").parse().ok(),
+            pending: match map.get("pending") {
+                Some(stored) => Some(PendingTransition::decode(game_id, stored.clone())?),
+                None => None,
+            },
         }))
     }
 }

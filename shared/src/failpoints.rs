@@ -1,0 +1,45 @@
+//! Fail points for crash tests: a process that dies at an exact step.
+//!
+//! Compiled in only by the `failpoints` cargo feature of `shared` (each job
+//! forwards it: `cargo build -p healthz-prober --features failpoints`); a
+//! build without it, as every release build is, keeps no trace of them.
+//! With the feature, the process arms the points named in `FAILPOINTS` at
+//! start-up ([`arm_from_env`], called by [`crate::bootstrap::settings`]), in
+//! the `fail` crate's syntax: `FAILPOINTS=prober-after-streak=return`.
+//!
+//! A [`crash_point`] armed with `return` aborts the process on the spot
+//! (`std::process::abort`): no destructor, no graceful shutdown, no lease
+//! released, nothing flushed, which is what a `kill -9` at that step leaves
+//! behind, but at a step chosen exactly rather than where a sleep puts it.
+//! The `fail` crate's other actions (`sleep(ms)`, `pause`, `N*return`, ...)
+//! work as it documents.
+//!
+//! The points, by name:
+//! - `prober-after-streak`: healthz-prober, after the Redis streak decided a
+//!   `probe_failed` or `probe_recovered`, before the PostgreSQL commit.
+
+/// Arms the fail points named in `FAILPOINTS` for the rest of the process.
+/// Without the `failpoints` feature, nothing.
+pub fn arm_from_env() {
+    #[cfg(feature = "failpoints")]
+    {
+        // The scenario guard would disarm everything when dropped; a crash
+        // test's process keeps its points until it dies.
+        std::mem::forget(fail::FailScenario::setup());
+        if let Ok(points) = std::env::var("FAILPOINTS") {
+            tracing::warn!(%points, "fail points armed: this build is for crash tests only");
+        }
+    }
+}
+
+/// Dies here, at once, when the point `name` is armed with `return`.
+/// Without the `failpoints` feature, nothing.
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| {
+        tracing::warn!(failpoint = name, "fail point reached: aborting the process");
+        std::process::abort()
+    });
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
