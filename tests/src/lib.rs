@@ -24,6 +24,7 @@ use shared::domain::GameId;
 
 pub mod contract;
 pub mod held_engine;
+pub mod process;
 
 pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
 

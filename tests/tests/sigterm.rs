@@ -5,78 +5,14 @@
 //! stay pending for a fresh instance, which answers each exactly once.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use shared::domain::{GameId, OpSource, Outcome};
 use shared::operations::StartRequest;
-use system_tests::{job_binary, TestEnv, ENGINE};
+use system_tests::process::{free_port, Process};
+use system_tests::{TestEnv, ENGINE};
 
 const TOKEN: &str = "sigterm-test-token";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A job binary with the test's settings, serving `/healthz` on its own port.
-struct Process {
-    child: Child,
-    health: String,
-}
-
-impl Process {
-    async fn spawn(env: &TestEnv, job: &str, args: &[&str], extra: &[(&str, String)]) -> Self {
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(job_binary(job))
-            .args(args)
-            .env_clear()
-            .envs(env.vars.clone())
-            .env("RTMANAGER_METRICS_ADDR", &metrics)
-            .env("RTMANAGER_API_TOKENS", TOKEN)
-            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {job}: {e}"));
-        let process = Self {
-            child,
-            health: format!("http://{metrics}/healthz"),
-        };
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        env.eventually(&format!("{job} up"), Duration::from_secs(60), || async {
-            let answer = http.get(&process.health).send().await.ok()?;
-            answer.status().is_success().then_some(())
-        })
-        .await;
-        process
-    }
-
-    /// SIGTERM, then the exit status, which must come within `bound`.
-    async fn terminate_within(mut self, bound: Duration) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let waited = tokio::time::timeout(bound, async {
-            loop {
-                if let Some(status) = self.child.try_wait().unwrap() {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        match waited {
-            Ok(status) => status,
-            Err(_) => {
-                let _ = self.child.kill();
-                panic!("no exit within {bound:?} of SIGTERM (pid {pid})");
-            }
-        }
-    }
-}
 
 /// `RTMANAGER_SHUTDOWN_TIMEOUT` + 10 s.
 fn bound(env: &TestEnv) -> Duration {
@@ -133,7 +69,7 @@ async fn exactly_one_result_each(env: &TestEnv, games: &[GameId], what: &str) {
 async fn the_job_consumers_exit_zero_under_load_and_a_fresh_instance_answers_the_rest() {
     let env = TestEnv::with(&[("RTMANAGER_START_JOBS_CONCURRENCY", "4")]).await;
     let started: Vec<GameId> = (0..12).map(|i| env.game(&format!("term{i}"))).collect();
-    let starter = Process::spawn(&env, "start-job", &[], &[]).await;
+    let starter = Process::spawn(&env, TOKEN, "start-job", &[], &[]).await;
     for game in &started {
         env.xadd(
             &env.config.start_jobs.stream,
@@ -144,11 +80,11 @@ async fn the_job_consumers_exit_zero_under_load_and_a_fresh_instance_answers_the
     let status = starter.terminate_within(bound(&env)).await;
     assert!(status.success(), "start-job: {status:?}");
     assert_eq!(leases_left(&env, &started).await, Vec::<String>::new());
-    let fresh = Process::spawn(&env, "start-job", &[], &[]).await;
+    let fresh = Process::spawn(&env, TOKEN, "start-job", &[], &[]).await;
     exactly_one_result_each(&env, &started, "a result per start entry").await;
     assert!(fresh.terminate_within(bound(&env)).await.success());
 
-    let stopper = Process::spawn(&env, "stop-job", &[], &[]).await;
+    let stopper = Process::spawn(&env, TOKEN, "stop-job", &[], &[]).await;
     for game in &started {
         env.xadd(
             &env.config.stop_jobs.stream,
@@ -166,7 +102,7 @@ async fn the_job_consumers_exit_zero_under_load_and_a_fresh_instance_answers_the
     let status = stopper.terminate_within(bound(&env)).await;
     assert!(status.success(), "stop-job: {status:?}");
     assert_eq!(leases_left(&env, &started).await, Vec::<String>::new());
-    let fresh = Process::spawn(&env, "stop-job", &[], &[]).await;
+    let fresh = Process::spawn(&env, TOKEN, "stop-job", &[], &[]).await;
     env.eventually(
         "a result per stop entry",
         Duration::from_secs(120),
@@ -224,7 +160,7 @@ async fn the_health_sources_crons_and_gateway_exit_zero_under_load() {
     ];
     let mut running = Vec::new();
     for (job, args, extra) in &processes {
-        running.push((*job, Process::spawn(&env, job, args, extra).await));
+        running.push((*job, Process::spawn(&env, TOKEN, job, args, extra).await));
     }
     // Load on the gateway while everything stops: lifecycle calls in flight.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
