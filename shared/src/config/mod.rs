@@ -28,7 +28,8 @@ pub mod lifecycle;
 pub mod retention;
 
 pub use common::{
-    CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, RedisConfig, StreamsConfig,
+    split_host_port, CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, RedisConfig,
+    SentinelConfig, StreamsConfig,
 };
 pub use jobs::{
     AddressMode, AuthMode, CleanupConfig, ConsumerConfig, GatewayConfig, InspectConfig, ProbeConfig,
