@@ -23,6 +23,8 @@ use shared::config::{Config, Secret};
 use shared::domain::GameId;
 
 pub mod contract;
+pub mod job_process;
+pub mod redis_topologies;
 
 pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
 
