@@ -304,9 +304,10 @@ impl ClusterSeed {
 }
 
 /// The user and password every data node is connected with (the sentinels
-/// have their own).
+/// have their own). No `CLIENT SETINFO` on connecting: Redis 7.0 does not
+/// know it, and an ACL rule allowing it would be refused there.
 fn node_settings(username: &Secret, password: &Secret) -> RedisConnectionInfo {
-    let mut settings = RedisConnectionInfo::default();
+    let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
     if !username.expose().is_empty() {
         settings = settings.set_username(username.expose());
     }
