@@ -66,8 +66,10 @@ impl JobProcess {
             .ok()?
             .ok()?;
         let text = String::from_utf8_lossy(&raw).into_owned();
-        text.starts_with("HTTP/1.1 200")
-            .then(|| text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned()))
+        text.starts_with("HTTP/1.1 200").then(|| {
+            text.split_once("\r\n\r\n")
+                .map_or(String::new(), |(_, b)| b.to_owned())
+        })
     }
 
     /// The Redis master the process reports (`rtmanager_redis_master_info`).

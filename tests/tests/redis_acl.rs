@@ -69,10 +69,14 @@ async fn acl_denials(env: &TestEnv) -> Vec<String> {
 /// Runs a one-shot job as its user to its end, which must be a success.
 async fn run_once(env: &TestEnv, job: &str, user: &[(&'static str, String)], args: &[&str]) {
     let mut process = JobProcess::spawn(job, &env.vars, user, args);
-    env.eventually(&format!("{job} {args:?} to finish"), Duration::from_secs(60), || {
-        let running = process.is_running();
-        async move { (!running).then_some(()) }
-    })
+    env.eventually(
+        &format!("{job} {args:?} to finish"),
+        Duration::from_secs(60),
+        || {
+            let running = process.is_running();
+            async move { (!running).then_some(()) }
+        },
+    )
     .await;
     let output = process.output();
     let status = process.stop().await;
@@ -90,7 +94,10 @@ async fn every_job_runs_as_its_documented_acl_user() {
         ("RTMANAGER_STOP_JOBS_STREAM", "runtime:stop_jobs"),
         ("RTMANAGER_JOB_RESULTS_STREAM", "runtime:job_results"),
         ("RTMANAGER_HEALTH_EVENTS_STREAM", "runtime:health_events"),
-        ("RTMANAGER_NOTIFICATION_INTENTS_STREAM", "notification:intents"),
+        (
+            "RTMANAGER_NOTIFICATION_INTENTS_STREAM",
+            "notification:intents",
+        ),
         // cleanup-cron removes the container of a game stopped just now.
         ("RTMANAGER_CONTAINER_RETENTION_DAYS", "0"),
     ]);
@@ -189,10 +196,17 @@ async fn every_job_runs_as_its_documented_acl_user() {
         let name = job.job.clone();
         let output = job.output();
         let status = job.stop().await;
-        assert!(status.success(), "{name} exits cleanly: {status:?}\n{output}");
+        assert!(
+            status.success(),
+            "{name} exits cleanly: {status:?}\n{output}"
+        );
         outputs.push((name, output));
     }
-    assert_eq!(acl_denials(&env).await, Vec::<String>::new(), "Redis denied nothing");
+    assert_eq!(
+        acl_denials(&env).await,
+        Vec::<String>::new(),
+        "Redis denied nothing"
+    );
     for (name, output) in &outputs {
         assert!(
             !output.contains(&prefix) && !output.contains(&password),

@@ -37,7 +37,13 @@ async fn the_core_path_runs_with_every_process_on_a_cluster() {
         "rest-gateway" => gateway_extra.clone(),
         _ => vec![],
     });
-    wait_all_use(&env, &jobs, &cluster.nodes[0].addr(), Duration::from_secs(60)).await;
+    wait_all_use(
+        &env,
+        &jobs,
+        &cluster.nodes[0].addr(),
+        Duration::from_secs(60),
+    )
+    .await;
 
     // Start: a result, and the start service's event.
     let since = now_ms();

@@ -83,7 +83,8 @@ async fn every_process_follows_a_failover_and_answers_each_job_once() {
         "the test's client to use the new master",
         FOLLOW_BOUND.saturating_sub(killed_at.elapsed()),
         || {
-            let moved = master.borrow_and_update().clone().map(|m| m.addr) == Some(promoted.clone());
+            let moved =
+                master.borrow_and_update().clone().map(|m| m.addr) == Some(promoted.clone());
             async move { moved.then_some(()) }
         },
     )
@@ -144,6 +145,47 @@ async fn every_process_follows_a_failover_and_answers_each_job_once() {
 }
 
 #[tokio::test]
+async fn a_demoted_master_is_left_for_the_one_the_sentinels_promote() {
+    let set = SentinelSet::start();
+    let env = env_on(&set).await;
+    let stream = env.config.common.streams.health_events.clone();
+    env.xadd(&stream, &[("n", "1")]).await;
+    // A manual failover: the old master stays up and becomes a replica.
+    assert_eq!(
+        set.sentinels[0].cli(&["SENTINEL", "FAILOVER", &set.name]),
+        "OK"
+    );
+    let promoted = set.replica.addr();
+    let mut master = env.redis().master();
+    env.eventually(
+        "the client to use the promoted master",
+        FOLLOW_BOUND,
+        || {
+            let moved =
+                master.borrow_and_update().clone().map(|m| m.addr) == Some(promoted.clone());
+            async move { moved.then_some(()) }
+        },
+    )
+    .await;
+    env.eventually("the old master to be demoted", FOLLOW_BOUND, || async {
+        set.master
+            .cli(&["INFO", "replication"])
+            .contains("role:slave")
+            .then_some(())
+    })
+    .await;
+    // Writes land on the promoted master, which the demoted one follows.
+    env.xadd(&stream, &[("n", "2")]).await;
+    assert_eq!(set.replica.cli(&["XLEN", &stream]), "2");
+    env.eventually(
+        "the demoted node to replicate the write",
+        FOLLOW_BOUND,
+        || async { (set.master.cli(&["XLEN", &stream]) == "2").then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_process_finds_the_master_through_any_sentinel_that_answers() {
     let set = SentinelSet::start();
     // The first sentinel listed is down: the next ones are asked.
@@ -170,22 +212,34 @@ async fn the_binary_refuses_bad_sentinel_settings_naming_the_variables() {
         (
             &sentinel_only[..],
             false,
-            &["RTMANAGER_REDIS_SENTINEL_MASTER", "RTMANAGER_REDIS_SENTINEL_ADDRS"][..],
+            &[
+                "RTMANAGER_REDIS_SENTINEL_MASTER",
+                "RTMANAGER_REDIS_SENTINEL_ADDRS",
+            ][..],
         ),
         (
             &master_only[..],
             false,
-            &["RTMANAGER_REDIS_SENTINEL_ADDRS", "RTMANAGER_REDIS_SENTINEL_MASTER"][..],
+            &[
+                "RTMANAGER_REDIS_SENTINEL_ADDRS",
+                "RTMANAGER_REDIS_SENTINEL_MASTER",
+            ][..],
         ),
         (
             &both_ways[..],
             true,
-            &["RTMANAGER_REDIS_MASTER_ADDR", "RTMANAGER_REDIS_SENTINEL_ADDRS"][..],
+            &[
+                "RTMANAGER_REDIS_MASTER_ADDR",
+                "RTMANAGER_REDIS_SENTINEL_ADDRS",
+            ][..],
         ),
         (
             &[][..],
             false,
-            &["RTMANAGER_REDIS_MASTER_ADDR", "RTMANAGER_REDIS_SENTINEL_ADDRS"][..],
+            &[
+                "RTMANAGER_REDIS_MASTER_ADDR",
+                "RTMANAGER_REDIS_SENTINEL_ADDRS",
+            ][..],
         ),
         // Nothing answers there: the start-up error names where it looked.
         (
@@ -195,7 +249,9 @@ async fn the_binary_refuses_bad_sentinel_settings_naming_the_variables() {
         ),
     ] {
         let mut cmd = std::process::Command::new(system_tests::job_binary("start-job"));
-        cmd.env_clear().envs(env.vars.clone()).envs(vars.iter().copied());
+        cmd.env_clear()
+            .envs(env.vars.clone())
+            .envs(vars.iter().copied());
         if !keep_master_addr {
             cmd.env_remove("RTMANAGER_REDIS_MASTER_ADDR");
         }
@@ -229,7 +285,13 @@ async fn the_username_never_reaches_the_output() {
     })
     .await;
     let output = job.output();
-    assert!(output.contains("RTMANAGER_REDIS_SENTINEL_ADDRS"), "{output}");
-    assert!(!output.contains(&user), "the username is not printed: {output}");
+    assert!(
+        output.contains("RTMANAGER_REDIS_SENTINEL_ADDRS"),
+        "{output}"
+    );
+    assert!(
+        !output.contains(&user),
+        "the username is not printed: {output}"
+    );
     assert!(!output.contains("not-the-password"), "{output}");
 }

@@ -168,10 +168,15 @@ pub async fn set_engine_health(env: &TestEnv, game: &GameId, mode: &str) {
         .as_str()
         .expect("engine IP on the test network")
         .to_owned();
-    let status = http(&format!("{ip}:8080"), "POST", &format!("/control?health={mode}"), "")
-        .await
-        .expect("engine control route")
-        .0;
+    let status = http(
+        &format!("{ip}:8080"),
+        "POST",
+        &format!("/control?health={mode}"),
+        "",
+    )
+    .await
+    .expect("engine control route")
+    .0;
     assert_eq!(status, 200, "health={mode}");
 }
 
@@ -200,6 +205,9 @@ pub async fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Ok((status, body))
 }
