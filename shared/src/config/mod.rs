@@ -9,8 +9,9 @@
 //! cannot print them. The README's settings table documents each variable
 //! and its section.
 //!
-//! - [`common`]: what every process reads: process, PostgreSQL, Redis,
-//!   Docker, stream names.
+//! - [`common`]: what every process reads: process, PostgreSQL, Docker,
+//!   stream names; and [`redis`]: where Redis is (one master, Sentinel or a
+//!   Cluster) and the ACL user.
 //! - [`lifecycle`]: how engine containers are made and stopped (state
 //!   directories, limits, leases, Lobby).
 //! - [`jobs`]: the job-specific sections: consumers, inspect, probe, cleanup,
@@ -25,16 +26,15 @@ use serde::Deserialize;
 pub mod common;
 pub mod jobs;
 pub mod lifecycle;
+pub mod redis;
 pub mod retention;
 
-pub use common::{
-    split_host_port, CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, RedisConfig,
-    SentinelConfig, StreamsConfig,
-};
+pub use common::{CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, StreamsConfig};
 pub use jobs::{
     AddressMode, AuthMode, CleanupConfig, ConsumerConfig, GatewayConfig, InspectConfig, ProbeConfig,
 };
 pub use lifecycle::{LifecycleConfig, StateConfig};
+pub use redis::{split_host_port, RedisConfig, SentinelConfig};
 pub use retention::RetentionConfig;
 
 pub const PREFIX: &str = "RTMANAGER_";

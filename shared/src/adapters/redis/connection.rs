@@ -4,7 +4,7 @@
 //! - **single address**: to that address (a `ConnectionManager`, which
 //!   reconnects to it by itself);
 //! - **Sentinel**: to the master the sentinels name now
-//!   ([`super::sentinel::MasterFollower`]); an error that says the master may
+//!   (`sentinel::MasterFollower`); an error that says the master may
 //!   have moved (a dropped or timed-out connection, `READONLY`) drops the
 //!   connection, so the next command asks the sentinels again;
 //! - **Cluster**: to the node serving the command's slot (the crate's

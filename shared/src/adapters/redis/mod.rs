@@ -6,7 +6,7 @@
 //!   every other command on a multiplexed connection: a shared connection for
 //!   quick commands and a dedicated reader whose response timeout exceeds its
 //!   block time.
-//! - [`sentinel`]: following the master through a failover.
+//! - `sentinel`: following the master through a failover.
 //! - [`slots`]: keys of our own that share a stream's or a lease's Cluster
 //!   slot, so every script touches one slot.
 //! - [`leases`]: per-game (and per-host) leases.
