@@ -70,16 +70,20 @@ ensure_packages() {
     if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
         pkgs+=(redis-server)
     fi
+    # The Sentinel tests run their own sentinels (tests/src/redis_topologies.rs).
+    if ! command -v redis-sentinel >/dev/null 2>&1; then
+        pkgs+=(redis-sentinel)
+    fi
     if ! rtm_pg_bindir >/dev/null; then
         pkgs+=(postgresql)
     fi
     if ((${#pkgs[@]} == 0)); then
-        _rtm_log "packages: redis-server and postgresql ($(rtm_pg_bindir)) already installed"
+        _rtm_log "packages: redis-server, redis-sentinel and postgresql ($(rtm_pg_bindir)) already installed"
         return 0
     fi
     _rtm_apt_install "${pkgs[@]}" || return 1
-    if ! command -v redis-server >/dev/null 2>&1 || ! rtm_pg_bindir >/dev/null; then
-        _rtm_err "packages installed but redis-server/initdb still missing"
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1 || ! rtm_pg_bindir >/dev/null; then
+        _rtm_err "packages installed but redis-server/redis-sentinel/initdb still missing"
         return 1
     fi
 }

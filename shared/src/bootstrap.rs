@@ -6,13 +6,15 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::Database;
+use crate::adapters::redis::RedisMaster;
 use crate::adapters::{LeaseStore, RedisClient};
-use crate::config::{CommonConfig, Env, JobConfig, LifecycleConfig, StateConfig};
+use crate::config::{CommonConfig, Env, JobConfig, LifecycleConfig, RedisConfig, StateConfig};
 use crate::operations::{OperationDeps, Operations};
 use crate::outbox::Outbox;
 use crate::ports::ContainerEngine;
@@ -38,15 +40,7 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
     .await
     .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
     db.migrate().await.context("running database migrations")?;
-    let redis = RedisClient::connect(&config.redis.addr, &config.redis.password)
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to Redis at {} (RTMANAGER_REDIS_MASTER_ADDR)",
-                config.redis.addr
-            )
-        })?;
-    redis.ping().await.context("pinging Redis")?;
+    let redis = connect_redis(&config.redis).await?;
     let engine = DockerEngine::connect(&config.docker.host).with_context(|| {
         format!(
             "connecting to Docker at {} (RTMANAGER_DOCKER_HOST)",
@@ -66,6 +60,7 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
         );
     }
     let metrics = Metrics::new();
+    tokio::spawn(report_redis_master(redis.master(), metrics.clone()));
     let outbox = Outbox::new(db.clone(), config.streams.clone(), metrics.clone());
     Ok(Infra {
         db,
@@ -74,6 +69,49 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
         outbox,
         metrics,
     })
+}
+
+/// Connects Redis as the settings say and pings it; an error names the
+/// variables that told where Redis is.
+pub async fn connect_redis(config: &RedisConfig) -> anyhow::Result<RedisClient> {
+    let vars = match &config.sentinel {
+        Some(s) => format!(
+            "sentinels {} (RTMANAGER_REDIS_SENTINEL_ADDRS), master {:?} (RTMANAGER_REDIS_SENTINEL_MASTER)",
+            s.addrs.join(","),
+            s.master
+        ),
+        None => format!("{} (RTMANAGER_REDIS_MASTER_ADDR)", config.addr),
+    };
+    let redis = RedisClient::open(config)
+        .await
+        .with_context(|| format!("connecting to Redis at {vars}"))?;
+    redis
+        .ping()
+        .await
+        .with_context(|| format!("pinging Redis at {vars}"))?;
+    Ok(redis)
+}
+
+/// Logs `redis master` and sets `rtmanager_redis_master_info` whenever the
+/// master in use changes (once at start-up; again after each failover).
+async fn report_redis_master(mut master: watch::Receiver<Option<RedisMaster>>, metrics: Metrics) {
+    let mut previous: Option<RedisMaster> = None;
+    loop {
+        let current = master.borrow_and_update().clone();
+        if let Some(now) = current.filter(|now| previous.as_ref() != Some(now)) {
+            tracing::info!(
+                topology = now.topology.as_str(),
+                addr = %now.addr,
+                previous = previous.as_ref().map_or("", |p| p.addr.as_str()),
+                "redis master"
+            );
+            metrics.set_redis_master(previous.as_ref().map(|p| p.addr.as_str()), &now);
+            previous = Some(now);
+        }
+        if master.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The start of a process: its settings (only the sections `C` reads) and

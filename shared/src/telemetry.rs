@@ -42,6 +42,12 @@ pub struct EventLabels {
     pub event_type: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisMasterLabels {
+    pub topology: String,
+    pub addr: String,
+}
+
 /// Every metric a job may record; unused ones simply stay at zero.
 #[derive(Clone)]
 pub struct Metrics {
@@ -58,6 +64,8 @@ pub struct Metrics {
     pub jobs_reclaimed: Family<StreamLabels, Counter>,
     pub jobs_in_flight: Gauge,
     pub consumer_group_recreations: Family<StreamLabels, Counter>,
+    /// 1 for the Redis master in use; one series at a time.
+    pub redis_master: Family<RedisMasterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -83,6 +91,7 @@ impl Metrics {
             jobs_reclaimed: Family::default(),
             jobs_in_flight: Gauge::default(),
             consumer_group_recreations: Family::default(),
+            redis_master: Family::default(),
         };
         registry.register(
             "operations",
@@ -144,10 +153,36 @@ impl Metrics {
             "Job consumer groups recreated after Redis lost them, by stream",
             m.consumer_group_recreations.clone(),
         );
+        registry.register(
+            "redis_master_info",
+            "The Redis master this process uses (1), by topology and address",
+            m.redis_master.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             ..m
         }
+    }
+
+    /// Moves `rtmanager_redis_master_info` from `previous` to `now`.
+    pub fn set_redis_master(
+        &self,
+        previous: Option<&str>,
+        now: &crate::adapters::redis::RedisMaster,
+    ) {
+        let topology = now.topology.as_str().to_owned();
+        if let Some(addr) = previous {
+            self.redis_master.remove(&RedisMasterLabels {
+                topology: topology.clone(),
+                addr: addr.to_owned(),
+            });
+        }
+        self.redis_master
+            .get_or_create(&RedisMasterLabels {
+                topology,
+                addr: now.addr.clone(),
+            })
+            .set(1);
     }
 
     pub fn encode(&self) -> String {

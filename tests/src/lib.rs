@@ -24,7 +24,9 @@ use shared::domain::GameId;
 
 pub mod contract;
 pub mod held_engine;
+pub mod job_process;
 pub mod process;
+pub mod redis_topologies;
 
 pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
 

@@ -2,7 +2,7 @@
 //! commit of that event (kept pending in Redis until it is committed).
 //!
 //! The streak lives in Redis, not in memory, so it survives a prober restart
-//! or a reshard: hash `rtmanager:probe:{base64url(game_id)}` with
+//! or a reshard: hash `rtmanager:probe:{rtmanager:game_lease:<base64url(game_id)>}` with
 //! `container_id`, `consecutive_failures`, `failed_published` (`1` while a
 //! `probe_failed` waits for its `probe_recovered`), `failed_container` (the
 //! container that `probe_failed` was about), `last_slot` and, between a

@@ -71,9 +71,7 @@ pub async fn run_once(config: &SyncFileSdConfig, out: &Path) -> anyhow::Result<u
         )
         .await
         .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
-        let redis = RedisClient::connect(&config.redis.addr, &config.redis.password)
-            .await
-            .context("connecting to Redis (RTMANAGER_REDIS_MASTER_ADDR)")?;
+        let redis = shared::bootstrap::connect_redis(&config.redis).await?;
         sync_with(&config.redis, &db, &redis, out).await
     }
     .await;

@@ -1,11 +1,11 @@
-//! The sections every process reads: itself, PostgreSQL, Redis, Docker and
-//! the stream names of the outbox.
+//! The sections every process reads: itself, PostgreSQL, Redis (in
+//! [`super::redis`]), Docker and the stream names of the outbox.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Env, Secret, Section};
+use super::{ConfigError, Env, RedisConfig, Secret, Section};
 
 /// The process itself: logs, shutdown, metrics listener, instance name.
 #[derive(Debug, Clone)]
@@ -88,44 +88,6 @@ impl Section for PostgresConfig {
         Ok(Self {
             dsn: raw.postgres_primary_dsn,
             max_connections: raw.postgres_max_connections,
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// `host:port` of the master.
-    pub addr: String,
-    pub password: Secret,
-    /// TTL of the per-game lease (`RTMANAGER_GAME_LEASE_TTL_SECONDS`).
-    pub lease_ttl: Duration,
-}
-
-#[derive(Deserialize)]
-pub struct RedisEnv {
-    redis_master_addr: String,
-    #[serde(default)]
-    redis_password: Secret,
-    #[serde(default = "d::game_lease_ttl_seconds")]
-    game_lease_ttl_seconds: u64,
-}
-
-impl Section for RedisConfig {
-    type Raw = RedisEnv;
-    fn from_raw(raw: RedisEnv) -> Result<Self, ConfigError> {
-        if raw.redis_master_addr.is_empty() {
-            return Err(ConfigError::var("REDIS_MASTER_ADDR", "must not be empty"));
-        }
-        if raw.game_lease_ttl_seconds == 0 {
-            return Err(ConfigError::var(
-                "GAME_LEASE_TTL_SECONDS",
-                "must be positive",
-            ));
-        }
-        Ok(Self {
-            addr: raw.redis_master_addr,
-            password: raw.redis_password,
-            lease_ttl: Duration::from_secs(raw.game_lease_ttl_seconds),
         })
     }
 }
@@ -287,9 +249,6 @@ mod d {
     }
     pub fn pg_max_connections() -> u32 {
         10
-    }
-    pub fn game_lease_ttl_seconds() -> u64 {
-        60
     }
     pub fn docker_host() -> String {
         "unix:///var/run/docker.sock".into()

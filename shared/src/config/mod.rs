@@ -9,8 +9,9 @@
 //! cannot print them. The README's settings table documents each variable
 //! and its section.
 //!
-//! - [`common`]: what every process reads: process, PostgreSQL, Redis,
-//!   Docker, stream names.
+//! - [`common`]: what every process reads: process, PostgreSQL, Docker,
+//!   stream names; and [`redis`]: where Redis is (one master, Sentinel or a
+//!   Cluster) and the ACL user.
 //! - [`lifecycle`]: how engine containers are made and stopped (state
 //!   directories, limits, leases, Lobby).
 //! - [`jobs`]: the job-specific sections: consumers, inspect, probe, cleanup,
@@ -27,15 +28,15 @@ pub mod consumers;
 pub mod gateway;
 pub mod jobs;
 pub mod lifecycle;
+pub mod redis;
 pub mod retention;
 
-pub use common::{
-    CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, RedisConfig, StreamsConfig,
-};
+pub use common::{CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, StreamsConfig};
 pub use consumers::ConsumerConfig;
 pub use gateway::{AuthMode, GatewayConfig};
 pub use jobs::{AddressMode, CleanupConfig, InspectConfig, ProbeConfig};
 pub use lifecycle::{LifecycleConfig, StateConfig};
+pub use redis::{split_host_port, RedisConfig, SentinelConfig};
 pub use retention::RetentionConfig;
 
 pub const PREFIX: &str = "RTMANAGER_";

@@ -35,6 +35,17 @@ if maxlen > 0 and redis.call('XLEN', KEYS[2]) > maxlen then
 end
 return id"#;
 
+/// The marker of row `row_id` of outbox `outbox`, delivered to `stream`:
+/// `rtmanager:outbox_delivered:{<stream>}:<outbox>:<row>`, in the stream's
+/// Cluster slot, as the script writes both.
+pub fn delivered_marker(outbox: &str, row_id: i64, stream: &str) -> String {
+    super::slots::key_in_slot_of(
+        stream,
+        "rtmanager:outbox_delivered:",
+        &format!(":{outbox}:{row_id}"),
+    )
+}
+
 /// How long a delivered marker stays in Redis; far beyond any crash-restart gap.
 const DELIVERED_MARKER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -115,7 +126,7 @@ impl RedisClient {
         let script = Script::new(DELIVER_LUA);
         let mut invocation = script.prepare_invoke();
         invocation
-            .key(format!("rtmanager:outbox_delivered:{outbox}:{row_id}"))
+            .key(delivered_marker(outbox, row_id, stream))
             .key(stream)
             .arg(DELIVERED_MARKER_TTL.as_secs())
             .arg(trim.maxlen)

@@ -1,5 +1,6 @@
 //! The prober's failure streaks: one hash per game,
-//! `rtmanager:probe:{base64url(game_id)}`, updated by one script per
+//! `rtmanager:probe:{rtmanager:game_lease:<base64url(game_id)>}` (in the game
+//! lease's Cluster slot, which the script reads too), updated by one script per
 //! observation so that shards, restarts and slot duplicates decide each
 //! transition exactly once.
 
@@ -12,9 +13,10 @@ use super::leases::lease_key;
 use super::{RedisClient, RedisError};
 use crate::domain::{GameId, HealthEvent};
 
-/// `rtmanager:probe:{base64url(game_id)}`.
+/// `rtmanager:probe:{<lease key>}`: the observation script reads the lease
+/// too, so the streak carries the lease key as its hash tag.
 pub fn streak_key(game_id: &GameId) -> String {
-    format!("rtmanager:probe:{}", game_id.key_segment())
+    super::slots::key_in_slot_of(&lease_key(game_id), "rtmanager:probe:", "")
 }
 
 /// Applies one observation to a game's streak and decides, atomically, what

@@ -6,13 +6,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::{
     StreamAutoClaimReply, StreamInfoGroupsReply, StreamPendingReply, StreamReadReply,
 };
 use redis::Script;
 
-use super::{RedisClient, RedisError};
+use super::{RedisClient, RedisConnection, RedisError};
 
 /// One stream entry, its values as strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,8 +217,9 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 pub struct GroupReader {
     group: ConsumerGroup,
     block: Duration,
-    /// Opened on the first read; dropped after an error and opened again.
-    conn: Option<MultiplexedConnection>,
+    /// Opened on the first read; dropped after an error, or once the master
+    /// it was opened to is no longer the master, and opened again.
+    conn: Option<RedisConnection>,
 }
 
 impl GroupReader {
@@ -227,8 +227,8 @@ impl GroupReader {
     /// `block` without any.
     pub async fn read_new(&mut self, count: usize) -> Result<Vec<StreamEntry>, RedisError> {
         let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => self
+            Some(conn) if conn.is_current() => conn,
+            _ => self
                 .conn
                 .insert(self.group.redis.blocking(self.block).await?),
         };

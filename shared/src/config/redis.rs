@@ -1,0 +1,284 @@
+//! The Redis section: where the master is (its address, any node of a
+//! Cluster, or the sentinels that name it), and who we are to it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Secret, Section};
+
+/// Where Redis is and who we are to it. Exactly one way to the master: its
+/// address (`RTMANAGER_REDIS_MASTER_ADDR`, also any node of a Cluster, which
+/// the adapter recognises) or the sentinels that monitor it.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `host:port` of the master, or of one node of a Cluster; empty when
+    /// [`RedisConfig::sentinel`] finds the master.
+    pub addr: String,
+    pub sentinel: Option<SentinelConfig>,
+    /// The ACL user (`RTMANAGER_REDIS_USERNAME`); empty: the default user.
+    pub username: Secret,
+    pub password: Secret,
+    /// TTL of the per-game lease (`RTMANAGER_GAME_LEASE_TTL_SECONDS`).
+    pub lease_ttl: Duration,
+}
+
+/// The sentinels that name the master (`RTMANAGER_REDIS_SENTINEL_*`).
+#[derive(Debug, Clone)]
+pub struct SentinelConfig {
+    /// `host:port` of each sentinel, in the order they are asked.
+    pub addrs: Vec<String>,
+    /// The monitored master's name (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// The sentinels' own password (their `requirepass`); empty: none.
+    pub password: Secret,
+}
+
+#[derive(Deserialize)]
+pub struct RedisEnv {
+    #[serde(default)]
+    redis_master_addr: String,
+    #[serde(default)]
+    redis_sentinel_addrs: String,
+    #[serde(default)]
+    redis_sentinel_master: String,
+    #[serde(default)]
+    redis_sentinel_password: Secret,
+    #[serde(default)]
+    redis_username: Secret,
+    #[serde(default)]
+    redis_password: Secret,
+    #[serde(default = "default_game_lease_ttl_seconds")]
+    game_lease_ttl_seconds: u64,
+}
+
+impl Section for RedisConfig {
+    type Raw = RedisEnv;
+    fn from_raw(raw: RedisEnv) -> Result<Self, ConfigError> {
+        let sentinel = sentinel_config(&raw)?;
+        match (&sentinel, raw.redis_master_addr.is_empty()) {
+            (None, true) => {
+                return Err(ConfigError::var(
+                    "REDIS_MASTER_ADDR",
+                    "is required (or find the master through Sentinel: \
+                     RTMANAGER_REDIS_SENTINEL_ADDRS with RTMANAGER_REDIS_SENTINEL_MASTER)",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(ConfigError::var(
+                    "REDIS_MASTER_ADDR",
+                    "must be empty with RTMANAGER_REDIS_SENTINEL_ADDRS: the sentinels name \
+                     the master; set one or the other",
+                ))
+            }
+            (None, false) if split_host_port(&raw.redis_master_addr).is_none() => {
+                return Err(ConfigError::var(
+                    "REDIS_MASTER_ADDR",
+                    format!("{:?}: expected host:port", raw.redis_master_addr),
+                ))
+            }
+            _ => {}
+        }
+        if !raw.redis_username.expose().is_empty() && raw.redis_password.expose().is_empty() {
+            // Without a password no AUTH is sent, and the process would run
+            // as the default user instead of the one named.
+            return Err(ConfigError::var(
+                "REDIS_USERNAME",
+                "needs RTMANAGER_REDIS_PASSWORD (the ACL user's password)",
+            ));
+        }
+        if raw.game_lease_ttl_seconds == 0 {
+            return Err(ConfigError::var(
+                "GAME_LEASE_TTL_SECONDS",
+                "must be positive",
+            ));
+        }
+        Ok(Self {
+            addr: raw.redis_master_addr,
+            sentinel,
+            username: raw.redis_username,
+            password: raw.redis_password,
+            lease_ttl: Duration::from_secs(raw.game_lease_ttl_seconds),
+        })
+    }
+}
+
+/// The sentinel settings: both names or neither, each address `host:port`.
+fn sentinel_config(raw: &RedisEnv) -> Result<Option<SentinelConfig>, ConfigError> {
+    let addrs: Vec<String> = raw
+        .redis_sentinel_addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let master = raw.redis_sentinel_master.trim();
+    match (addrs.is_empty(), master.is_empty()) {
+        (true, true) => {
+            if !raw.redis_sentinel_password.expose().is_empty() {
+                return Err(ConfigError::var(
+                    "REDIS_SENTINEL_PASSWORD",
+                    "only applies with RTMANAGER_REDIS_SENTINEL_ADDRS",
+                ));
+            }
+            return Ok(None);
+        }
+        (false, true) => {
+            return Err(ConfigError::var(
+                "REDIS_SENTINEL_MASTER",
+                "is required with RTMANAGER_REDIS_SENTINEL_ADDRS (the monitored master's name)",
+            ))
+        }
+        (true, false) => {
+            return Err(ConfigError::var(
+                "REDIS_SENTINEL_ADDRS",
+                "is required with RTMANAGER_REDIS_SENTINEL_MASTER (comma-separated host:port)",
+            ))
+        }
+        (false, false) => {}
+    }
+    if let Some(bad) = addrs.iter().find(|a| split_host_port(a).is_none()) {
+        return Err(ConfigError::var(
+            "REDIS_SENTINEL_ADDRS",
+            format!("{bad:?}: expected comma-separated host:port"),
+        ));
+    }
+    Ok(Some(SentinelConfig {
+        addrs,
+        master: master.to_owned(),
+        password: raw.redis_sentinel_password.clone(),
+    }))
+}
+
+/// `host:port` or `[v6]:port`.
+pub fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+fn default_game_lease_ttl_seconds() -> u64 {
+    60
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn redis(vars: &[(&str, &str)]) -> Result<RedisConfig, String> {
+        Env::from_vars(
+            vars.iter()
+                .map(|(k, v)| (format!("RTMANAGER_{k}"), v.to_string())),
+        )
+        .section::<RedisConfig>()
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_master_address_alone_is_the_go_setting() {
+        let c = redis(&[("REDIS_MASTER_ADDR", "redis:6379")]).unwrap();
+        assert_eq!(c.addr, "redis:6379");
+        assert!(c.sentinel.is_none());
+    }
+
+    #[test]
+    fn sentinels_replace_the_master_address() {
+        let c = redis(&[
+            ("REDIS_SENTINEL_ADDRS", "s1:26379, s2:26379,[::1]:26380"),
+            ("REDIS_SENTINEL_MASTER", "galaxy"),
+        ])
+        .unwrap();
+        let sentinel = c.sentinel.unwrap();
+        assert_eq!(sentinel.addrs, ["s1:26379", "s2:26379", "[::1]:26380"]);
+        assert_eq!(sentinel.master, "galaxy");
+        assert_eq!(c.addr, "");
+    }
+
+    #[test]
+    fn bad_combinations_name_the_variables() {
+        for (vars, named) in [
+            (&[][..], &["REDIS_MASTER_ADDR", "REDIS_SENTINEL_ADDRS"][..]),
+            (
+                &[("REDIS_SENTINEL_ADDRS", "s1:26379")][..],
+                &["REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_ADDRS"][..],
+            ),
+            (
+                &[("REDIS_SENTINEL_MASTER", "galaxy")][..],
+                &["REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER"][..],
+            ),
+            (
+                &[
+                    ("REDIS_MASTER_ADDR", "redis:6379"),
+                    ("REDIS_SENTINEL_ADDRS", "s1:26379"),
+                    ("REDIS_SENTINEL_MASTER", "galaxy"),
+                ][..],
+                &["REDIS_MASTER_ADDR", "REDIS_SENTINEL_ADDRS"][..],
+            ),
+            (
+                &[
+                    ("REDIS_SENTINEL_ADDRS", "s1"),
+                    ("REDIS_SENTINEL_MASTER", "galaxy"),
+                ][..],
+                &["REDIS_SENTINEL_ADDRS"][..],
+            ),
+            (
+                &[("REDIS_MASTER_ADDR", "redis")][..],
+                &["REDIS_MASTER_ADDR"][..],
+            ),
+            (
+                &[
+                    ("REDIS_MASTER_ADDR", "redis:6379"),
+                    ("REDIS_USERNAME", "rtm"),
+                ][..],
+                &["REDIS_USERNAME", "REDIS_PASSWORD"][..],
+            ),
+            (
+                &[
+                    ("REDIS_MASTER_ADDR", "redis:6379"),
+                    ("REDIS_SENTINEL_PASSWORD", "pw"),
+                ][..],
+                &["REDIS_SENTINEL_PASSWORD", "REDIS_SENTINEL_ADDRS"][..],
+            ),
+        ] {
+            let err = redis(vars).unwrap_err();
+            for name in named {
+                assert!(
+                    err.contains(&format!("RTMANAGER_{name}")),
+                    "{vars:?}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_username_and_passwords_never_print() {
+        let c = redis(&[
+            ("REDIS_SENTINEL_ADDRS", "s1:26379"),
+            ("REDIS_SENTINEL_MASTER", "galaxy"),
+            ("REDIS_SENTINEL_PASSWORD", "sentinel-pw"),
+            ("REDIS_USERNAME", "rtm-user-name"),
+            ("REDIS_PASSWORD", "redis-pw"),
+        ])
+        .unwrap();
+        let printed = format!("{c:?}");
+        for secret in ["sentinel-pw", "rtm-user-name", "redis-pw"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_host_and_port() {
+        assert_eq!(split_host_port("redis:6379"), Some(("redis".into(), 6379)));
+        assert_eq!(split_host_port("[::1]:6380"), Some(("::1".into(), 6380)));
+        assert_eq!(split_host_port("redis"), None);
+        assert_eq!(split_host_port(":6379"), None);
+        assert_eq!(split_host_port("h:port"), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! A job binary running as a process of its own, as in production: its own
+//! Redis connections, its own metrics listener, its output kept in a file
+//! for the test to read. Killed (by its pid) on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub struct JobProcess {
+    pub job: String,
+    pub metrics_addr: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl JobProcess {
+    /// Starts `job` with `vars` (a test environment's), then `extra` on top,
+    /// and a metrics listener on a free loopback port.
+    pub fn spawn(
+        job: &str,
+        vars: &[(String, String)],
+        extra: &[(&str, String)],
+        args: &[&str],
+    ) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("rtm-{job}-{port}.log"));
+        let out = std::fs::File::create(&log).expect("job log file");
+        let child = Command::new(crate::job_binary(job))
+            .args(args)
+            .env_clear()
+            .envs(vars.iter().cloned())
+            .env("RTMANAGER_METRICS_ADDR", &metrics_addr)
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {job}: {e}"));
+        Self {
+            job: job.to_owned(),
+            metrics_addr,
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// `GET /metrics`; `None` while the listener is not up.
+    pub async fn metrics(&self) -> Option<String> {
+        let mut stream = tokio::net::TcpStream::connect(&self.metrics_addr)
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+            .await
+            .ok()?
+            .ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        text.starts_with("HTTP/1.1 200").then(|| {
+            text.split_once("\r\n\r\n")
+                .map_or(String::new(), |(_, b)| b.to_owned())
+        })
+    }
+
+    /// The Redis master the process reports (`rtmanager_redis_master_info`).
+    pub async fn redis_master(&self) -> Option<String> {
+        let metrics = self.metrics().await?;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("rtmanager_redis_master_info{") && l.ends_with(" 1"))
+            .find_map(|l| {
+                let addr = l.split("addr=\"").nth(1)?;
+                Some(addr.split('"').next()?.to_owned())
+            })
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running child");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+impl Drop for JobProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
