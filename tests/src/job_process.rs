@@ -24,11 +24,7 @@ impl JobProcess {
         extra: &[(&str, String)],
         args: &[&str],
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("rtm-{job}-{port}.log"));
         let out = std::fs::File::create(&log).expect("job log file");
@@ -106,6 +102,57 @@ impl JobProcess {
             .await
             .unwrap()
             .unwrap()
+    }
+
+    /// [`Self::spawn`] with a test environment's settings, returning once
+    /// `/healthz` answers (start-up done: migrations, Redis, Docker).
+    pub async fn ready(
+        env: &crate::TestEnv,
+        job: &str,
+        args: &[&str],
+        extra: &[(&str, String)],
+    ) -> Self {
+        let process = Self::spawn(job, &env.vars, extra, args);
+        let health = format!("http://{}/healthz", process.metrics_addr);
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        env.eventually(&format!("{job} up"), Duration::from_secs(60), || async {
+            let answer = http.get(&health).send().await.ok()?;
+            answer.status().is_success().then_some(())
+        })
+        .await;
+        process
+    }
+
+    /// SIGTERM, then the exit status, which must come within `bound`.
+    pub async fn terminate_within(self, bound: Duration) -> ExitStatus {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        self.dies_within(bound).await
+    }
+
+    /// Waits for the process to end (by itself: a fail point aborting it;
+    /// or after a signal) within `bound`; killed if it does not.
+    pub async fn dies_within(mut self, bound: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running child");
+        let waited = tokio::time::timeout(bound, async {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(status) => status,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{}: did not die within {bound:?}", self.job)
+            }
+        }
     }
 }
 

@@ -25,7 +25,6 @@ use shared::domain::GameId;
 pub mod contract;
 pub mod held_engine;
 pub mod job_process;
-pub mod process;
 pub mod redis_topologies;
 
 pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
@@ -313,6 +312,15 @@ pub fn job_binary(job: &str) -> PathBuf {
 /// release image) has none.
 pub fn failpoint_binary(job: &str) -> PathBuf {
     job_binary(job)
+}
+
+/// A loopback port free at the time of asking (for a process's listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local address")
+        .port()
 }
 
 /// Runs a docker CLI command, panicking with its output on failure.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shared::domain::{GameId, OpSource, Outcome};
 use shared::operations::StartRequest;
-use system_tests::process::Process;
+use system_tests::job_process::JobProcess;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 
 const TOKEN: &str = "crash-kill-token";
@@ -95,7 +95,11 @@ async fn intents_for(env: &TestEnv, game: &GameId) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_start_job_killed_at_any_step_is_answered_once_with_one_container() {
     // A dead holder's lease lapses after 5 s; its entry is then reclaimed.
-    let env = TestEnv::with(&[("RTMANAGER_GAME_LEASE_TTL_SECONDS", "5")]).await;
+    let env = TestEnv::with(&[
+        ("RTMANAGER_GAME_LEASE_TTL_SECONDS", "5"),
+        ("RTMANAGER_API_TOKENS", TOKEN),
+    ])
+    .await;
     for point in [
         "start-before-pull",
         "docker-after-create",
@@ -105,7 +109,7 @@ async fn a_start_job_killed_at_any_step_is_answered_once_with_one_container() {
     ] {
         let game = env.game(&point.replace('-', ""));
         let armed = [("FAILPOINTS", format!("{point}=return"))];
-        let doomed = Process::spawn(&env, TOKEN, "start-job", &[], &armed).await;
+        let doomed = JobProcess::ready(&env, "start-job", &[], &armed).await;
         env.xadd(
             &env.config.start_jobs.stream,
             &[("game_id", game.as_str()), ("image_ref", ENGINE)],
@@ -114,7 +118,7 @@ async fn a_start_job_killed_at_any_step_is_answered_once_with_one_container() {
         let status = doomed.dies_within(DIES_WITHIN).await;
         assert!(!status.success(), "{point}: aborted ({status:?})");
 
-        let fresh = Process::spawn(&env, TOKEN, "start-job", &[], &[]).await;
+        let fresh = JobProcess::ready(&env, "start-job", &[], &[]).await;
         wait_results(&env, &game, 1).await;
         // The entry is reclaimed once the dead holder's lease lapsed; the
         // pass settles whatever the process left.
@@ -154,7 +158,11 @@ async fn a_start_job_killed_at_any_step_is_answered_once_with_one_container() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stop_job_killed_at_any_step_is_answered_once_and_reported_by_no_source() {
     // A dead holder's lease lapses after 5 s; its entry is then reclaimed.
-    let env = TestEnv::with(&[("RTMANAGER_GAME_LEASE_TTL_SECONDS", "5")]).await;
+    let env = TestEnv::with(&[
+        ("RTMANAGER_GAME_LEASE_TTL_SECONDS", "5"),
+        ("RTMANAGER_API_TOKENS", TOKEN),
+    ])
+    .await;
     let operations = system_tests::operations(&env.config, &env.infra).unwrap();
     for point in ["stop-after-container-stop", "job-before-result"] {
         let game = env.game(&point.replace('-', ""));
@@ -168,7 +176,7 @@ async fn a_stop_job_killed_at_any_step_is_answered_once_and_reported_by_no_sourc
             .await;
         assert_eq!(started.outcome, Outcome::Success, "{started:?}");
         let armed = [("FAILPOINTS", format!("{point}=return"))];
-        let doomed = Process::spawn(&env, TOKEN, "stop-job", &[], &armed).await;
+        let doomed = JobProcess::ready(&env, "stop-job", &[], &armed).await;
         let now = chrono::Utc::now().timestamp_millis().to_string();
         env.xadd(
             &env.config.stop_jobs.stream,
@@ -182,7 +190,7 @@ async fn a_stop_job_killed_at_any_step_is_answered_once_and_reported_by_no_sourc
         assert!(!doomed.dies_within(DIES_WITHIN).await.success(), "{point}");
 
         reconcile(&env).await;
-        let fresh = Process::spawn(&env, TOKEN, "stop-job", &[], &[]).await;
+        let fresh = JobProcess::ready(&env, "stop-job", &[], &[]).await;
         wait_results(&env, &game, 1).await;
         assert!(fresh
             .terminate_within(Duration::from_secs(40))
@@ -233,12 +241,12 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
             })
             .await;
         assert_eq!(started.outcome, Outcome::Success, "{started:?}");
-        let addr = format!("127.0.0.1:{}", system_tests::process::free_port());
+        let addr = format!("127.0.0.1:{}", system_tests::free_port());
         let extra = [
             ("FAILPOINTS", format!("{point}=return")),
             ("RTMANAGER_INTERNAL_HTTP_ADDR", addr.clone()),
         ];
-        let doomed = Process::spawn(&env, TOKEN, "rest-gateway", &[], &extra).await;
+        let doomed = JobProcess::ready(&env, "rest-gateway", &[], &extra).await;
         let body = match call {
             "patch" => serde_json::json!({"image_ref": "galaxy-test/engine:1.0.1"}).to_string(),
             _ => String::new(),

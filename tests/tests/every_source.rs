@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use system_tests::process::Process;
+use system_tests::job_process::JobProcess;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 
 const TOKEN: &str = "every-source-token";
@@ -145,11 +145,11 @@ async fn every_source_at_once_publishes_exactly_what_the_oracle_says() {
         ("RTMANAGER_PROBE_ADDRESS_MODE", "container_ip"),
     ])
     .await;
-    let gateway_addr = format!("127.0.0.1:{}", system_tests::process::free_port());
+    let gateway_addr = format!("127.0.0.1:{}", system_tests::free_port());
     let spawn = |job: &'static str, args: &'static [&'static str]| {
         let env = &env;
         let extra = vec![("RTMANAGER_INTERNAL_HTTP_ADDR", gateway_addr.clone())];
-        async move { Process::spawn(env, TOKEN, job, args, &extra).await }
+        async move { JobProcess::ready(env, job, args, &extra).await }
     };
     let mut start_job = spawn("start-job", &[]).await;
     let stop_job = spawn("stop-job", &[]).await;

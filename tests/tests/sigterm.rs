@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use shared::domain::{GameId, OpSource, Outcome};
 use shared::operations::StartRequest;
-use system_tests::process::{free_port, Process};
+use system_tests::free_port;
+use system_tests::job_process::JobProcess;
 use system_tests::{TestEnv, ENGINE};
 
 const TOKEN: &str = "sigterm-test-token";
@@ -67,9 +68,13 @@ async fn exactly_one_result_each(env: &TestEnv, games: &[GameId], what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_job_consumers_exit_zero_under_load_and_a_fresh_instance_answers_the_rest() {
-    let env = TestEnv::with(&[("RTMANAGER_START_JOBS_CONCURRENCY", "4")]).await;
+    let env = TestEnv::with(&[
+        ("RTMANAGER_START_JOBS_CONCURRENCY", "4"),
+        ("RTMANAGER_API_TOKENS", TOKEN),
+    ])
+    .await;
     let started: Vec<GameId> = (0..12).map(|i| env.game(&format!("term{i}"))).collect();
-    let starter = Process::spawn(&env, TOKEN, "start-job", &[], &[]).await;
+    let starter = JobProcess::ready(&env, "start-job", &[], &[]).await;
     for game in &started {
         env.xadd(
             &env.config.start_jobs.stream,
@@ -80,11 +85,11 @@ async fn the_job_consumers_exit_zero_under_load_and_a_fresh_instance_answers_the
     let status = starter.terminate_within(bound(&env)).await;
     assert!(status.success(), "start-job: {status:?}");
     assert_eq!(leases_left(&env, &started).await, Vec::<String>::new());
-    let fresh = Process::spawn(&env, TOKEN, "start-job", &[], &[]).await;
+    let fresh = JobProcess::ready(&env, "start-job", &[], &[]).await;
     exactly_one_result_each(&env, &started, "a result per start entry").await;
     assert!(fresh.terminate_within(bound(&env)).await.success());
 
-    let stopper = Process::spawn(&env, TOKEN, "stop-job", &[], &[]).await;
+    let stopper = JobProcess::ready(&env, "stop-job", &[], &[]).await;
     for game in &started {
         env.xadd(
             &env.config.stop_jobs.stream,
@@ -102,7 +107,7 @@ async fn the_job_consumers_exit_zero_under_load_and_a_fresh_instance_answers_the
     let status = stopper.terminate_within(bound(&env)).await;
     assert!(status.success(), "stop-job: {status:?}");
     assert_eq!(leases_left(&env, &started).await, Vec::<String>::new());
-    let fresh = Process::spawn(&env, TOKEN, "stop-job", &[], &[]).await;
+    let fresh = JobProcess::ready(&env, "stop-job", &[], &[]).await;
     env.eventually(
         "a result per stop entry",
         Duration::from_secs(120),
@@ -128,7 +133,7 @@ async fn the_job_consumers_exit_zero_under_load_and_a_fresh_instance_answers_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_health_sources_crons_and_gateway_exit_zero_under_load() {
-    let env = TestEnv::new().await;
+    let env = TestEnv::with(&[("RTMANAGER_API_TOKENS", TOKEN)]).await;
     let operations = system_tests::operations(&env.config, &env.infra).unwrap();
     let games: Vec<GameId> = (0..4).map(|i| env.game(&format!("watched{i}"))).collect();
     for game in &games {
@@ -160,7 +165,7 @@ async fn the_health_sources_crons_and_gateway_exit_zero_under_load() {
     ];
     let mut running = Vec::new();
     for (job, args, extra) in &processes {
-        running.push((*job, Process::spawn(&env, TOKEN, job, args, extra).await));
+        running.push((*job, JobProcess::ready(&env, job, args, extra).await));
     }
     // Load on the gateway while everything stops: lifecycle calls in flight.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
