@@ -314,6 +314,32 @@ pub fn failpoint_binary(job: &str) -> PathBuf {
     job_binary(job)
 }
 
+/// One in-process `docker-events`, stopped deterministically.
+pub struct DockerEventsTask {
+    stop: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl DockerEventsTask {
+    pub fn spawn(config: &Config, infra: &Infra) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(docker_events::run(
+            config.into(),
+            infra.clone(),
+            stop.clone(),
+        ));
+        Self { stop, handle }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.handle
+            .await
+            .expect("listener task")
+            .expect("graceful stop");
+    }
+}
+
 /// A loopback port free at the time of asking (for a process's listener).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -84,6 +84,18 @@ async fn record_and_docker_agree(env: &TestEnv, game: &GameId, status: &str) {
     );
 }
 
+async fn start(operations: &shared::operations::Operations, game: &GameId) {
+    let started = operations
+        .start(&StartRequest {
+            game_id: game.clone(),
+            image_ref: ENGINE.into(),
+            op_source: OpSource::AdminRest,
+            source_ref: "crash".into(),
+        })
+        .await;
+    assert_eq!(started.outcome, Outcome::Success, "{started:?}");
+}
+
 async fn intents_for(env: &TestEnv, game: &GameId) -> usize {
     env.read_stream(&env.config.common.streams.notification_intents)
         .await
@@ -166,15 +178,7 @@ async fn a_stop_job_killed_at_any_step_is_answered_once_and_reported_by_no_sourc
     let operations = system_tests::operations(&env.config, &env.infra).unwrap();
     for point in ["stop-after-container-stop", "job-before-result"] {
         let game = env.game(&point.replace('-', ""));
-        let started = operations
-            .start(&StartRequest {
-                game_id: game.clone(),
-                image_ref: ENGINE.into(),
-                op_source: OpSource::AdminRest,
-                source_ref: "crash".into(),
-            })
-            .await;
-        assert_eq!(started.outcome, Outcome::Success, "{started:?}");
+        start(&operations, &game).await;
         let armed = [("FAILPOINTS", format!("{point}=return"))];
         let doomed = JobProcess::ready(&env, "stop-job", &[], &armed).await;
         let now = chrono::Utc::now().timestamp_millis().to_string();
@@ -232,15 +236,7 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
         ("patch", "start-after-create"),
     ] {
         let game = env.game(&format!("{call}{}", point.replace('-', "")));
-        let started = operations
-            .start(&StartRequest {
-                game_id: game.clone(),
-                image_ref: ENGINE.into(),
-                op_source: OpSource::AdminRest,
-                source_ref: "crash".into(),
-            })
-            .await;
-        assert_eq!(started.outcome, Outcome::Success, "{started:?}");
+        start(&operations, &game).await;
         let addr = format!("127.0.0.1:{}", system_tests::free_port());
         let extra = [
             ("FAILPOINTS", format!("{point}=return")),

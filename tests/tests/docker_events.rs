@@ -25,37 +25,9 @@ use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
 use shared::operations::StartRequest;
 use shared::ports::ContainerEngine;
 use system_tests::contract::Contract;
-use system_tests::{docker, inspect, TestEnv, ENGINE};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use system_tests::{docker, inspect, DockerEventsTask, TestEnv, ENGINE};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// One in-process `docker-events`, stopped deterministically.
-struct Running {
-    stop: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    fn spawn(config: &Config, infra: &Infra) -> Self {
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(docker_events::run(
-            config.into(),
-            infra.clone(),
-            stop.clone(),
-        ));
-        Self { stop, handle }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.handle
-            .await
-            .expect("listener task")
-            .expect("graceful stop");
-    }
-}
 
 /// Starts the engine for a new game through the start service; returns the
 /// game and its container id.
@@ -233,7 +205,7 @@ async fn barrier(env: &TestEnv, name: &str) -> GameId {
 #[tokio::test]
 async fn exits_are_reported_with_their_code_and_oom_flag_and_stop_the_record() {
     let env = TestEnv::new().await;
-    let listener = Running::spawn(&env.config, &env.infra);
+    let listener = DockerEventsTask::spawn(&env.config, &env.infra);
     // Reported from the live stream, not by the catch-up of a late start.
     barrier(&env, "warmup").await;
     let games = start_games(&env, &["killed", "exit3", "oom"]).await;
@@ -292,7 +264,7 @@ async fn exits_are_reported_with_their_code_and_oom_flag_and_stop_the_record() {
 #[tokio::test]
 async fn a_container_removed_from_outside_is_reported_disappeared() {
     let env = TestEnv::new().await;
-    let listener = Running::spawn(&env.config, &env.infra);
+    let listener = DockerEventsTask::spawn(&env.config, &env.infra);
     let (game, container) = start_game(&env, &env.config, &env.infra, "rmf").await;
 
     docker(&["rm", "-f", &game.container_name()]);
@@ -315,7 +287,7 @@ async fn a_container_removed_from_outside_is_reported_disappeared() {
 #[tokio::test]
 async fn rtmanagers_own_stops_and_removals_and_zero_exits_are_not_reported() {
     let env = TestEnv::new().await;
-    let listener = Running::spawn(&env.config, &env.infra);
+    let listener = DockerEventsTask::spawn(&env.config, &env.infra);
     barrier(&env, "warmup").await;
     let games = start_games(&env, &["stopintent", "rmintent", "stopped", "zero"]).await;
 
@@ -387,7 +359,7 @@ async fn deaths_while_the_listener_is_stopped_are_each_reported_once_after_its_r
         &games[4].0,
     ];
 
-    let first = Running::spawn(&env.config, &env.infra);
+    let first = DockerEventsTask::spawn(&env.config, &env.infra);
     barrier(&env, "warmup").await;
     docker(&["kill", &before.container_name()]);
     assert_eq!(await_observed(&env, before, 1).await, [exited(137, false)]);
@@ -426,7 +398,7 @@ async fn deaths_while_the_listener_is_stopped_are_each_reported_once_after_its_r
     })
     .await;
 
-    let second = Running::spawn(&env.config, &env.infra);
+    let second = DockerEventsTask::spawn(&env.config, &env.infra);
     assert_eq!(await_observed(&env, killed, 1).await, [exited(137, false)]);
     assert_eq!(await_observed(&env, exit3, 1).await, [exited(3, false)]);
     assert_eq!(
@@ -482,12 +454,12 @@ async fn two_listeners_publish_each_death_once_and_the_standby_takes_over() {
     let keys = keys(&env, env.infra.engine.as_ref()).await;
     let games = start_games(&env, &["one", "two", "three"]).await;
 
-    let holder = Running::spawn(&env.config, &env.infra);
+    let holder = DockerEventsTask::spawn(&env.config, &env.infra);
     env.eventually("the holder's lease", WAIT, || async {
         lease_held(&env, &keys).await.then_some(())
     })
     .await;
-    let standby = Running::spawn(&env.config, &env.infra);
+    let standby = DockerEventsTask::spawn(&env.config, &env.infra);
 
     docker(&["kill", &games[0].0.container_name()]);
     docker(&["kill", &games[1].0.container_name()]);
@@ -672,7 +644,7 @@ async fn deaths_across_a_restart_of_the_docker_daemon_are_each_reported_once() {
         &games[3].0,
         &games[4].0,
     ];
-    let listener = Running::spawn(&config, &infra);
+    let listener = DockerEventsTask::spawn(&config, &infra);
     // Once the warm-up death is reported, the listener reads the live stream.
     daemon.cli(&["kill", &warmup.container_name()]);
     assert_eq!(await_observed(&env, warmup, 1).await, [exited(137, false)]);

@@ -19,41 +19,12 @@ use std::time::Duration;
 
 use bollard::query_parameters::TagImageOptionsBuilder;
 use shared::bootstrap::Infra;
-use shared::config::Config;
 use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
 use shared::operations::StartRequest;
 use system_tests::held_engine::HeldInspectEngine;
-use system_tests::{docker, TestEnv, ENGINE};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use system_tests::{docker, DockerEventsTask, TestEnv, ENGINE};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// One in-process `docker-events`, stopped deterministically.
-struct Listener {
-    stop: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Listener {
-    fn spawn(config: &Config, infra: &Infra) -> Self {
-        let stop = CancellationToken::new();
-        let handle = tokio::spawn(docker_events::run(
-            config.into(),
-            infra.clone(),
-            stop.clone(),
-        ));
-        Self { stop, handle }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.handle
-            .await
-            .expect("listener task")
-            .expect("graceful stop");
-    }
-}
 
 async fn start_game(env: &TestEnv, name: &str) -> (GameId, String) {
     let game = env.game(name);
@@ -128,7 +99,7 @@ async fn barrier(env: &TestEnv, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_docker_events_reported_is_not_reported_again_by_the_reconcile_pass() {
     let env = TestEnv::new().await;
-    let listener = Listener::spawn(&env.config, &env.infra);
+    let listener = DockerEventsTask::spawn(&env.config, &env.infra);
     let (game, container) = start_game(&env, "rm-events-first").await;
 
     docker(&["rm", "-f", &container]);
@@ -168,7 +139,7 @@ async fn a_removal_the_reconcile_pass_reported_is_not_reported_again_by_docker_e
         engine: engine.clone(),
         ..env.infra.clone()
     };
-    let listener = Listener::spawn(&env.config, &infra);
+    let listener = DockerEventsTask::spawn(&env.config, &infra);
     hold.reached(WAIT).await;
 
     let report = reconcile(&env).await;
@@ -239,7 +210,7 @@ async fn a_death_during_the_catch_up_is_reported_after_it_from_the_subscription(
         engine: engine.clone(),
         ..env.infra.clone()
     };
-    let listener = Listener::spawn(&env.config, &infra);
+    let listener = DockerEventsTask::spawn(&env.config, &infra);
     hold.reached(WAIT).await;
 
     // The engine dies during the catch-up, and the daemon forgets it: only
