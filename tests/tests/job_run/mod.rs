@@ -272,7 +272,8 @@ impl<'a> JobRun<'a> {
         for entry in self.entries() {
             let is_lost = lost.iter().any(|l| l.is(entry));
             let results = usize::from(answered.contains_key(&entry.result_key()));
-            let runs = ops.get(&entry.id).copied().unwrap_or(0);
+            let key = (entry.game.to_string(), entry.id.clone());
+            let runs = ops.get(&key).copied().unwrap_or(0);
             if is_lost {
                 assert_eq!((results, runs), (0, 0), "lost {entry:?}");
             } else {
@@ -302,19 +303,56 @@ async fn answered_keys(env: &TestEnv) -> HashMap<String, i64> {
     .collect()
 }
 
-/// Operation-log rows per job entry (`source_ref` is the entry id).
-async fn operations_per_entry(env: &TestEnv) -> HashMap<String, usize> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT source_ref, count(*) FROM operation_log WHERE op_source = 'lobby_stream' GROUP BY 1",
+/// Operation-log rows per job entry, by game and entry id (`source_ref`;
+/// the start and stop streams may hand out the same id).
+async fn operations_per_entry(env: &TestEnv) -> HashMap<(String, String), usize> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT game_id, source_ref, count(*) FROM operation_log WHERE op_source = 'lobby_stream' GROUP BY 1, 2",
     )
     .fetch_all(env.db().pool())
     .await
     .expect("operation_log");
-    rows.into_iter().map(|(r, n)| (r, n as usize)).collect()
+    rows.into_iter()
+        .map(|(g, r, n)| ((g, r), n as usize))
+        .collect()
 }
 
 /// A stream entry's fields, ordered, so equal entries compare equal.
 pub type Fields = BTreeMap<String, String>;
+
+async fn xrange(env: &TestEnv, stream: &str) -> Option<Vec<Fields>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut env.redis().manager())
+        .await
+        .ok()?;
+    Some(
+        reply
+            .ids
+            .iter()
+            .map(|e| {
+                shared::adapters::redis::entry_fields(&e.map)
+                    .into_iter()
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// Waits until the test's own Redis connection works again: its first
+/// command after a restart fails while it reconnects, and the run's appends
+/// must not (a failed `XADD` might or might not have been applied).
+pub async fn reconnect(env: &TestEnv) {
+    env.eventually("the test's Redis connection", RECOVERY, || async {
+        redis::cmd("PING")
+            .query_async::<String>(&mut env.redis().manager())
+            .await
+            .ok()
+    })
+    .await;
+}
 
 /// What reached Redis on the results and health streams (over one or more
 /// Redis lifetimes).
@@ -327,18 +365,20 @@ pub struct Delivered {
 impl Delivered {
     /// The two streams as they are now.
     pub async fn read(env: &TestEnv) -> Self {
+        env.eventually("the results and health streams", RECOVERY, || {
+            Self::try_read(env)
+        })
+        .await
+    }
+
+    /// [`Self::read`], or `None` when Redis does not answer (the test's own
+    /// connection fails once after a restart, while it reconnects).
+    pub async fn try_read(env: &TestEnv) -> Option<Self> {
         let streams = &env.config.common.streams;
-        let read = |stream: String| async move {
-            env.read_stream(&stream)
-                .await
-                .into_iter()
-                .map(|(_, f)| f.into_iter().collect())
-                .collect()
-        };
-        Self {
-            results: read(streams.job_results.clone()).await,
-            health: read(streams.health_events.clone()).await,
-        }
+        Some(Self {
+            results: xrange(env, &streams.job_results).await?,
+            health: xrange(env, &streams.health_events).await?,
+        })
     }
 
     pub fn extend(&mut self, other: Self) {
@@ -392,8 +432,14 @@ pub async fn assert_outbox_delivered_once(env: &TestEnv, delivered: &Delivered) 
 }
 
 /// The health events of the run are exactly `container_started` once per
-/// successful start (per the operation log), plus `extra`; nothing else.
-pub async fn assert_health_events(env: &TestEnv, delivered: &Delivered, extra: &[(&GameId, &str)]) {
+/// successful start (per the operation log), plus `extra` once each, plus
+/// `maybe` at most once each; nothing else.
+pub async fn assert_health_events(
+    env: &TestEnv,
+    delivered: &Delivered,
+    extra: &[(&GameId, &str)],
+    maybe: &[(&GameId, &str)],
+) {
     let starts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT game_id, count(*) FROM operation_log WHERE op_kind = 'start' AND outcome = 'success' AND error_code = '' GROUP BY 1",
     )
@@ -409,11 +455,13 @@ pub async fn assert_health_events(env: &TestEnv, delivered: &Delivered, extra: &
             .entry((game.to_string(), (*event_type).to_owned()))
             .or_default() += 1;
     }
-    assert_eq!(
-        delivered.health_counts(),
-        expected,
-        "health events per game"
-    );
+    let mut counts = delivered.health_counts();
+    for (game, event_type) in maybe {
+        let key = (game.to_string(), (*event_type).to_owned());
+        let seen = counts.remove(&key).unwrap_or(0);
+        assert!(seen <= 1, "{key:?} at most once: {seen}");
+    }
+    assert_eq!(counts, expected, "health events per game");
     assert!(
         expected.values().all(|&n| n == 1),
         "each game started once: {expected:?}"
@@ -489,8 +537,8 @@ pub async fn await_event(
 ) {
     let left = deadline.saturating_sub(since.elapsed());
     env.eventually(&format!("{event_type} of {game}"), left, || async {
-        Delivered::read(env)
-            .await
+        Delivered::try_read(env)
+            .await?
             .health_counts()
             .contains_key(&(game.to_string(), event_type.to_owned()))
             .then_some(())
@@ -509,8 +557,8 @@ pub async fn await_results(
 ) {
     let left = deadline.saturating_sub(since.elapsed());
     env.eventually(&format!("{results} result(s) for {game}"), left, || async {
-        let n = Delivered::read(env)
-            .await
+        let n = Delivered::try_read(env)
+            .await?
             .results
             .iter()
             .filter(|f| f["game_id"] == game.as_str())
