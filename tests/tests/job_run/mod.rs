@@ -470,7 +470,7 @@ pub async fn assert_health_events(
 
 /// Docker agrees with the records: a game without a record has no
 /// container; a running (stopped) record has exactly one container, its
-/// current one, running (not running).
+/// current one, running (not running: exited, or never started).
 pub async fn assert_docker_agrees(env: &TestEnv, games: &[GameId]) {
     for game in games {
         let listed = env.docker(&[
@@ -489,15 +489,34 @@ pub async fn assert_docker_agrees(env: &TestEnv, games: &[GameId]) {
             None => assert_eq!(containers, [], "{game} has no record"),
             Some(r) => {
                 let current = r.current_container_id.as_deref().unwrap_or("-");
-                let state = match r.status {
-                    RuntimeStatus::Running => "running",
-                    RuntimeStatus::Stopped => "exited",
+                let ids: Vec<&str> = containers.iter().map(|(id, _)| *id).collect();
+                assert_eq!(ids, [current], "{game}: one container, the current one");
+                let running = containers[0].1 == "running";
+                match r.status {
+                    RuntimeStatus::Running => assert!(running, "{game}: {containers:?}"),
+                    RuntimeStatus::Stopped => assert!(!running, "{game}: {containers:?}"),
                     RuntimeStatus::Removed => panic!("{game} removed: nothing here removes"),
-                };
-                assert_eq!(containers, [(current, state)], "{game}: {:?}", r.status);
+                }
             }
         }
     }
+}
+
+/// One pass of the `inspect-cron` binary (inspect and reconcile), which
+/// exits 0.
+pub async fn inspect_pass(env: &TestEnv) {
+    let mut cmd = Command::new(system_tests::job_binary("inspect-cron"));
+    cmd.env_clear().envs(env.vars.clone());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("inspect-cron task")
+        .expect("inspect-cron");
+    assert!(
+        out.status.success(),
+        "inspect-cron: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `POST /control?{query}` to the engine of `game` at its bridge address.
