@@ -43,7 +43,9 @@ const GAMES: usize = 20;
 /// How long each dependency stays away.
 const OUTAGE: Duration = Duration::from_secs(3);
 
+/// The long-running jobs of a Redis outage: the prober's streaks live there.
 const REDIS_JOBS: &[&str] = &["start-job", "stop-job", "docker-events", "healthz-prober"];
+/// The long-running jobs of the other outages.
 const JOBS: &[&str] = &["start-job", "stop-job", "docker-events"];
 
 /// Starts the long-lived games of a test through the start stream and waits

@@ -1,18 +1,21 @@
-//! What the outage tests share: the job binaries run as production runs
-//! them, a run of many games driven through the job streams as the Lobby
-//! drives it, and the end-to-end accounting of what was committed and what
-//! reached Redis.
+//! What the outage tests share: a run of many games driven through the job
+//! streams as the Lobby drives it, the job binaries run as production runs
+//! them ([`processes`]), and the end-to-end accounting of what was
+//! committed and what reached Redis ([`accounting`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shared::domain::labels::LABEL_GAME_ID;
-use shared::domain::{GameId, RuntimeStatus};
+use shared::domain::GameId;
 use system_tests::{TestEnv, ENGINE};
+
+mod accounting;
+mod processes;
+
+pub use accounting::*;
+pub use processes::*;
 
 /// How soon after a dependency is back every process must be doing its work
 /// again (its retries are capped at 5 s; the rest is slack for a loaded
@@ -33,75 +36,6 @@ pub const FAST_PROBES: &[(&str, &str)] = &[
     ("RTMANAGER_PROBE_REFRESH_INTERVAL", "200ms"),
     ("RTMANAGER_PROBE_ADDRESS_MODE", "container_ip"),
 ];
-
-/// Long-running job binaries, each a child process with the env's settings
-/// and its log in the env's state root.
-pub struct Processes {
-    children: Vec<(String, Child, PathBuf)>,
-}
-
-impl Processes {
-    pub fn spawn(env: &TestEnv, jobs: &[&str]) -> Self {
-        let children = jobs
-            .iter()
-            .map(|job| {
-                let log_path = env.state_root.join(format!("{job}.log"));
-                let log = std::fs::File::create(&log_path).expect("job log");
-                let child = Command::new(system_tests::job_binary(job))
-                    .env_clear()
-                    .envs(env.vars.clone())
-                    .stdout(Stdio::from(log.try_clone().expect("log handle")))
-                    .stderr(Stdio::from(log))
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("spawn {job}: {e}"));
-                ((*job).to_owned(), child, log_path)
-            })
-            .collect();
-        Self { children }
-    }
-
-    /// None has exited: an outage is ridden out, never a reason to quit.
-    pub fn assert_running(&mut self) {
-        for (job, child, log) in &mut self.children {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("{job} exited ({status}); its log:\n{}", tail(log));
-            }
-        }
-    }
-
-    /// SIGTERM to each, and each exits 0 (after its relay's last pass).
-    pub async fn stop(mut self) {
-        for (job, mut child, log) in std::mem::take(&mut self.children) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let status = tokio::task::spawn_blocking(move || child.wait())
-                .await
-                .expect("wait task")
-                .expect("wait");
-            assert!(
-                status.success(),
-                "{job}: {status}; its log:\n{}",
-                tail(&log)
-            );
-        }
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child, _) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn tail(log: &PathBuf) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
 
 /// One job entry the run appended.
 #[derive(Debug, Clone)]
@@ -124,7 +58,7 @@ impl Entry {
 
 /// Games started and then stopped through the job streams, the way the
 /// Lobby does it: a start job per game, and its stop job once the start is
-/// answered. Every entry appended is kept, with when.
+/// answered. Every entry appended is kept.
 pub struct JobRun<'a> {
     env: &'a TestEnv,
     games: Vec<GameId>,
@@ -172,7 +106,7 @@ impl<'a> JobRun<'a> {
     }
 
     /// Appends a start job for `game` now.
-    pub async fn start(&mut self, game: &GameId) -> Entry {
+    pub async fn start(&mut self, game: &GameId) {
         let stream = self.env.config.start_jobs.stream.clone();
         let entry = self
             .append(
@@ -181,12 +115,11 @@ impl<'a> JobRun<'a> {
                 &[("game_id", game.as_str()), ("image_ref", ENGINE)],
             )
             .await;
-        self.starts.push(entry.clone());
-        entry
+        self.starts.push(entry);
     }
 
     /// Appends a stop job for `game` now.
-    pub async fn stop(&mut self, game: &GameId) -> Entry {
+    pub async fn stop(&mut self, game: &GameId) {
         let stream = self.env.config.stop_jobs.stream.clone();
         let at = chrono::Utc::now().timestamp_millis().to_string();
         let fields = [
@@ -195,8 +128,7 @@ impl<'a> JobRun<'a> {
             ("requested_at_ms", at.as_str()),
         ];
         let entry = self.append(&stream, game, &fields).await;
-        self.stops.push(entry.clone());
-        entry
+        self.stops.push(entry);
     }
 
     async fn append(&self, stream: &str, game: &GameId, fields: &[(&str, &str)]) -> Entry {
@@ -216,7 +148,7 @@ impl<'a> JobRun<'a> {
             .starts
             .iter()
             .filter(|s| self.games.contains(&s.game))
-            .filter(|s| answered.contains_key(&s.result_key()))
+            .filter(|s| answered.contains(&s.result_key()))
             .filter(|s| !self.stops.iter().any(|t| t.game == s.game))
             .map(|s| s.game.clone())
             .collect();
@@ -238,7 +170,7 @@ impl<'a> JobRun<'a> {
             let waiting: Vec<&Entry> = self
                 .entries()
                 .filter(|e| !lost.iter().any(|l| l.is(e)))
-                .filter(|e| !answered.contains_key(&e.result_key()))
+                .filter(|e| !answered.contains(&e.result_key()))
                 .collect();
             if waiting.is_empty() {
                 return;
@@ -263,15 +195,15 @@ impl<'a> JobRun<'a> {
             .collect()
     }
 
-    /// Every entry has one result in the outbox (its unique key) or is in
-    /// `lost`, and every entry was run at most once (one operation-log row
-    /// per entry, whatever its outcome; none for a lost one).
+    /// Every entry but the `lost` ones has its result committed (one: the
+    /// key is unique) and was run once (one operation-log row, whatever its
+    /// outcome); a lost one has neither.
     pub async fn assert_answered_once(&self, lost: &[Entry]) {
         let answered = answered_keys(self.env).await;
         let ops = operations_per_entry(self.env).await;
         for entry in self.entries() {
             let is_lost = lost.iter().any(|l| l.is(entry));
-            let results = usize::from(answered.contains_key(&entry.result_key()));
+            let results = usize::from(answered.contains(&entry.result_key()));
             let key = (entry.game.to_string(), entry.id.clone());
             let runs = ops.get(&key).copied().unwrap_or(0);
             if is_lost {
@@ -290,17 +222,15 @@ fn entry_id_order(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
-/// The committed job results' dedupe keys (`result:{stream}:{entry}`), each
-/// with its row count; empty while PostgreSQL is away.
-async fn answered_keys(env: &TestEnv) -> HashMap<String, i64> {
-    sqlx::query_as::<_, (String, i64)>(
-        "SELECT dedupe_key, count(*) FROM outbox WHERE dedupe_key LIKE 'result:%' GROUP BY 1",
-    )
-    .fetch_all(env.db().pool())
-    .await
-    .unwrap_or_default()
-    .into_iter()
-    .collect()
+/// The committed job results' dedupe keys (`result:{stream}:{entry}`,
+/// unique in the outbox); empty while PostgreSQL is away.
+async fn answered_keys(env: &TestEnv) -> HashSet<String> {
+    sqlx::query_scalar("SELECT dedupe_key FROM outbox WHERE dedupe_key LIKE 'result:%'")
+        .fetch_all(env.db().pool())
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// Operation-log rows per job entry, by game and entry id (`source_ref`;
@@ -317,30 +247,6 @@ async fn operations_per_entry(env: &TestEnv) -> HashMap<(String, String), usize>
         .collect()
 }
 
-/// A stream entry's fields, ordered, so equal entries compare equal.
-pub type Fields = BTreeMap<String, String>;
-
-async fn xrange(env: &TestEnv, stream: &str) -> Option<Vec<Fields>> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut env.redis().manager())
-        .await
-        .ok()?;
-    Some(
-        reply
-            .ids
-            .iter()
-            .map(|e| {
-                shared::adapters::redis::entry_fields(&e.map)
-                    .into_iter()
-                    .collect()
-            })
-            .collect(),
-    )
-}
-
 /// Waits until the test's own Redis connection works again: its first
 /// command after a restart fails while it reconnects, and the run's appends
 /// must not (a failed `XADD` might or might not have been applied).
@@ -352,171 +258,6 @@ pub async fn reconnect(env: &TestEnv) {
             .ok()
     })
     .await;
-}
-
-/// What reached Redis on the results and health streams (over one or more
-/// Redis lifetimes).
-#[derive(Debug, Default)]
-pub struct Delivered {
-    pub results: Vec<Fields>,
-    pub health: Vec<Fields>,
-}
-
-impl Delivered {
-    /// The two streams as they are now.
-    pub async fn read(env: &TestEnv) -> Self {
-        env.eventually("the results and health streams", RECOVERY, || {
-            Self::try_read(env)
-        })
-        .await
-    }
-
-    /// [`Self::read`], or `None` when Redis does not answer (the test's own
-    /// connection fails once after a restart, while it reconnects).
-    pub async fn try_read(env: &TestEnv) -> Option<Self> {
-        let streams = &env.config.common.streams;
-        Some(Self {
-            results: xrange(env, &streams.job_results).await?,
-            health: xrange(env, &streams.health_events).await?,
-        })
-    }
-
-    pub fn extend(&mut self, other: Self) {
-        self.results.extend(other.results);
-        self.health.extend(other.health);
-    }
-
-    /// Health events per (game, event type).
-    pub fn health_counts(&self) -> BTreeMap<(String, String), usize> {
-        let mut counts = BTreeMap::new();
-        for f in &self.health {
-            *counts
-                .entry((f["game_id"].clone(), f["event_type"].clone()))
-                .or_default() += 1;
-        }
-        counts
-    }
-}
-
-/// Nothing committed is lost or doubled: the outbox has no pending or parked
-/// row, and its rows of the results and health streams are exactly what
-/// `delivered` holds, each once.
-pub async fn assert_outbox_delivered_once(env: &TestEnv, delivered: &Delivered) {
-    let (pending, parked): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE delivered_at IS NULL), count(*) FILTER (WHERE parked_at IS NOT NULL) FROM outbox",
-    )
-    .fetch_one(env.db().pool())
-    .await
-    .expect("outbox counts");
-    assert_eq!((pending, parked), (0, 0), "outbox rows pending, parked");
-    let streams = &env.config.common.streams;
-    for (stream, entries) in [
-        (&streams.job_results, &delivered.results),
-        (&streams.health_events, &delivered.health),
-    ] {
-        let rows: Vec<(sqlx::types::Json<Vec<(String, String)>>,)> =
-            sqlx::query_as("SELECT fields FROM outbox WHERE stream = $1")
-                .bind(stream)
-                .fetch_all(env.db().pool())
-                .await
-                .expect("outbox rows");
-        let mut committed: Vec<Fields> = rows
-            .into_iter()
-            .map(|(f,)| f.0.into_iter().collect())
-            .collect();
-        let mut seen = entries.clone();
-        committed.sort();
-        seen.sort();
-        assert_eq!(seen, committed, "{stream}: on Redis vs committed");
-    }
-}
-
-/// The health events of the run are exactly `container_started` once per
-/// successful start (per the operation log), plus `extra` once each, plus
-/// `maybe` at most once each; nothing else.
-pub async fn assert_health_events(
-    env: &TestEnv,
-    delivered: &Delivered,
-    extra: &[(&GameId, &str)],
-    maybe: &[(&GameId, &str)],
-) {
-    let starts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT game_id, count(*) FROM operation_log WHERE op_kind = 'start' AND outcome = 'success' AND error_code = '' GROUP BY 1",
-    )
-    .fetch_all(env.db().pool())
-    .await
-    .expect("operation_log");
-    let mut expected: BTreeMap<(String, String), usize> = starts
-        .into_iter()
-        .map(|(g, n)| ((g, "container_started".to_owned()), n as usize))
-        .collect();
-    for (game, event_type) in extra {
-        *expected
-            .entry((game.to_string(), (*event_type).to_owned()))
-            .or_default() += 1;
-    }
-    let mut counts = delivered.health_counts();
-    for (game, event_type) in maybe {
-        let key = (game.to_string(), (*event_type).to_owned());
-        let seen = counts.remove(&key).unwrap_or(0);
-        assert!(seen <= 1, "{key:?} at most once: {seen}");
-    }
-    assert_eq!(counts, expected, "health events per game");
-    assert!(
-        expected.values().all(|&n| n == 1),
-        "each game started once: {expected:?}"
-    );
-}
-
-/// Docker agrees with the records: a game without a record has no
-/// container; a running (stopped) record has exactly one container, its
-/// current one, running (not running: exited, or never started).
-pub async fn assert_docker_agrees(env: &TestEnv, games: &[GameId]) {
-    for game in games {
-        let listed = env.docker(&[
-            "ps",
-            "-a",
-            "--no-trunc",
-            "--filter",
-            &format!("label={LABEL_GAME_ID}={game}"),
-            "--format",
-            "{{.ID}} {{.State}}",
-        ]);
-        let containers: Vec<(&str, &str)> =
-            listed.lines().filter_map(|l| l.split_once(' ')).collect();
-        let record = env.db().get_record(game).await.expect("record read");
-        match record {
-            None => assert_eq!(containers, [], "{game} has no record"),
-            Some(r) => {
-                let current = r.current_container_id.as_deref().unwrap_or("-");
-                let ids: Vec<&str> = containers.iter().map(|(id, _)| *id).collect();
-                assert_eq!(ids, [current], "{game}: one container, the current one");
-                let running = containers[0].1 == "running";
-                match r.status {
-                    RuntimeStatus::Running => assert!(running, "{game}: {containers:?}"),
-                    RuntimeStatus::Stopped => assert!(!running, "{game}: {containers:?}"),
-                    RuntimeStatus::Removed => panic!("{game} removed: nothing here removes"),
-                }
-            }
-        }
-    }
-}
-
-/// One pass of the `inspect-cron` binary (inspect and reconcile), which
-/// exits 0.
-pub async fn inspect_pass(env: &TestEnv) {
-    let mut cmd = Command::new(system_tests::job_binary("inspect-cron"));
-    cmd.env_clear().envs(env.vars.clone());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("inspect-cron task")
-        .expect("inspect-cron");
-    assert!(
-        out.status.success(),
-        "inspect-cron: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `POST /control?{query}` to the engine of `game` at its bridge address.
