@@ -40,8 +40,11 @@ use job_run::*;
 
 /// Games in each run: each is started, then stopped, through the job streams.
 const GAMES: usize = 20;
-/// How long each dependency stays away.
-const OUTAGE: Duration = Duration::from_secs(3);
+/// How long each dependency stays away: longer than the Redis client's own
+/// retries (two, at most 2 s apart), so that commands in flight fail rather
+/// than wait the outage out (with 3 s, acks of answered entries still got
+/// through, and a consumer that re-ran answered entries went unnoticed).
+const OUTAGE: Duration = Duration::from_secs(10);
 
 /// The long-running jobs of a Redis outage: the prober's streaks live there.
 const REDIS_JOBS: &[&str] = &["start-job", "stop-job", "docker-events", "healthz-prober"];
