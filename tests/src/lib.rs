@@ -23,6 +23,7 @@ use shared::config::{Config, Secret};
 use shared::domain::GameId;
 
 pub mod contract;
+pub mod docker_proxy;
 pub mod held_engine;
 pub mod process;
 pub mod services;

@@ -28,11 +28,16 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::domain::GameId;
+use shared::adapters::docker::DockerEngine;
+use shared::bootstrap::Infra;
+use shared::domain::{ErrorCode, GameId, OpSource, Outcome, RuntimeStatus, StopReason};
+use shared::operations::{OperationRequest, StartRequest};
+use system_tests::docker_proxy::StopReplyCutter;
 use system_tests::services::{PrivateDockerd, PrivatePostgres, PrivateRedis};
-use system_tests::{Services, TestEnv};
+use system_tests::{Services, TestEnv, ENGINE};
 
 mod job_run;
 
@@ -314,4 +319,69 @@ async fn a_docker_daemon_restart_mid_run_reports_each_death_once() {
     assert_health_events(&env, &delivered, &caused, &[]).await;
     inspect_pass(&env).await;
     assert_docker_agrees(&env, &run.games()).await;
+}
+
+/// Docker's connection cut after a stop reached the daemon and before its
+/// answer (what a daemon going away mid-request looks like; a proxy makes
+/// it exact): the stop answers `docker_unavailable`, yet the container did
+/// stop. Its stop intent must stay, or the health sources report
+/// rtmanager's own stop as a failure: inspect-cron settles the record
+/// `stopped` without an `inspect_unhealthy`. (Found by the dockerd test
+/// above: a stop cut by the restart was reported `container_exited`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_whose_answer_was_cut_is_not_reported_as_a_failure() {
+    let env = TestEnv::new().await;
+    let game = env.game("cutstop");
+    let started = system_tests::operations(&env.config, &env.infra)
+        .expect("operations")
+        .start(&StartRequest {
+            game_id: game.clone(),
+            image_ref: ENGINE.to_owned(),
+            op_source: OpSource::AdminRest,
+            source_ref: "cut-stop-start".into(),
+        })
+        .await;
+    assert_eq!(started.outcome, Outcome::Success, "{started:?}");
+
+    let proxy = StopReplyCutter::start(std::path::Path::new("/var/run/docker.sock"));
+    let cut = Infra {
+        engine: Arc::new(DockerEngine::connect(&proxy.host()).expect("proxy")),
+        ..env.infra.clone()
+    };
+    let stopped = system_tests::operations(&env.config, &cut)
+        .expect("operations")
+        .stop(
+            &OperationRequest {
+                game_id: game.clone(),
+                op_source: OpSource::AdminRest,
+                source_ref: "cut-stop".into(),
+            },
+            StopReason::Cancelled,
+            None,
+        )
+        .await;
+    assert_eq!(stopped.outcome, Outcome::Failure, "{stopped:?}");
+    assert_eq!(stopped.error_code, Some(ErrorCode::DockerUnavailable));
+    let running = env.docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &game.container_name(),
+    ]);
+    assert_eq!(running, "false", "the daemon did stop it");
+
+    let report = inspect_cron::inspector(&(&env.config).into(), &env.infra)
+        .pass(true)
+        .await
+        .expect("inspect pass");
+    assert_eq!(report.observed_exits, [game.clone()], "{report:?}");
+    env.flush_outbox().await;
+    let events = Delivered::read(&env).await.health_counts();
+    assert_eq!(
+        events.keys().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+        ["container_started"],
+        "rtmanager's own stop is no failure"
+    );
+    let record = env.db().get_record(&game).await.unwrap().expect("record");
+    assert_eq!(record.status, RuntimeStatus::Stopped);
 }
