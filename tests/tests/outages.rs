@@ -374,7 +374,11 @@ async fn a_stop_whose_answer_was_cut_is_not_reported_as_a_failure() {
         .pass(true)
         .await
         .expect("inspect pass");
-    assert_eq!(report.observed_exits, [game.clone()], "{report:?}");
+    assert_eq!(
+        report.observed_exits,
+        std::slice::from_ref(&game),
+        "{report:?}"
+    );
     env.flush_outbox().await;
     let events = Delivered::read(&env).await.health_counts();
     assert_eq!(
