@@ -11,16 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::free_port;
+
 /// How long a private service may take to answer after a (re)start.
 const START_DEADLINE: Duration = Duration::from_secs(60);
-
-/// A TCP port nobody listens on now (the OS's choice).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
-}
 
 /// A fresh directory `/tmp/rtm-{kind}-{random}`; short, because unix socket
 /// paths inside it are limited to about 100 bytes.
