@@ -23,9 +23,11 @@ use shared::config::{Config, Secret};
 use shared::domain::GameId;
 
 pub mod contract;
+pub mod docker_proxy;
 pub mod held_engine;
 pub mod job_process;
 pub mod redis_topologies;
+pub mod services;
 
 pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
 
@@ -42,6 +44,21 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
+/// Where a [`TestEnv`]'s dependencies are: the shared test services
+/// (`TEST_DATABASE_URL`, `TEST_REDIS_ADDR`, the machine's Docker daemon)
+/// unless a test brings its own ([`services`]).
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// A Redis address instead of `TEST_REDIS_ADDR`.
+    pub redis_addr: Option<String>,
+    /// A PostgreSQL URL instead of `TEST_DATABASE_URL` (the env's schema is
+    /// created there).
+    pub database_url: Option<String>,
+    /// A Docker daemon instead of the machine's (`unix://…` or `tcp://…`):
+    /// the env's network is created there, and its containers removed there.
+    pub docker_host: Option<String>,
+}
+
 pub struct TestEnv {
     pub id: String,
     pub schema: String,
@@ -53,6 +70,8 @@ pub struct TestEnv {
     /// started by a test needs to join this environment.
     pub vars: Vec<(String, String)>,
     pub infra: Infra,
+    /// The daemon of a private Docker, when not the machine's.
+    docker_host: Option<String>,
     games: Mutex<Vec<GameId>>,
 }
 
@@ -63,12 +82,23 @@ impl TestEnv {
 
     /// `overrides` are extra `RTMANAGER_*` variables for this test.
     pub async fn with(overrides: &[(&str, &str)]) -> Self {
+        Self::with_services(&Services::default(), overrides).await
+    }
+
+    /// An env on `services` (private ones a test may stop), with `overrides`.
+    pub async fn with_services(services: &Services, overrides: &[(&str, &str)]) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("info")
             .try_init();
-        let base = required_env("TEST_DATABASE_URL");
-        let redis_addr = required_env("TEST_REDIS_ADDR");
+        let base = services
+            .database_url
+            .clone()
+            .unwrap_or_else(|| required_env("TEST_DATABASE_URL"));
+        let redis_addr = services
+            .redis_addr
+            .clone()
+            .unwrap_or_else(|| required_env("TEST_REDIS_ADDR"));
         let id = random_suffix();
         let schema = format!("t_{id}");
         let admin = Database::connect(&base, 1)
@@ -81,7 +111,18 @@ impl TestEnv {
         let sep = if base.contains('?') { '&' } else { '?' };
         let dsn = format!("{base}{sep}options=-c%20search_path%3D{schema}");
         let network = format!("rtm-test-{id}");
-        docker(&["network", "create", &network]);
+        let docker_host = services.docker_host.clone();
+        match &docker_host {
+            None => drop(docker(&["network", "create", &network])),
+            // An explicit subnet outside Docker's default pools, so a private
+            // daemon's bridge never overlaps one of the machine's daemon.
+            Some(host) => {
+                let subnet = format!("10.231.{}.0/24", rand::random_range(1..250u8));
+                docker(&[
+                    "-H", host, "network", "create", "--subnet", &subnet, &network,
+                ]);
+            }
+        }
         let state_root = std::env::temp_dir().join(format!("rtm-test-{id}"));
         std::fs::create_dir_all(&state_root).expect("state root");
 
@@ -120,6 +161,9 @@ impl TestEnv {
                 format!("t{id}:{default}"),
             );
         }
+        if let Some(host) = &docker_host {
+            vars.insert("RTMANAGER_DOCKER_HOST".to_owned(), host.clone());
+        }
         for (k, v) in overrides {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
@@ -137,8 +181,27 @@ impl TestEnv {
             config,
             vars,
             infra,
+            docker_host,
             games: Mutex::default(),
         }
+    }
+
+    /// A docker CLI command against this env's daemon; panics on failure.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let mut all: Vec<&str> = Vec::with_capacity(args.len() + 2);
+        if let Some(host) = &self.docker_host {
+            all.extend(["-H", host.as_str()]);
+        }
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    fn docker_command(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        if let Some(host) = &self.docker_host {
+            cmd.args(["-H", host]);
+        }
+        cmd
     }
 
     /// A unique game id; its container is removed when the env drops.
@@ -277,11 +340,13 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         for game in self.games.lock().unwrap().iter() {
-            let _ = Command::new("docker")
+            let _ = self
+                .docker_command()
                 .args(["rm", "-f", &game.container_name()])
                 .output();
         }
-        let _ = Command::new("docker")
+        let _ = self
+            .docker_command()
             .args(["network", "rm", &self.network])
             .output();
         let _ = std::fs::remove_dir_all(&self.state_root);

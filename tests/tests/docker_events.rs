@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
 use shared::operations::StartRequest;
 use shared::ports::ContainerEngine;
 use system_tests::contract::Contract;
+use system_tests::services::PrivateDockerd;
 use system_tests::{docker, inspect, DockerEventsTask, TestEnv, ENGINE};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -490,139 +490,11 @@ async fn two_listeners_publish_each_death_once_and_the_standby_takes_over() {
     assert!(!lease_held(&env, &keys).await, "released on shutdown");
 }
 
-/// A private `dockerd` with its own root, socket and containerd, started and
-/// restarted by the test (never the machine's daemon). `--live-restore`
-/// keeps its containers running while it is down, so a container can die
-/// while nobody is listening.
-struct PrivateDockerd {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateDockerd {
-    fn start(id: &str) -> Self {
-        let dir = PathBuf::from(format!("/tmp/rtm-dockerd-{id}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        // An empty config file: the machine's /etc/docker/daemon.json would
-        // clash with --data-root.
-        std::fs::write(dir.join("daemon.json"), "{}").unwrap();
-        let mut daemon = Self { dir, child: None };
-        daemon.launch();
-        daemon
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}/sock", self.dir.display())
-    }
-
-    fn launch(&mut self) {
-        let d = self.dir.display();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("log"))
-            .unwrap();
-        let child = Command::new("dockerd")
-            .args([
-                &format!("--config-file={d}/daemon.json"),
-                &format!("--data-root={d}/data"),
-                &format!("--exec-root={d}/exec"),
-                &format!("--pidfile={d}/pid"),
-                &format!("--host=unix://{d}/sock"),
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-masq=false",
-                "--live-restore",
-            ])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("dockerd (the docker.io package)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.cli_ok(&["version"]) {
-            assert!(
-                Instant::now() < deadline,
-                "private dockerd did not come up; see {d}/log"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM and wait: with live-restore its containers keep running.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    fn cli_ok(&self, args: &[&str]) -> bool {
-        Command::new("docker")
-            .arg("-H")
-            .arg(self.host())
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let host = self.host();
-        let mut all = vec!["-H", host.as_str()];
-        all.extend_from_slice(args);
-        docker(&all)
-    }
-}
-
-impl Drop for PrivateDockerd {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let ids = Command::new("docker")
-                .args(["-H", &self.host(), "ps", "-aq"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for id in ids.split_whitespace() {
-                self.cli_ok(&["rm", "-f", id]);
-            }
-            self.cli_ok(&["network", "prune", "-f"]);
-        }
-        self.stop();
-        // dockerd leaves its data root bind-mounted on itself.
-        let prefix = self.dir.display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/mounts")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in mounts {
-            let _ = Command::new("umount").args(["-l", &mount]).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn deaths_across_a_restart_of_the_docker_daemon_are_each_reported_once() {
     let env = TestEnv::new().await;
-    let mut daemon = PrivateDockerd::start(&env.id);
-    let loaded = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "docker save {ENGINE} | docker -H {} load",
-            daemon.host()
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        loaded.status.success(),
-        "load {ENGINE}: {}",
-        String::from_utf8_lossy(&loaded.stderr)
-    );
+    let mut daemon = PrivateDockerd::start();
+    daemon.load_image(ENGINE);
     // An explicit subnet outside Docker's default pools, so this daemon's
     // bridge never overlaps one of the machine's daemon.
     let subnet = format!("10.231.{}.0/24", rand::random_range(1..250u8));
@@ -666,7 +538,7 @@ async fn deaths_across_a_restart_of_the_docker_daemon_are_each_reported_once() {
         (!std::path::Path::new(&format!("/proc/{b_pid}")).exists()).then_some(())
     })
     .await;
-    daemon.launch();
+    daemon.start_again();
     assert_eq!(await_observed(&env, b, 1).await, [exited(137, false)]);
 
     // c dies after the reconnection, on the live stream again.

@@ -8,85 +8,15 @@ use shared::adapters::redis::RedisClient;
 use shared::config::Secret;
 use shared::domain::{HealthDetails, HealthEvent};
 use shared::outbox::Outbox;
+use system_tests::services::PrivateRedis;
 use system_tests::TestEnv;
 use tokio_util::sync::CancellationToken;
-
-/// A private redis-server this test may stop and start (the shared one may not).
-struct PrivateRedis {
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl PrivateRedis {
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn start(port: u16, dir: &std::path::Path) {
-        let status = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .status()
-            .expect("redis-server (installed by scripts/test)");
-        assert!(status.success());
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("private redis did not start");
-    }
-
-    fn stop(&self) {
-        let _ = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
-            .stdout(Stdio::null())
-            .status();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[tokio::test]
 async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
     let env = TestEnv::new().await;
-    let port = PrivateRedis::free_port();
-    let dir = std::env::temp_dir().join(format!("rtm-redis-{}", env.id));
-    std::fs::create_dir_all(&dir).unwrap();
-    PrivateRedis::start(port, &dir);
-    let private = PrivateRedis {
-        port,
-        dir: dir.clone(),
-    };
-    let redis = RedisClient::connect(&format!("127.0.0.1:{port}"), &Secret::default())
+    let mut private = PrivateRedis::start();
+    let redis = RedisClient::connect(&private.addr(), &Secret::default())
         .await
         .unwrap();
     let publisher = Outbox::new(
@@ -135,7 +65,7 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
             .expect("emit while redis is down");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    PrivateRedis::start(port, &dir);
+    private.start_again();
 
     let mut conn = redis.manager();
     let delivered = env

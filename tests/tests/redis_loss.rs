@@ -6,67 +6,21 @@
 //! concurrently running tests of other files, which a `FLUSHALL` would break.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use shared::adapters::redis::ConsumerGroup;
 use shared::domain::GameId;
-use system_tests::{TestEnv, ENGINE};
+use system_tests::services::PrivateRedis;
+use system_tests::{Services, TestEnv, ENGINE};
 use tokio_util::sync::CancellationToken;
-
-/// A private redis-server, shut down on drop.
-struct PrivateRedis {
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("rtm-redis-loss-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
-            .arg("--dir")
-            .arg(&dir)
-            .status()
-            .expect("redis-server (installed by scripts/test)");
-        assert!(status.success());
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { port, dir };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("private redis did not start");
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
-            .stdout(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A test environment whose every job talks to `redis`.
 async fn env_on(redis: &PrivateRedis, overrides: &[(&str, &str)]) -> TestEnv {
-    let addr = redis.addr();
-    let mut vars = vec![("RTMANAGER_REDIS_MASTER_ADDR", addr.as_str())];
-    vars.extend_from_slice(overrides);
-    TestEnv::with(&vars).await
+    let services = Services {
+        redis_addr: Some(redis.addr()),
+        ..Services::default()
+    };
+    TestEnv::with_services(&services, overrides).await
 }
 
 async fn command(env: &TestEnv, args: &[&str]) -> redis::Value {

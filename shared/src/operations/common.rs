@@ -253,12 +253,22 @@ impl Operations {
 
     /// Undoes [`Self::record_intent`] after the step it announced failed
     /// (best effort: a leftover only silences reports on that container).
+    /// Kept when the daemon did not answer (`Unavailable`): the request may
+    /// have reached it and the container may be stopping or gone by our
+    /// hand, and a forgotten intent would let every health source report
+    /// that as a failure; the caller answers a failure, so the step is
+    /// asked again anyway.
     pub(super) async fn forget_intent(
         &self,
         kind: IntentKind,
         game_id: &GameId,
         container_id: &str,
+        error: &EngineError,
     ) {
+        if matches!(error, EngineError::Unavailable(_)) {
+            tracing::info!(game_id = %game_id, container_id, intent = kind.as_str(), "the daemon did not answer; keeping the intent");
+            return;
+        }
         let forgotten = async {
             let mut tx = self.db.begin().await?;
             tx.forget_intent(kind, container_id).await?;
