@@ -442,6 +442,12 @@ impl Drop for PrivateDockerd {
             self.cli_ok(&["network", "prune", "-f"]);
         }
         self.stop();
+        // Its containerd and shims outlive it (live-restore), and a shim
+        // whose container died while the daemon was down is never told to
+        // exit: end every process still working under this directory.
+        for pid in processes_under(&self.dir) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
         // dockerd leaves its data root bind-mounted on itself.
         let prefix = self.dir.display().to_string();
         let mut mounts: Vec<String> = std::fs::read_to_string("/proc/mounts")
@@ -456,4 +462,22 @@ impl Drop for PrivateDockerd {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The ids of the processes whose command line names `dir`.
+fn processes_under(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.to_owned();
+            pid.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&dir)
+                .then_some(pid)
+        })
+        .collect()
 }
