@@ -15,6 +15,9 @@ use oci_spec::distribution::Reference;
 pub struct ImageRef {
     raw: String,
     tag: Option<String>,
+    /// The reference names a tag or a digest itself (`tag` is `latest`
+    /// also when it names neither).
+    pinned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,9 +48,15 @@ impl ImageRef {
         if !repository_path_is_lowercase(raw) {
             return Err(ImageRefError::Uppercase(raw.to_owned()));
         }
+        let name = raw.split('@').next().unwrap_or(raw);
+        let tagged = name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'));
         Ok(Self {
             raw: raw.to_owned(),
             tag: parsed.tag().map(str::to_owned),
+            pinned: tagged || parsed.digest().is_some(),
         })
     }
 
@@ -57,6 +66,18 @@ impl ImageRef {
 
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
+    }
+
+    /// The reference the Docker calls use: as written, with `:latest` when it
+    /// names neither a tag nor a digest, as the Docker CLI does. The API pulls
+    /// *every* tag of a repository for a pull without one. The stored ref,
+    /// the label and the events keep the reference as written.
+    pub fn for_docker(&self) -> String {
+        if self.pinned {
+            self.raw.clone()
+        } else {
+            format!("{}:latest", self.raw)
+        }
     }
 }
 
@@ -91,6 +112,27 @@ impl fmt::Display for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_calls_name_latest_when_the_ref_names_no_tag_or_digest() {
+        let digest =
+            "galaxy/game@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for (raw, docker) in [
+            ("galaxy/game", "galaxy/game:latest"),
+            ("localhost:5000/game", "localhost:5000/game:latest"),
+            (
+                "registry.example.com:5000/galaxy/game",
+                "registry.example.com:5000/galaxy/game:latest",
+            ),
+            ("galaxy/game:1.4.7", "galaxy/game:1.4.7"),
+            ("localhost:5000/game:2", "localhost:5000/game:2"),
+            (digest, digest),
+        ] {
+            let image = ImageRef::parse(raw).unwrap();
+            assert_eq!(image.for_docker(), docker, "{raw}");
+            assert_eq!(image.as_str(), raw, "kept as written");
+        }
+    }
 
     #[test]
     fn accepts_what_docker_accepts() {

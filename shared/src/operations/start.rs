@@ -164,12 +164,12 @@ impl Operations {
         }
         crate::failpoints::crash_point("start-before-pull");
         self.engine
-            .ensure_image(image.as_str(), settings.pull_policy)
+            .ensure_image(&image.for_docker(), settings.pull_policy)
             .await
             .map_err(engine_failure(ErrorCode::ImagePullFailed, "pull image"))?;
         let image_info = self
             .engine
-            .inspect_image(image.as_str())
+            .inspect_image(&image.for_docker())
             .await
             .map_err(engine_failure(ErrorCode::ImagePullFailed, "inspect image"))?;
         let (limits, rejected) =
@@ -190,7 +190,7 @@ impl Operations {
         {
             Some(adopted) => adopted,
             None => {
-                let spec = container_spec(settings, req, &state_path, limits, started_at);
+                let spec = container_spec(settings, req, &image, &state_path, limits, started_at);
                 self.engine.run(&spec).await.map_err(engine_failure(
                     ErrorCode::ContainerStartFailed,
                     "create and start container",
@@ -415,6 +415,7 @@ fn names(record: &RuntimeRecord, container_id: &str) -> bool {
 fn container_spec(
     settings: &StartSettings,
     req: &StartRequest,
+    image: &ImageRef,
     state_path: &Path,
     limits: ResourceLimits,
     started_at: DateTime<Utc>,
@@ -424,7 +425,7 @@ fn container_spec(
     ContainerSpec {
         hostname: name.clone(),
         name,
-        image: req.image_ref.clone(),
+        image: image.for_docker(),
         network: settings.network.clone(),
         env: vec![
             (settings.state_env_name.clone(), mount.clone()),
