@@ -345,6 +345,22 @@ impl Drop for TestEnv {
                 .args(["rm", "-f", &game.container_name()])
                 .output();
         }
+        // Also what no `game()` registered: containers the gateway's fuzzing
+        // started with ids it made up. They would keep the network alive.
+        let attached = self
+            .docker_command()
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("network={}", self.network),
+            ])
+            .output();
+        if let Ok(out) = attached {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.docker_command().args(["rm", "-f", id]).output();
+            }
+        }
         let _ = self
             .docker_command()
             .args(["network", "rm", &self.network])
