@@ -105,7 +105,11 @@ async fn report_redis_master(mut master: watch::Receiver<Option<RedisMaster>>, m
                 previous = previous.as_ref().map_or("", |p| p.addr.as_str()),
                 "redis master"
             );
-            metrics.set_redis_master(previous.as_ref().map(|p| p.addr.as_str()), &now);
+            metrics.set_redis_master(
+                now.topology.as_str(),
+                previous.as_ref().map(|p| p.addr.as_str()),
+                &now.addr,
+            );
             previous = Some(now);
         }
         if master.changed().await.is_err() {

@@ -164,13 +164,10 @@ impl Metrics {
         }
     }
 
-    /// Moves `rtmanager_redis_master_info` from `previous` to `now`.
-    pub fn set_redis_master(
-        &self,
-        previous: Option<&str>,
-        now: &crate::adapters::redis::RedisMaster,
-    ) {
-        let topology = now.topology.as_str().to_owned();
+    /// Moves `rtmanager_redis_master_info` of `topology` from the `previous`
+    /// address to `addr`.
+    pub fn set_redis_master(&self, topology: &str, previous: Option<&str>, addr: &str) {
+        let topology = topology.to_owned();
         if let Some(addr) = previous {
             self.redis_master.remove(&RedisMasterLabels {
                 topology: topology.clone(),
@@ -180,7 +177,7 @@ impl Metrics {
         self.redis_master
             .get_or_create(&RedisMasterLabels {
                 topology,
-                addr: now.addr.clone(),
+                addr: addr.to_owned(),
             })
             .set(1);
     }

@@ -370,6 +370,8 @@ impl Drop for TestEnv {
 }
 
 /// The path of a job binary next to the test executable
+/// (a workspace debug build: it carries the crash tests' fail points, since
+/// this crate enables `shared/failpoints`)
 /// (`target/debug/deps/<test>-…` -> `target/debug/<job>`).
 pub fn job_binary(job: &str) -> PathBuf {
     let bin = std::env::current_exe()
@@ -384,15 +386,6 @@ pub fn job_binary(job: &str) -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// The path of a job binary with fail points: this crate enables
-/// `shared/failpoints`, and cargo unifies features across a workspace build,
-/// so the debug build of every job has them (`cargo build --workspace
-/// --bins`, as `scripts/test` runs). A job's own build (`-p <job>`, every
-/// release image) has none.
-pub fn failpoint_binary(job: &str) -> PathBuf {
-    job_binary(job)
 }
 
 /// One in-process `docker-events`, stopped deterministically.

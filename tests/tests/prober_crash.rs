@@ -25,7 +25,7 @@ use prober::*;
 /// transition; its log goes to the test's state root.
 fn spawn_dying_prober(env: &TestEnv, log_name: &str) -> Child {
     let log = std::fs::File::create(env.state_root.join(log_name)).expect("log file");
-    Command::new(system_tests::failpoint_binary("healthz-prober"))
+    Command::new(system_tests::job_binary("healthz-prober"))
         .env_clear()
         .envs(env.vars.clone())
         .env("FAILPOINTS", "prober-after-streak=return")

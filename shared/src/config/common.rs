@@ -1,5 +1,5 @@
 //! The sections every process reads: itself, PostgreSQL, Redis (in
-//! [`super::redis`]), Docker and the stream names of the outbox.
+//! [`super::redis_settings`]), Docker and the stream names of the outbox.
 
 use std::time::Duration;
 

@@ -28,7 +28,7 @@ pub mod consumers;
 pub mod gateway;
 pub mod jobs;
 pub mod lifecycle;
-pub mod redis;
+pub mod redis_settings;
 pub mod retention;
 
 pub use common::{CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, StreamsConfig};
@@ -36,7 +36,7 @@ pub use consumers::ConsumerConfig;
 pub use gateway::{AuthMode, GatewayConfig};
 pub use jobs::{AddressMode, CleanupConfig, InspectConfig, ProbeConfig};
 pub use lifecycle::{LifecycleConfig, StateConfig};
-pub use redis::{split_host_port, RedisConfig, SentinelConfig};
+pub use redis_settings::{split_host_port, RedisConfig, SentinelConfig};
 pub use retention::RetentionConfig;
 
 pub const PREFIX: &str = "RTMANAGER_";

@@ -4,6 +4,9 @@
 use super::{Database, StoreError, UnitOfWork};
 use crate::domain::{GameId, IntentKind};
 
+const IS_RECORDED: &str =
+    "SELECT EXISTS (SELECT 1 FROM container_intents WHERE container_id = $1 AND kind = $2)";
+
 /// Reads and records intents; the health sources ask it before reporting.
 #[derive(Clone)]
 pub struct IntentStore {
@@ -21,13 +24,11 @@ impl IntentStore {
         kind: IntentKind,
         container_id: &str,
     ) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM container_intents WHERE container_id = $1 AND kind = $2)",
-        )
-        .bind(container_id)
-        .bind(kind.as_str())
-        .fetch_one(self.db.pool())
-        .await?)
+        Ok(sqlx::query_scalar(IS_RECORDED)
+            .bind(container_id)
+            .bind(kind.as_str())
+            .fetch_one(self.db.pool())
+            .await?)
     }
 }
 
@@ -38,13 +39,11 @@ impl UnitOfWork {
         kind: IntentKind,
         container_id: &str,
     ) -> Result<bool, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM container_intents WHERE container_id = $1 AND kind = $2)",
-        )
-        .bind(container_id)
-        .bind(kind.as_str())
-        .fetch_one(self.conn())
-        .await?)
+        Ok(sqlx::query_scalar(IS_RECORDED)
+            .bind(container_id)
+            .bind(kind.as_str())
+            .fetch_one(self.conn())
+            .await?)
     }
 
     /// Forgets the intent: the stop or removal it announced failed, and the

@@ -51,8 +51,8 @@ const PRUNE_OPERATION_LOG: &str = "WITH batch AS ( \
      SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT count(*) FROM batch) AS scanned, \
          (SELECT finished_at FROM last) AS last_finished_at, (SELECT id FROM last) AS last_id";
 
-/// One batch of `removed` records, with their snapshots and observations in
-/// the same statement (one snapshot, one commit: a start that re-creates the
+/// One batch of `removed` records, with their snapshots, observations and
+/// start requests in the same statement (one snapshot, one commit: a start that re-creates the
 /// game waits on the deleted row and then inserts afresh).
 const PRUNE_REMOVED_RECORDS: &str = "WITH gone AS ( \
          DELETE FROM runtime_records WHERE game_id IN ( \
@@ -63,18 +63,14 @@ const PRUNE_REMOVED_RECORDS: &str = "WITH gone AS ( \
      snapshots AS ( \
          DELETE FROM health_snapshots WHERE game_id IN (SELECT game_id FROM gone) RETURNING 1), \
      observations AS ( \
-         DELETE FROM inspect_observations WHERE game_id IN (SELECT game_id FROM gone) RETURNING 1) \
+         DELETE FROM inspect_observations WHERE game_id IN (SELECT game_id FROM gone) RETURNING 1), \
+     start_requests AS ( \
+         DELETE FROM start_requests WHERE game_id IN (SELECT game_id FROM gone)) \
      SELECT (SELECT count(*) FROM gone) AS records, (SELECT count(*) FROM snapshots) AS snapshots, \
          (SELECT count(*) FROM observations) AS observations";
 
 /// Snapshots of games without a record (an event that arrived after the
 /// record was pruned), untouched since the cut-off.
-/// Start requests of games without a record (their removed record pruned).
-const PRUNE_ORPHAN_START_REQUESTS: &str = "DELETE FROM start_requests WHERE game_id IN ( \
-         SELECT q.game_id FROM start_requests q \
-         WHERE NOT EXISTS (SELECT 1 FROM runtime_records r WHERE r.game_id = q.game_id) \
-         LIMIT $2) AND $1::timestamptz IS NOT NULL";
-
 const PRUNE_ORPHAN_SNAPSHOTS: &str = "DELETE FROM health_snapshots WHERE game_id IN ( \
          SELECT s.game_id FROM health_snapshots s WHERE s.updated_at < $1 \
            AND NOT EXISTS (SELECT 1 FROM runtime_records r WHERE r.game_id = s.game_id) \
@@ -128,8 +124,6 @@ impl Database {
             .await?;
         let orphan_observations = self
             .delete_batched(PRUNE_ORPHAN_OBSERVATIONS, records_cutoff, batch)
-            .await?;
-        self.delete_batched(PRUNE_ORPHAN_START_REQUESTS, records_cutoff, batch)
             .await?;
         Ok(PruneCounts {
             removed_records,
