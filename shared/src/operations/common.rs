@@ -177,8 +177,22 @@ impl Operations {
             finished_at: Utc::now(),
         };
         if !logged {
-            if let Err(e) = self.log_operation(&entry).await {
-                tracing::error!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed");
+            // Retried while PostgreSQL is away: the row is the only record of
+            // what was done, and a job is answered only after it. The caller
+            // going away (a shutdown drain, an HTTP client) ends the wait.
+            let mut backoff = crate::retry::backoff();
+            loop {
+                match self.log_operation(&entry).await {
+                    Ok(()) => break,
+                    Err(e @ StoreError::Unavailable(_)) => {
+                        tracing::warn!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed; retrying");
+                        tokio::time::sleep(crate::retry::next(&mut backoff)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed");
+                        break;
+                    }
+                }
             }
         }
         let code_str = code.map(ErrorCode::as_str).unwrap_or("");

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::adapters::postgres::StoreError;
 use crate::domain::OutboxMessage;
 
 use super::{JobDisposition, JobHandler, StreamConsumer};
@@ -84,10 +85,29 @@ impl<H: JobHandler> StreamConsumer<H> {
                 messages
             }
         };
-        match self.outbox.publish(&messages).await {
-            Ok(_) => self.ack(id).await,
-            Err(e) => {
-                tracing::error!(entry_id = id, error = %e, "recording the job result failed; the entry stays pending and will be retried")
+        if self.record_answer(id, &messages).await {
+            self.ack(id).await;
+        }
+    }
+
+    /// Records the answer of an entry that has run, retrying while
+    /// PostgreSQL is away: leaving the entry pending would run the operation
+    /// a second time (a second operation-log row, a second side effect)
+    /// just to answer it. The shutdown drain's abort or a crash ends the
+    /// wait, and the entry stays pending and runs again, as after any crash.
+    async fn record_answer(&self, id: &str, messages: &[OutboxMessage]) -> bool {
+        let mut backoff = crate::retry::backoff();
+        loop {
+            match self.outbox.publish(messages).await {
+                Ok(_) => return true,
+                Err(e @ StoreError::Unavailable(_)) => {
+                    tracing::warn!(entry_id = id, error = %e, "recording the job result failed; retrying");
+                    tokio::time::sleep(crate::retry::next(&mut backoff)).await;
+                }
+                Err(e) => {
+                    tracing::error!(entry_id = id, error = %e, "recording the job result failed; the entry stays pending and will be retried");
+                    return false;
+                }
             }
         }
     }

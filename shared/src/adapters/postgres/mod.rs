@@ -77,6 +77,16 @@ impl StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match err {
+            // Class 08 (connection exception) and 57 (operator intervention:
+            // a shutdown, a restart) are the server going away, not an
+            // answer about the query.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57")) =>
+            {
+                Self::Unavailable(db.to_string())
+            }
             sqlx::Error::Database(db) => Self::Query(db.to_string()),
             sqlx::Error::RowNotFound
             | sqlx::Error::ColumnNotFound(_)
