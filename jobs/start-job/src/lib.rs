@@ -33,7 +33,7 @@ impl JobHandler for StartJobHandler {
             .operations
             .start_requested(&request, job.requested_at_ms)
             .await;
-        JobDisposition::Done(outcome.job_result(&job.game_id))
+        JobDisposition::of_outcome(&outcome, &job.game_id)
     }
 }
 

@@ -32,7 +32,7 @@ impl JobHandler for StopJobHandler {
             .operations
             .stop(&request, job.reason, job.requested_at_ms)
             .await;
-        JobDisposition::Done(outcome.job_result(&job.game_id))
+        JobDisposition::of_outcome(&outcome, &job.game_id)
     }
 }
 

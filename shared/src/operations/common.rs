@@ -8,7 +8,7 @@ use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::postgres::StoreError;
 use crate::adapters::IntentKind;
 use crate::domain::{
-    AdminIntent, ErrorCode, GameId, NotificationType, OpKind, OperationEntry, Outcome,
+    AdminIntent, ErrorCode, GameId, NotificationType, OpKind, OpSource, OperationEntry, Outcome,
     RuntimeRecord,
 };
 use crate::game_lock::{GameLock, LockError};
@@ -21,6 +21,9 @@ pub(super) struct Failure {
     pub message: String,
     /// The container the failed operation made or touched, when known.
     pub container_id: String,
+    /// PostgreSQL could not be reached for a step: see
+    /// [`OperationOutcome::database_away`].
+    pub database_away: bool,
 }
 
 pub(super) fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
@@ -28,6 +31,17 @@ pub(super) fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
         code,
         message: message.into(),
         container_id: String::new(),
+        database_away: false,
+    }
+}
+
+/// A store error as a step failure: its own code (`service_unavailable`
+/// while PostgreSQL is away, `conflict` when fenced, `internal_error`
+/// otherwise) unless `code` overrides it.
+pub(super) fn store_fail(e: &StoreError, code: Option<ErrorCode>, message: String) -> Failure {
+    Failure {
+        database_away: matches!(e, StoreError::Unavailable(_)),
+        ..fail(code.unwrap_or_else(|| e.code()), message)
     }
 }
 
@@ -54,7 +68,7 @@ pub(super) fn engine_failure(
 
 /// PostgreSQL away is `service_unavailable`, any other store error `internal_error`.
 pub(super) fn store_failure(context: &str) -> impl Fn(StoreError) -> Failure + '_ {
-    move |e| fail(e.code(), format!("{context}: {e}"))
+    move |e| store_fail(&e, None, format!("{context}: {e}"))
 }
 
 /// What a successful operation hands back.
@@ -143,6 +157,7 @@ impl Operations {
         started_at: DateTime<Utc>,
         result: Result<Done, Failure>,
     ) -> OperationOutcome {
+        let database_away = result.as_ref().is_err_and(|f| f.database_away);
         let (outcome, code, message, image, container, record, logged) = match result {
             Ok(done) => (
                 Outcome::Success,
@@ -176,7 +191,11 @@ impl Operations {
             started_at,
             finished_at: Utc::now(),
         };
-        if !logged {
+        // A stream job that met one of our own dependencies away is not
+        // answered: it stays pending and runs again (see the stream
+        // consumer), so its row is written by the run that is answered.
+        let retried_later = database_away && req.op_source == OpSource::LobbyStream;
+        if !logged && !retried_later {
             // Retried while PostgreSQL is away: the row is the only record of
             // what was done, and a job is answered only after it. The caller
             // going away (a shutdown drain, an HTTP client) ends the wait.
@@ -217,6 +236,7 @@ impl Operations {
             error_code: code,
             error_message: message,
             record,
+            database_away,
         }
     }
 
@@ -262,7 +282,7 @@ impl Operations {
         };
         recorded
             .await
-            .map_err(|e| fail(e.code(), format!("record {} intent: {e}", kind.as_str())))
+            .map_err(|e| store_fail(&e, None, format!("record {} intent: {e}", kind.as_str())))
     }
 
     /// Undoes [`Self::record_intent`] after the step it announced failed

@@ -44,6 +44,11 @@ pub struct OperationOutcome {
     pub error_message: String,
     /// The record installed or found (successes only).
     pub record: Option<RuntimeRecord>,
+    /// A failure because PostgreSQL could not be reached for a step: the
+    /// outcome could not be recorded either, so a stream job is not
+    /// answered but run again (every operation is safe to repeat), and its
+    /// operation-log row is written by the run that is answered.
+    pub database_away: bool,
 }
 
 impl OperationOutcome {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::common::{engine_failure, fail, store_failure, Done, Failure};
+use super::common::{engine_failure, fail, store_fail, store_failure, Done, Failure};
 use super::{OperationOutcome, OperationRequest, Operations, StartRequest};
 use crate::adapters::postgres::StoreError;
 use crate::domain::labels::*;
@@ -251,7 +251,11 @@ impl Operations {
                     ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
                     _ => ErrorCode::ContainerStartFailed,
                 };
-                Some(fail(code, format!("upsert runtime record: {e}")))
+                Some(store_fail(
+                    &e,
+                    Some(code),
+                    format!("upsert runtime record: {e}"),
+                ))
             }
         };
         let Some(failure) = failure else {

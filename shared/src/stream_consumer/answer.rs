@@ -71,6 +71,10 @@ impl<H: JobHandler> StreamConsumer<H> {
         let disposition = self.handler.handle(id, fields).await;
         crate::failpoints::crash_point("job-before-result");
         let messages = match disposition {
+            JobDisposition::RunAgain { reason } => {
+                tracing::warn!(entry_id = id, reason = %reason, "PostgreSQL was away; the entry stays pending and runs again");
+                return;
+            }
             JobDisposition::Done(result) => {
                 vec![self.outbox.job_result(&result, &job_key)]
             }

@@ -55,6 +55,24 @@ pub enum JobDisposition {
         reason: String,
         result: Option<JobResult>,
     },
+    /// Not answered: left pending, reclaimed after `RTMANAGER_JOB_RECLAIM_IDLE`
+    /// and run again.
+    RunAgain { reason: String },
+}
+
+impl JobDisposition {
+    /// An operation's outcome as the answer to the job that asked for it,
+    /// unless PostgreSQL was away: then the outcome is not Lobby's to see,
+    /// and the job runs again (a stop that stopped its container but could
+    /// not mark the record finishes on the next run).
+    pub fn of_outcome(outcome: &crate::operations::OperationOutcome, game_id: &GameId) -> Self {
+        if outcome.database_away {
+            return Self::RunAgain {
+                reason: outcome.error_message.clone(),
+            };
+        }
+        Self::Done(outcome.job_result(game_id))
+    }
 }
 
 impl From<crate::domain::MalformedJob> for JobDisposition {
