@@ -24,6 +24,7 @@ use shared::domain::GameId;
 
 pub mod contract;
 pub mod docker_proxy;
+pub mod fake_registry;
 pub mod held_engine;
 pub mod job_process;
 pub mod redis_topologies;

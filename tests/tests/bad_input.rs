@@ -42,3 +42,77 @@ async fn a_tagless_image_ref_runs_latest_and_is_kept_as_written() {
         (Outcome::Success, Some(ErrorCode::ReplayNoOp))
     );
 }
+
+/// The pull error as bollard hands it over, straight from the daemon.
+async fn pull_error(image: &str) -> bollard::errors::Error {
+    use futures_util::TryStreamExt;
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_image(image)
+        .build();
+    docker
+        .create_image(Some(options), None, None)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .expect_err("the fake registry fails every pull")
+}
+
+/// A start whose pull the registry fails answers `image_pull_failed` with
+/// its admin intent, both when the daemon refuses the pull request itself
+/// and when the error comes inside the pull's progress stream; only a
+/// daemon that cannot be reached is `docker_unavailable`.
+#[tokio::test]
+async fn a_pull_the_registry_fails_is_image_pull_failed_with_its_intent() {
+    use system_tests::fake_registry::{Failure, FakeRegistry};
+    let env = TestEnv::new().await;
+    let operations = system_tests::operations(&env.config, &env.infra).unwrap();
+    for (failure, in_stream) in [
+        (Failure::ManifestUnknown, false),
+        (Failure::ConfigBlobMissing, true),
+    ] {
+        let registry = FakeRegistry::start(failure);
+        let image = registry.image(&format!("galaxy/pull-{}", env.id), "1.0.0");
+        let error = pull_error(&image).await;
+        assert_eq!(
+            matches!(error, bollard::errors::Error::DockerStreamError { .. }),
+            in_stream,
+            "{failure:?} reproduces its kind of failure: {error:?}"
+        );
+
+        let game = env.game(&format!("pull{}", in_stream as u8));
+        let outcome = operations
+            .start(&StartRequest {
+                game_id: game.clone(),
+                image_ref: image.clone(),
+                op_source: OpSource::LobbyStream,
+                source_ref: format!("pull-{failure:?}"),
+            })
+            .await;
+        assert_eq!(
+            (outcome.outcome, outcome.error_code),
+            (Outcome::Failure, Some(ErrorCode::ImagePullFailed)),
+            "{failure:?}: {outcome:?}"
+        );
+        assert!(
+            !outcome.error_message.contains("127.0.0.1"),
+            "the daemon's text stays in the log: {:?}",
+            outcome.error_message
+        );
+        env.flush_outbox().await;
+        let intents: Vec<_> = env
+            .read_stream(&env.config.common.streams.notification_intents)
+            .await
+            .into_iter()
+            .filter(|(_, f)| f["payload"].contains(game.as_str()))
+            .collect();
+        assert_eq!(intents.len(), 1, "{failure:?}: {intents:?}");
+        assert!(intents[0].1["payload"].contains("image_pull_failed"));
+        let made = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.galaxy.game_id={game}"),
+        ]);
+        assert_eq!(made.trim(), "", "{failure:?}: no container is made");
+    }
+}

@@ -24,6 +24,11 @@ pub(super) struct Failure {
     /// PostgreSQL could not be reached for a step: see
     /// [`OperationOutcome::database_away`].
     pub database_away: bool,
+    /// What Docker, PostgreSQL, Redis or the OS said: for the operator's
+    /// log line only. Callers get `message`, which we write, since the
+    /// engines' text names hosts, paths, SQL and versions they need not
+    /// see and may change with any upgrade.
+    pub detail: String,
 }
 
 pub(super) fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
@@ -32,22 +37,37 @@ pub(super) fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
         message: message.into(),
         container_id: String::new(),
         database_away: false,
+        detail: String::new(),
     }
 }
 
 /// A store error as a step failure: its own code (`service_unavailable`
 /// while PostgreSQL is away, `conflict` when fenced, `internal_error`
 /// otherwise) unless `code` overrides it.
-pub(super) fn store_fail(e: &StoreError, code: Option<ErrorCode>, message: String) -> Failure {
+pub(super) fn store_fail(e: &StoreError, code: Option<ErrorCode>, context: &str) -> Failure {
+    let what = match e {
+        StoreError::Unavailable(_) => "PostgreSQL is unavailable",
+        StoreError::Fenced { .. } => "the game's lease was taken over by a later holder",
+        StoreError::Query(_) | StoreError::Corrupt(_) => "database error",
+    };
     Failure {
         database_away: matches!(e, StoreError::Unavailable(_)),
-        ..fail(code.unwrap_or_else(|| e.code()), message)
+        ..fail(
+            code.unwrap_or_else(|| e.code()),
+            format!("{context}: {what}"),
+        )
     }
+    .with_detail(e)
 }
 
 impl Failure {
     pub fn with_container(mut self, container_id: &str) -> Self {
         self.container_id = container_id.to_owned();
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl std::fmt::Display) -> Self {
+        self.detail = detail.to_string();
         self
     }
 }
@@ -58,17 +78,24 @@ pub(super) fn engine_failure(
     step_code: ErrorCode,
     context: &str,
 ) -> impl Fn(EngineError) -> Failure + '_ {
-    move |e| match e {
-        EngineError::Unavailable(m) => {
-            fail(ErrorCode::DockerUnavailable, format!("{context}: {m}"))
-        }
-        other => fail(step_code, format!("{context}: {other}")),
+    move |e| {
+        let what = match &e {
+            EngineError::Unavailable(_) => "Docker is unreachable",
+            EngineError::NotFound(_) => "Docker found no such object",
+            EngineError::Conflict(_) => "Docker reported a conflict",
+            EngineError::Rejected(_) => "Docker refused it",
+        };
+        let code = match e {
+            EngineError::Unavailable(_) => ErrorCode::DockerUnavailable,
+            _ => step_code,
+        };
+        fail(code, format!("{context}: {what}")).with_detail(e)
     }
 }
 
 /// PostgreSQL away is `service_unavailable`, any other store error `internal_error`.
 pub(super) fn store_failure(context: &str) -> impl Fn(StoreError) -> Failure + '_ {
-    move |e| store_fail(&e, None, format!("{context}: {e}"))
+    move |e| store_fail(&e, None, context)
 }
 
 /// What a successful operation hands back.
@@ -119,7 +146,11 @@ impl Operations {
                 ErrorCode::Conflict,
                 "another lifecycle operation is in progress for this game",
             )),
-            Err(e @ LockError::Lease(_)) => Err(fail(ErrorCode::ServiceUnavailable, e.to_string())),
+            Err(e @ LockError::Lease(_)) => Err(fail(
+                ErrorCode::ServiceUnavailable,
+                "take game lease: Redis is unavailable",
+            )
+            .with_detail(e)),
             Err(LockError::Fence(e)) => Err(store_failure("take fencing token")(e)),
         }
     }
@@ -158,6 +189,11 @@ impl Operations {
         result: Result<Done, Failure>,
     ) -> OperationOutcome {
         let database_away = result.as_ref().is_err_and(|f| f.database_away);
+        let detail = result
+            .as_ref()
+            .err()
+            .map(|f| f.detail.clone())
+            .unwrap_or_default();
         let (outcome, code, message, image, container, record, logged) = match result {
             Ok(done) => (
                 Outcome::Success,
@@ -228,7 +264,7 @@ impl Operations {
                 tracing::info!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, container_id = %entry.container_id, image_ref = %entry.image_ref, error_code = code_str, "operation done")
             }
             Outcome::Failure => {
-                tracing::warn!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, image_ref = %entry.image_ref, error_code = code_str, error_message = %message, "operation failed")
+                tracing::warn!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, image_ref = %entry.image_ref, error_code = code_str, error_message = %message, error_detail = %detail, "operation failed")
             }
         }
         OperationOutcome {
@@ -282,7 +318,7 @@ impl Operations {
         };
         recorded
             .await
-            .map_err(|e| store_fail(&e, None, format!("record {} intent: {e}", kind.as_str())))
+            .map_err(|e| store_fail(&e, None, &format!("record {} intent", kind.as_str())))
     }
 
     /// Undoes [`Self::record_intent`] after the step it announced failed

@@ -133,7 +133,10 @@ impl Operations {
                 info.exit_code
             )),
             Ok(None) => Some("the new container vanished within the grace".into()),
-            Err(e) => Some(format!("inspect of the new container failed: {e}")),
+            Err(e) => {
+                tracing::warn!(container_id = %container, error = %e, "inspect of the new container failed");
+                Some("inspect of the new container failed".into())
+            }
         }
     }
 

@@ -180,8 +180,9 @@ impl Operations {
         let state_path = prepare_state_dir(settings, &req.game_id).map_err(|e| {
             fail(
                 ErrorCode::StartConfigInvalid,
-                format!("prepare state directory: {e}"),
+                "prepare state directory: it could not be created or owned (see the log)",
             )
+            .with_detail(e)
         })?;
 
         let container = match self
@@ -251,11 +252,7 @@ impl Operations {
                     ErrorCode::ServiceUnavailable => ErrorCode::ServiceUnavailable,
                     _ => ErrorCode::ContainerStartFailed,
                 };
-                Some(store_fail(
-                    &e,
-                    Some(code),
-                    format!("upsert runtime record: {e}"),
-                ))
+                Some(store_fail(&e, Some(code), "upsert runtime record"))
             }
         };
         let Some(failure) = failure else {

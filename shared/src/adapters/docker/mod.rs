@@ -67,9 +67,13 @@ pub(crate) fn map_error(err: bollard::errors::Error) -> EngineError {
             409 => EngineError::Conflict(message),
             _ => EngineError::Rejected(message),
         },
-        E::JsonDataError { .. } | E::JsonSerdeError { .. } => {
-            EngineError::Rejected(err.to_string())
-        }
+        // An error inside a stream the daemon had begun to answer (a pull's
+        // progress: manifest unknown, denied, a missing blob) is the
+        // daemon's answer, not a daemon out of reach.
+        E::DockerStreamError { .. }
+        | E::DockerContainerWaitError { .. }
+        | E::JsonDataError { .. }
+        | E::JsonSerdeError { .. } => EngineError::Rejected(err.to_string()),
         other => EngineError::Unavailable(other.to_string()),
     }
 }
