@@ -116,3 +116,47 @@ async fn a_pull_the_registry_fails_is_image_pull_failed_with_its_intent() {
         assert_eq!(made.trim(), "", "{failure:?}: no container is made");
     }
 }
+
+/// A setting too large for the time arithmetic it reaches stops the
+/// process at start-up with an error naming it: no panic, no half start.
+#[tokio::test]
+async fn a_huge_setting_stops_the_process_naming_it_without_a_panic() {
+    let env = TestEnv::new().await;
+    for (job, var, value) in [
+        (
+            "cleanup-cron",
+            "RTMANAGER_CONTAINER_RETENTION_DAYS",
+            "99999999999",
+        ),
+        (
+            "healthz-prober",
+            "RTMANAGER_PROBE_INTERVAL",
+            "500000000years",
+        ),
+        ("inspect-cron", "RTMANAGER_INSPECT_TIMEOUT", "1000000000d"),
+        (
+            "start-job",
+            "RTMANAGER_GAME_LEASE_TTL_SECONDS",
+            "18446744073709551615",
+        ),
+        ("rest-gateway", "RTMANAGER_HTTP_REQUEST_TIMEOUT", "0s"),
+    ] {
+        let out = std::process::Command::new(system_tests::job_binary(job))
+            .env_clear()
+            .envs(env.vars.clone())
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{job} {var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{job} {var}={value}: {stderr}");
+        assert!(
+            stderr.contains("out of range"),
+            "{job} {var}={value}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "{job} {var}={value}: {stderr}"
+        );
+    }
+}

@@ -67,7 +67,7 @@ async fn container_url(
             return Address::Url(url.clone());
         }
     }
-    let short = &target.container_id[..target.container_id.len().min(12)];
+    let short = short_id(&target.container_id);
     let missing = |error: String| Address::Missing(ProbeResult::Unhealthy { status: 0, error });
     let inspect = tokio::time::timeout(
         timeout.max(Duration::from_secs(2)),
@@ -98,4 +98,22 @@ async fn container_url(
     let url = format!("http://{host}:{}/healthz", target.endpoint_port());
     state.cached_url = Some((target.container_id.clone(), url.clone()));
     Address::Url(url)
+}
+
+/// The first 12 characters of a container id, as Docker shows it. The id
+/// came from a row, so it is not trusted to be hex: never slice inside a
+/// character.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_short_id_never_splits_a_character() {
+        assert_eq!(super::short_id("0123456789abcdef"), "0123456789ab");
+        assert_eq!(super::short_id("abc"), "abc");
+        let odd = "aéééééééé";
+        assert_eq!(super::short_id(odd), odd, "byte 12 is inside a character");
+    }
 }

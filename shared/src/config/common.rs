@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Env, RedisConfig, Secret, Section};
+use super::{ranges, ConfigError, Env, RedisConfig, Secret, Section};
 
 /// The process itself: logs, shutdown, metrics listener, instance name.
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ pub struct ProcessEnv {
 impl Section for ProcessConfig {
     type Raw = ProcessEnv;
     fn from_raw(raw: ProcessEnv) -> Result<Self, ConfigError> {
+        ranges::check(&[("SHUTDOWN_TIMEOUT", raw.shutdown_timeout.into())])?;
         Ok(Self {
             log_level: raw.log_level,
             shutdown_timeout: raw.shutdown_timeout,
@@ -79,12 +80,10 @@ impl Section for PostgresConfig {
                 "must not be empty",
             ));
         }
-        if raw.postgres_max_connections == 0 {
-            return Err(ConfigError::var(
-                "POSTGRES_MAX_CONNECTIONS",
-                "must be positive",
-            ));
-        }
+        ranges::check(&[(
+            "POSTGRES_MAX_CONNECTIONS",
+            raw.postgres_max_connections.into(),
+        )])?;
         Ok(Self {
             dsn: raw.postgres_primary_dsn,
             max_connections: raw.postgres_max_connections,
@@ -180,19 +179,16 @@ impl Section for StreamsConfig {
                 return Err(ConfigError::var(var, "must not be empty"));
             }
         }
-        if raw.outbox_retention.is_zero() {
-            return Err(ConfigError::var("OUTBOX_RETENTION", "must be positive"));
-        }
+        ranges::check(&[
+            ("STREAM_MAXLEN", raw.stream_maxlen.into()),
+            ("STREAM_MIN_AGE", raw.stream_min_age.into()),
+            ("OUTBOX_RETENTION", raw.outbox_retention.into()),
+            ("DEDUPE_KEY_RETENTION", raw.dedupe_key_retention.into()),
+        ])?;
         if raw.dedupe_key_retention < raw.outbox_retention {
             return Err(ConfigError::var(
                 "DEDUPE_KEY_RETENTION",
                 "must be at least RTMANAGER_OUTBOX_RETENTION",
-            ));
-        }
-        if raw.dedupe_key_retention > super::retention::MAX_RETENTION {
-            return Err(ConfigError::var(
-                "DEDUPE_KEY_RETENTION",
-                "is longer than 100 years",
             ));
         }
         if !raw.stream_min_age.is_zero() && raw.stream_maxlen == 0 {

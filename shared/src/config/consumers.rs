@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Env, Section};
+use super::{ranges, ConfigError, Env, Section};
 
 /// One job stream and its consumer group (start-job or stop-job).
 #[derive(Debug, Clone)]
@@ -95,27 +95,12 @@ impl ConsumerConfig {
                 "must not be empty",
             ));
         }
-        if concurrency == 0 {
-            return Err(ConfigError::var(
-                &format!("{prefix}_CONCURRENCY"),
-                "must be positive",
-            ));
-        }
-        if reclaim_idle.is_zero() {
-            return Err(ConfigError::var("JOB_RECLAIM_IDLE", "must be positive"));
-        }
-        if block.is_zero() || block > Duration::from_secs(30) {
-            return Err(ConfigError::var(
-                "STREAM_BLOCK",
-                "must be between 1ms and 30s",
-            ));
-        }
-        if idle_remove_after.is_zero() {
-            return Err(ConfigError::var(
-                "CONSUMER_IDLE_REMOVE_AFTER",
-                "must be positive",
-            ));
-        }
+        ranges::check(&[
+            (&format!("{prefix}_CONCURRENCY"), concurrency.into()),
+            ("JOB_RECLAIM_IDLE", reclaim_idle.into()),
+            ("STREAM_BLOCK", block.into()),
+            ("CONSUMER_IDLE_REMOVE_AFTER", idle_remove_after.into()),
+        ])?;
         Ok(Self {
             stream,
             group,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Secret, Section};
+use super::{ranges, ConfigError, Secret, Section};
 
 /// `enabled` (a token is required) or `disabled` (the cut-over's transition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,10 @@ pub struct GatewayEnv {
 impl Section for GatewayConfig {
     type Raw = GatewayEnv;
     fn from_raw(raw: GatewayEnv) -> Result<Self, ConfigError> {
+        ranges::check(&[
+            ("HTTP_REQUEST_TIMEOUT", raw.http_request_timeout.into()),
+            ("HTTP_BODY_LIMIT", raw.http_body_limit.into()),
+        ])?;
         let auth = match raw.api_auth.as_str() {
             "enabled" => AuthMode::Enabled,
             "disabled" => AuthMode::Disabled,

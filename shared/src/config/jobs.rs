@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Section};
+use super::{ranges, ConfigError, Section};
 
 /// inspect-cron's passes (docker-events reads `concurrency` for its catch-up).
 #[derive(Debug, Clone)]
@@ -35,27 +35,18 @@ pub struct InspectEnv {
 impl Section for InspectConfig {
     type Raw = InspectEnv;
     fn from_raw(raw: InspectEnv) -> Result<Self, ConfigError> {
-        positive(&[
-            ("INSPECT_INTERVAL", raw.inspect_interval),
-            ("INSPECT_TIMEOUT", raw.inspect_timeout),
-            ("RECONCILE_INTERVAL", raw.reconcile_interval),
+        ranges::check(&[
+            ("INSPECT_INTERVAL", raw.inspect_interval.into()),
+            ("INSPECT_TIMEOUT", raw.inspect_timeout.into()),
+            ("INSPECT_CONCURRENCY", raw.inspect_concurrency.into()),
+            ("RECONCILE_INTERVAL", raw.reconcile_interval.into()),
         ])?;
-        if raw.inspect_concurrency == 0 {
-            return Err(ConfigError::var("INSPECT_CONCURRENCY", "must be positive"));
-        }
         Ok(Self {
             interval: raw.inspect_interval,
             timeout: raw.inspect_timeout,
             concurrency: raw.inspect_concurrency,
             reconcile_interval: raw.reconcile_interval,
         })
-    }
-}
-
-fn positive(durations: &[(&str, Duration)]) -> Result<(), ConfigError> {
-    match durations.iter().find(|(_, d)| d.is_zero()) {
-        Some((var, _)) => Err(ConfigError::var(var, "must be positive")),
-        None => Ok(()),
     }
 }
 
@@ -125,20 +116,18 @@ pub struct ProbeEnv {
 impl Section for ProbeConfig {
     type Raw = ProbeEnv;
     fn from_raw(raw: ProbeEnv) -> Result<Self, ConfigError> {
-        positive(&[
-            ("PROBE_INTERVAL", raw.probe_interval),
-            ("PROBE_TIMEOUT", raw.probe_timeout),
-            ("PROBE_REFRESH_INTERVAL", raw.probe_refresh_interval),
-        ])?;
-        if raw.probe_concurrency == 0 {
-            return Err(ConfigError::var("PROBE_CONCURRENCY", "must be positive"));
-        }
-        if raw.probe_failures_threshold == 0 {
-            return Err(ConfigError::var(
+        ranges::check(&[
+            ("PROBE_INTERVAL", raw.probe_interval.into()),
+            ("PROBE_TIMEOUT", raw.probe_timeout.into()),
+            (
                 "PROBE_FAILURES_THRESHOLD",
-                "must be positive",
-            ));
-        }
+                raw.probe_failures_threshold.into(),
+            ),
+            ("PROBE_INITIAL_GRACE", raw.probe_initial_grace.into()),
+            ("PROBE_CONCURRENCY", raw.probe_concurrency.into()),
+            ("PROBE_REFRESH_INTERVAL", raw.probe_refresh_interval.into()),
+            ("SHARD_COUNT", raw.shard_count.into()),
+        ])?;
         let address_mode = AddressMode::parse(&raw.probe_address_mode).ok_or_else(|| {
             ConfigError::var(
                 "PROBE_ADDRESS_MODE",
@@ -148,9 +137,6 @@ impl Section for ProbeConfig {
                 ),
             )
         })?;
-        if raw.shard_count == 0 {
-            return Err(ConfigError::var("SHARD_COUNT", "must be positive"));
-        }
         let shard_index = shard_index(&raw).map_err(|e| ConfigError::var("SHARD_INDEX", e))?;
         if shard_index >= raw.shard_count {
             return Err(ConfigError::var(
@@ -214,12 +200,15 @@ pub struct CleanupEnv {
 impl Section for CleanupConfig {
     type Raw = CleanupEnv;
     fn from_raw(raw: CleanupEnv) -> Result<Self, ConfigError> {
-        positive(&[("CLEANUP_INTERVAL", raw.cleanup_interval)])?;
-        let retention = raw
-            .container_retention_days
-            .checked_mul(24 * 3600)
-            .map(Duration::from_secs)
-            .ok_or_else(|| ConfigError::var("CONTAINER_RETENTION_DAYS", "is too large"))?;
+        ranges::check(&[
+            ("CLEANUP_INTERVAL", raw.cleanup_interval.into()),
+            (
+                "CONTAINER_RETENTION_DAYS",
+                raw.container_retention_days.into(),
+            ),
+        ])?;
+        // In range, so no overflow: at most 36 500 days.
+        let retention = Duration::from_secs(raw.container_retention_days * 24 * 3600);
         Ok(Self {
             interval: raw.cleanup_interval,
             retention,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, DockerConfig, Section};
+use super::{ranges, ConfigError, DockerConfig, Section};
 use crate::domain::{CpuQuota, MemoryLimit, PidsLimit, ResourceLimits};
 use crate::operations::{OperationSettings, StartSettings};
 use crate::ports::PullPolicy;
@@ -46,6 +46,10 @@ pub struct StateEnv {
 impl Section for StateConfig {
     type Raw = StateEnv;
     fn from_raw(raw: StateEnv) -> Result<Self, ConfigError> {
+        ranges::check(&[
+            ("GAME_STATE_OWNER_UID", raw.game_state_owner_uid.into()),
+            ("GAME_STATE_OWNER_GID", raw.game_state_owner_gid.into()),
+        ])?;
         if !raw.game_state_root.starts_with('/') {
             return Err(ConfigError::var(
                 "GAME_STATE_ROOT",
@@ -131,6 +135,14 @@ impl Section for LifecycleConfig {
         fn named(var: &'static str) -> impl Fn(crate::domain::limits::LimitError) -> ConfigError {
             move |e| ConfigError::var(var, e)
         }
+        ranges::check(&[
+            (
+                "CONTAINER_STOP_TIMEOUT_SECONDS",
+                raw.container_stop_timeout_seconds.into(),
+            ),
+            ("PATCH_START_GRACE", raw.patch_start_grace.into()),
+            ("LOBBY_INTERNAL_TIMEOUT", raw.lobby_internal_timeout.into()),
+        ])?;
         Ok(Self {
             log_opts: log_opts(&raw.docker_log_opts)
                 .map_err(|e| ConfigError::var("DOCKER_LOG_OPTS", e))?,

@@ -28,6 +28,7 @@ pub mod consumers;
 pub mod gateway;
 pub mod jobs;
 pub mod lifecycle;
+pub mod ranges;
 pub mod redis_settings;
 pub mod retention;
 
@@ -241,6 +242,7 @@ macro_rules! job_config {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::time::Duration;
 
     use super::*;
@@ -300,6 +302,90 @@ mod tests {
         }
         let c = Config::from_vars(vars(&[])).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// Every ranged setting refuses a value just outside its range, naming
+    /// itself, and takes its bounds (or refuses them only for a rule that
+    /// ties it to another setting).
+    #[test]
+    fn every_ranged_setting_refuses_values_outside_its_range_naming_it() {
+        for (var, range) in ranges::RANGES {
+            let name = format!("{PREFIX}{var}");
+            for value in range.outside() {
+                let err = Config::from_vars(vars(&[(&name, &value)]))
+                    .expect_err(&format!("{name}={value} is refused"))
+                    .to_string();
+                assert!(err.contains(&name), "{name}={value}: {err}");
+            }
+            let bounds = match range {
+                ranges::Range::Duration(lo, hi) => [
+                    format!("{}us", lo.as_micros()),
+                    format!("{}us", hi.as_micros()),
+                ],
+                ranges::Range::Count(lo, hi) => [lo.to_string(), hi.to_string()],
+            };
+            for value in bounds {
+                if let Err(e) = Config::from_vars(vars(&[(&name, &value)])) {
+                    assert!(
+                        !e.to_string().contains("out of range"),
+                        "{name}={value}: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The README's settings table states each setting's range, as the code
+    /// checks it; a numeric or duration setting without a range fails here.
+    #[test]
+    fn the_readme_states_every_range_the_code_checks() {
+        let readme = include_str!("../../../README.md");
+        let rows: HashMap<&str, Vec<&str>> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `RTMANAGER_"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").map(|c| c.trim_matches(['|', ' '])).collect();
+                (cells[0].trim_matches('`'), cells)
+            })
+            .collect();
+        assert!(rows.len() > 50, "the settings table is found");
+        for (name, cells) in &rows {
+            assert_eq!(
+                cells.len(),
+                6,
+                "{name}: Variable, Default, Range, Origin, Read by, Meaning"
+            );
+        }
+        for (var, range) in ranges::RANGES {
+            let name = format!("{PREFIX}{var}");
+            let row = rows
+                .get(name.as_str())
+                .unwrap_or_else(|| panic!("{name} has a row"));
+            assert_eq!(row[2], range.describe(), "{name}'s Range cell");
+        }
+        let duration_or_number = |default: &str| {
+            let d = default.trim_matches('`');
+            !d.is_empty() && d.starts_with(|c: char| c.is_ascii_digit()) && !d.contains('.')
+        };
+        for (name, cells) in &rows {
+            let var = name.trim_start_matches(PREFIX);
+            // Parsed by their own rules (Docker units, octal, entry ids),
+            // which the Range cell states in words.
+            let own_parser = [
+                "DEFAULT_MEMORY",
+                "DEFAULT_PIDS_LIMIT",
+                "GAME_STATE_DIR_MODE",
+                "START_JOBS_GROUP_START_ID",
+                "STOP_JOBS_GROUP_START_ID",
+            ];
+            if duration_or_number(cells[1]) && !own_parser.contains(&var) {
+                assert!(
+                    ranges::range_of(var).is_some(),
+                    "{name} (default {}) has a range",
+                    cells[1]
+                );
+            }
+        }
     }
 
     #[test]

@@ -87,12 +87,7 @@ impl Section for RedisConfig {
                 "needs RTMANAGER_REDIS_PASSWORD (the ACL user's password)",
             ));
         }
-        if raw.game_lease_ttl_seconds == 0 {
-            return Err(ConfigError::var(
-                "GAME_LEASE_TTL_SECONDS",
-                "must be positive",
-            ));
-        }
+        super::ranges::check(&[("GAME_LEASE_TTL_SECONDS", raw.game_lease_ttl_seconds.into())])?;
         Ok(Self {
             addr: raw.redis_master_addr,
             sentinel,

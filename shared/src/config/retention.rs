@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Section};
+use super::{ranges, ConfigError, Section};
 
-/// Longest accepted retention. Cut-offs are computed as `now - retention`
-/// in chrono and in PostgreSQL; a century keeps that far inside both
-/// ranges, and nothing longer is a real retention (it is a typo).
-pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// Shortest accepted stop-tombstone retention: see
-/// [`RetentionConfig::stop_tombstones`].
-pub const MIN_STOP_TOMBSTONE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Longest accepted retention ([`ranges`] holds every bound). Cut-offs are
+/// computed as `now - retention` in chrono and in PostgreSQL; a century
+/// keeps that far inside both ranges, and nothing longer is a real
+/// retention (it is a typo).
+pub use super::ranges::MAX_RETENTION;
 
 /// How long each pruned table keeps a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,25 +61,22 @@ pub struct RetentionEnv {
 impl Section for RetentionConfig {
     type Raw = RetentionEnv;
     fn from_raw(raw: RetentionEnv) -> Result<Self, ConfigError> {
-        for (var, value) in [
-            ("OPERATION_LOG_RETENTION", raw.operation_log_retention),
-            ("REMOVED_RECORD_RETENTION", raw.removed_record_retention),
-            ("STOP_TOMBSTONE_RETENTION", raw.stop_tombstone_retention),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::var(var, "must be positive"));
-            }
-            if value > MAX_RETENTION {
-                return Err(ConfigError::var(var, "must be at most 100 years"));
-            }
-        }
-        if raw.stop_tombstone_retention < MIN_STOP_TOMBSTONE_RETENTION {
-            return Err(ConfigError::var(
+        // STOP_TOMBSTONE_RETENTION's floor is a day: a start job requested
+        // before a stop may still be waiting in its stream.
+        ranges::check(&[
+            (
+                "OPERATION_LOG_RETENTION",
+                raw.operation_log_retention.into(),
+            ),
+            (
+                "REMOVED_RECORD_RETENTION",
+                raw.removed_record_retention.into(),
+            ),
+            (
                 "STOP_TOMBSTONE_RETENTION",
-                "must be at least 1 day: a start job requested before a stop may \
-                 still be waiting in its stream",
-            ));
-        }
+                raw.stop_tombstone_retention.into(),
+            ),
+        ])?;
         Ok(Self {
             operation_log: raw.operation_log_retention,
             removed_records: raw.removed_record_retention,

@@ -33,8 +33,7 @@ impl Database {
         &self,
         retention: std::time::Duration,
     ) -> Result<Vec<GameId>, StoreError> {
-        let cutoff =
-            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff = super::retention::cutoff(Utc::now(), retention);
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT game_id FROM runtime_records WHERE status = 'stopped' AND last_op_at < $1 ORDER BY last_op_at",
         )

@@ -99,7 +99,7 @@ const PRUNE_CONTAINER_INTENTS: &str = "DELETE FROM container_intents WHERE (cont
 
 /// `now - retention`; retentions are validated to at most a century, so this
 /// never saturates in practice.
-fn cutoff(now: DateTime<Utc>, retention: std::time::Duration) -> DateTime<Utc> {
+pub(super) fn cutoff(now: DateTime<Utc>, retention: std::time::Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(retention)
         .ok()
         .and_then(|d| now.checked_sub_signed(d))
