@@ -163,10 +163,10 @@ ensure_docker() {
             return 0
         fi
     fi
+    local state="" log="" started=""
     if pgrep -x dockerd >/dev/null 2>&1; then
         _rtm_log "docker: dockerd is running, waiting for it to answer"
     else
-        local state log
         state="${RTM_STATE:-$(rtm_root)/.local}"
         mkdir -p "$state" || return 1
         log="$state/dockerd.log"
@@ -174,10 +174,16 @@ ensure_docker() {
         # own session so it outlives this shell and its job control
         setsid nohup dockerd </dev/null >>"$log" 2>&1 &
         disown 2>/dev/null || true
+        started=1
     fi
     if ! _rtm_wait_docker 60; then
         _rtm_err "docker daemon did not come up within 60s; see ${log:-dockerd log}"
         return 1
+    fi
+    if [[ -n "$started" ]]; then
+        # For scripts/down, which stops this daemon (and no other). setsid
+        # may fork, so the pid is the daemon's own, not $!.
+        pgrep -nx dockerd >"$state/dockerd.pid" || true
     fi
     _rtm_log "docker: ready"
 }
