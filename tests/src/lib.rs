@@ -4,7 +4,7 @@
 //! `search_path`, as in production), its own stream names (a random prefix),
 //! its own Docker network and state root, and game ids that end in its id.
 //! Everything it made is removed when it drops, also when its test fails
-//! (see [`Leftovers`]).
+//! (see `Leftovers`).
 //!
 //! Needs `TEST_DATABASE_URL` and `TEST_REDIS_ADDR` (set by `scripts/test`) and
 //! the `galaxy-test/engine:*` images (built by `scripts/build-test-images`).
