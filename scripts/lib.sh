@@ -30,6 +30,55 @@ rtm_root() {
 }
 
 # --------------------------------------------------------------------------
+# toolchain
+# --------------------------------------------------------------------------
+
+# The oldest Rust the workspace builds with (`rust-version` in Cargo.toml).
+RTM_RUST_MIN=1.85
+
+# check_toolchain: cargo, rustc $RTM_RUST_MIN or newer, rustfmt and clippy.
+# The scripts call it before anything else, so a missing piece is named
+# with the command that gets it, not found minutes later by a failed build.
+check_toolchain() {
+    local rustup_hint="curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --component rustfmt,clippy && . \"\$HOME/.cargo/env\""
+    if ! command -v cargo >/dev/null 2>&1 || ! command -v rustc >/dev/null 2>&1; then
+        _rtm_err "no Rust toolchain: cargo and rustc are not on PATH. Rust $RTM_RUST_MIN or newer with rustfmt and clippy is needed;"
+        _rtm_err "install it with rustup (Debian 12's rustc package is 1.63, too old):"
+        _rtm_err "    $rustup_hint"
+        return 1
+    fi
+    local version
+    if ! version="$(rustc --version 2>/dev/null)"; then
+        _rtm_err "rustc does not run (rustup without a default toolchain?): rustup default stable"
+        return 1
+    fi
+    version="$(printf '%s\n' "$version" | awk '{print $2}')"
+    version="${version%%-*}"
+    if [[ "$(printf '%s\n%s\n' "$RTM_RUST_MIN" "$version" | sort -V | head -n1)" != "$RTM_RUST_MIN" ]]; then
+        _rtm_err "rustc $version is older than $RTM_RUST_MIN, the oldest this workspace builds with."
+        if command -v rustup >/dev/null 2>&1; then
+            _rtm_err "update it with: rustup update stable && rustup default stable"
+        else
+            _rtm_err "install a newer one with rustup: $rustup_hint"
+        fi
+        return 1
+    fi
+    local missing=()
+    cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+    cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+    if ((${#missing[@]} > 0)); then
+        _rtm_err "rustc $version is there, but not ${missing[*]} (cargo ${missing[*]/rustfmt/fmt} fails)."
+        if command -v rustup >/dev/null 2>&1; then
+            _rtm_err "add it with: rustup component add ${missing[*]}"
+        else
+            _rtm_err "this toolchain is not rustup's; install one that has them: $rustup_hint"
+        fi
+        return 1
+    fi
+    _rtm_log "toolchain: rustc $version, $(cargo fmt --version 2>/dev/null | awk '{print $1, $2}'), $(cargo clippy --version 2>/dev/null | awk '{print $1, $2}')"
+}
+
+# --------------------------------------------------------------------------
 # packages
 # --------------------------------------------------------------------------
 
@@ -114,10 +163,10 @@ ensure_docker() {
             return 0
         fi
     fi
+    local state="" log="" started=""
     if pgrep -x dockerd >/dev/null 2>&1; then
         _rtm_log "docker: dockerd is running, waiting for it to answer"
     else
-        local state log
         state="${RTM_STATE:-$(rtm_root)/.local}"
         mkdir -p "$state" || return 1
         log="$state/dockerd.log"
@@ -125,10 +174,16 @@ ensure_docker() {
         # own session so it outlives this shell and its job control
         setsid nohup dockerd </dev/null >>"$log" 2>&1 &
         disown 2>/dev/null || true
+        started=1
     fi
     if ! _rtm_wait_docker 60; then
         _rtm_err "docker daemon did not come up within 60s; see ${log:-dockerd log}"
         return 1
+    fi
+    if [[ -n "$started" ]]; then
+        # For scripts/down, which stops this daemon (and no other). setsid
+        # may fork, so the pid is the daemon's own, not $!.
+        pgrep -nx dockerd >"$state/dockerd.pid" || true
     fi
     _rtm_log "docker: ready"
 }
@@ -342,4 +397,166 @@ stop_services() {
     rtm_env_defaults || return 1
     stop_redis "$RTM_REDIS_PORT"
     stop_postgres "$RTM_PG_DIR"
+}
+
+# --------------------------------------------------------------------------
+# test leftovers
+# --------------------------------------------------------------------------
+
+# _rtm_lib_pg_path TEXT: TEXT names the data dir rtm_env_defaults puts under
+# /tmp (rtm-pg-<port>), which is this script's PostgreSQL, not a test's
+# (a test's private cluster is rtm-pg-<letters>).
+_rtm_lib_pg_path() {
+    [[ "$1" =~ /rtm-pg-[0-9]+(/|[[:space:]]|$) ]]
+}
+
+# check_test_leftovers LEDGER [--remove]: what the test envs listed in LEDGER
+# (one `id` or `id instance` per line, appended by each TestEnv when
+# RTM_TEST_LEDGER names the file) left behind: containers (named after the
+# env's game ids, which end in `-<id>`, or on its network), images tagged
+# `…-<id>`, networks `rtm-test-<id>`, schemas `t_<id>`, Redis keys (the env's
+# streams `t<id>:…`, its schema's instance, its games' leases and streaks);
+# and what the tests' own servers left: processes whose command line or
+# directory is under $TMPDIR/rtm-*, job processes on a test network, mounts
+# and files there made since LEDGER.started was touched (the private PostgreSQL data
+# dirs of lib.sh excepted). Only this run's things are named, never the
+# demo's or anyone else's. Prints each one and returns 1 if any is left.
+# With --remove it removes the containers, images, networks, schemas and
+# keys instead (the leftovers of an earlier run that was cut short).
+check_test_leftovers() {
+    local ledger="${1:?check_test_leftovers LEDGER [--remove]}" remove="${2:-}"
+    rtm_env_defaults || return 1
+    [[ -s "$ledger" ]] || { _rtm_log "leftovers: no test env in $ledger"; return 0; }
+    local ids instances tmp found=0 line
+    ids="$(awk '{print $1}' "$ledger" | sort -u)"
+    instances="$(awk 'NF > 1 {print $2}' "$ledger" | sort -u)"
+    tmp="${TMPDIR:-/tmp}"
+    tmp="${tmp%/}"
+    _rtm_left_report() {
+        found=1
+        printf '[rtm] left behind: %s\n' "$*" >&2
+    }
+    # _rtm_left_id_of NAME: the env id NAME ends in (`…-<id>`), if it is one of ours.
+    local idset
+    idset="$(printf '%s\n' "$ids" | tr '\n' ' ')"
+    _rtm_left_id_of() {
+        local tail="${1##*-}"
+        [[ "$tail" =~ ^[a-z]{8}$ && " $idset " == *" $tail "* ]] && printf '%s' "$tail"
+    }
+
+    local cid name networks net
+    while read -r cid name networks; do
+        [[ -n "$cid" ]] || continue
+        local ours=""
+        [[ -n "$(_rtm_left_id_of "$name")" ]] && ours=1
+        for net in ${networks//,/ }; do
+            [[ "$net" == rtm-test-* && -n "$(_rtm_left_id_of "${net#rtm-test-}")" ]] && ours=1
+        done
+        [[ -n "$ours" ]] || continue
+        if [[ "$remove" == --remove ]]; then
+            docker rm -f "$cid" >/dev/null && _rtm_log "removed container $name"
+        else
+            _rtm_left_report "container $name ($cid, networks $networks)"
+        fi
+    done < <(docker ps -a --format '{{.ID}} {{.Names}} {{.Networks}}')
+
+    local image
+    while read -r image; do
+        [[ -n "$(_rtm_left_id_of "${image%:*}")" ]] || continue
+        if [[ "$remove" == --remove ]]; then
+            docker rmi --no-prune "$image" >/dev/null && _rtm_log "removed image tag $image"
+        else
+            _rtm_left_report "image $image"
+        fi
+    done < <(docker images --format '{{.Repository}}:{{.Tag}}')
+
+    while read -r net; do
+        [[ "$net" == rtm-test-* && -n "$(_rtm_left_id_of "${net#rtm-test-}")" ]] || continue
+        if [[ "$remove" == --remove ]]; then
+            docker network rm "$net" >/dev/null && _rtm_log "removed network $net"
+        else
+            _rtm_left_report "network $net"
+        fi
+    done < <(docker network ls --format '{{.Name}}')
+
+    local schema
+    while read -r schema; do
+        [[ "$schema" == t_* && " $idset " == *" ${schema#t_} "* ]] || continue
+        if [[ "$remove" == --remove ]]; then
+            _rtm_psql "$RTM_PG_PORT" rtmanager -c 'set client_min_messages = warning' \
+                -c "drop schema if exists $schema cascade" && _rtm_log "dropped schema $schema"
+        else
+            _rtm_left_report "schema $schema (database rtmanager on :$RTM_PG_PORT)"
+        fi
+    done < <(_rtm_psql "$RTM_PG_PORT" rtmanager -tAc "select nspname from pg_namespace where nspname like 't\_%'")
+
+    # Keys split at `:`, `{` and `}`: a part `t<id>` is a stream of ours (or
+    # a delivery mark naming one), a part equal to an instance is its
+    # schema's; a lease or streak names its game base64url-encoded.
+    local kind key segment game
+    while IFS=$'\t' read -r kind key segment; do
+        if [[ "$kind" == lease ]]; then
+            segment="$(printf '%s' "$segment" | tr -- '-_' '+/')"
+            while ((${#segment} % 4)); do segment+='='; done
+            game="$(printf '%s' "$segment" | base64 -d 2>/dev/null || true)"
+            [[ -n "$(_rtm_left_id_of "$game")" ]] || continue
+        fi
+        if [[ "$remove" == --remove ]]; then
+            redis-cli -h 127.0.0.1 -p "$RTM_REDIS_PORT" del "$key" >/dev/null && _rtm_log "deleted Redis key $key"
+        else
+            _rtm_left_report "Redis key $key (127.0.0.1:$RTM_REDIS_PORT)"
+        fi
+    done < <(redis-cli -h 127.0.0.1 -p "$RTM_REDIS_PORT" --scan |
+        awk -v ids="$idset" -v instances="$(printf '%s\n' "$instances" | tr '\n' ' ')" '
+            BEGIN {
+                n = split(ids, a, " "); for (i = 1; i <= n; i++) id[a[i]] = 1
+                n = split(instances, a, " "); for (i = 1; i <= n; i++) inst[a[i]] = 1
+            }
+            {
+                n = split($0, part, /[:{}]/)
+                for (i = 1; i <= n; i++) {
+                    if ((part[i] in inst) || (part[i] ~ /^t[a-z][a-z][a-z][a-z][a-z][a-z][a-z][a-z]$/ && (substr(part[i], 2) in id))) {
+                        printf "ours\t%s\t\n", $0; next
+                    }
+                }
+                for (i = 1; i < n; i++) {
+                    if (part[i] == "game_lease" && part[i - 1] == "rtmanager") {
+                        printf "lease\t%s\t%s\n", $0, part[i + 1]; next
+                    }
+                }
+            }')
+
+    [[ "$remove" == --remove ]] && return 0
+
+    # The tests' own servers (tests/src/services.rs, redis_topologies.rs),
+    # Prometheus and job processes: by their directories under $tmp, or
+    # (a job binary) by the test network in their environment.
+    local proc pid cmdline cwd
+    for proc in /proc/[0-9]*; do
+        pid="${proc#/proc/}"
+        [[ "$pid" != "$$" && "$pid" != "$BASHPID" ]] || continue
+        cmdline="$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline")" || continue
+        [[ -n "$cmdline" ]] || continue
+        cwd="$(readlink "$proc/cwd" 2>/dev/null || true)"
+        if { [[ "$cmdline" == *"$tmp/rtm-"* ]] && ! _rtm_lib_pg_path "$cmdline"; } ||
+            { [[ "$cwd" == "$tmp"/rtm-* ]] && ! _rtm_lib_pg_path "$cwd"; } ||
+            tr '\0' '\n' 2>/dev/null <"$proc/environ" | grep -q '^RTMANAGER_DOCKER_NETWORK=rtm-test-'; then
+            _rtm_left_report "process $pid: ${cmdline:0:160} (cwd $cwd)"
+        fi
+    done
+    while read -r _ line _; do
+        [[ "$line" == "$tmp"/rtm-* ]] && ! _rtm_lib_pg_path "$line" && _rtm_left_report "mount $line"
+    done </proc/mounts
+    if [[ -e "$ledger.started" ]]; then
+        while IFS= read -r line; do
+            _rtm_lib_pg_path "$line" || _rtm_left_report "file $line"
+        done < <(find "$tmp" -mindepth 1 -maxdepth 1 \( -name 'rtm-*' -o -name 'file-sd-unit-*' \) \
+            -newer "$ledger.started")
+    fi
+
+    if ((found)); then
+        _rtm_err "the tests left the above behind (test envs: $ledger)"
+        return 1
+    fi
+    _rtm_log "leftovers: none ($(printf '%s\n' "$ids" | wc -l) test envs checked)"
 }

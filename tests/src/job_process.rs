@@ -165,3 +165,37 @@ impl Drop for JobProcess {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// A child process that is killed and reaped when dropped: a test that fails
+/// before it stops its child leaves no process behind. Derefs to the
+/// [`Child`], so it waits and signals as one.
+pub struct KillOnDrop(Child);
+
+impl KillOnDrop {
+    /// Spawns `cmd`, panicking with `what` if it cannot start.
+    pub fn spawn(cmd: &mut Command, what: &str) -> Self {
+        Self(cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}")))
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // A child already waited for is not signalled again (std keeps its
+        // status), so a reused pid is never hit.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

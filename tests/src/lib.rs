@@ -2,16 +2,19 @@
 //!
 //! Each [`TestEnv`] is isolated: its own PostgreSQL schema (named by the DSN's
 //! `search_path`, as in production), its own stream names (a random prefix),
-//! its own Docker network and state root, and unique game ids. Containers,
-//! the network and the schema are removed on drop.
+//! its own Docker network and state root, and game ids that end in its id.
+//! Everything it made is removed when it drops, also when its test fails
+//! (see `Leftovers`).
 //!
 //! Needs `TEST_DATABASE_URL` and `TEST_REDIS_ADDR` (set by `scripts/test`) and
 //! the `galaxy-test/engine:*` images (built by `scripts/build-test-images`).
+//! With `RTM_TEST_LEDGER` set (`scripts/test` sets it), each env appends its
+//! id to that file, so the run's end can check that none left anything.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -73,7 +76,9 @@ pub struct TestEnv {
     pub infra: Infra,
     /// The daemon of a private Docker, when not the machine's.
     docker_host: Option<String>,
-    games: Mutex<Vec<GameId>>,
+    /// Removes what the env made when it drops; last, so the env's own pools
+    /// are already dropped when its schema goes.
+    _leftovers: Leftovers,
 }
 
 impl TestEnv {
@@ -102,6 +107,24 @@ impl TestEnv {
             .unwrap_or_else(|| required_env("TEST_REDIS_ADDR"));
         let id = random_suffix();
         let schema = format!("t_{id}");
+        let network = format!("rtm-test-{id}");
+        let docker_host = services.docker_host.clone();
+        let state_root = std::env::temp_dir().join(format!("rtm-test-{id}"));
+        ledger(&id);
+        // From here on, whatever fails (a panic in this function too) leaves
+        // nothing behind: the guard removes all of it.
+        let mut leftovers = Leftovers {
+            id: id.clone(),
+            schema: schema.clone(),
+            network: network.clone(),
+            docker_host: docker_host.clone(),
+            state_root: state_root.clone(),
+            // A private server disappears with its test's directory; only
+            // what the shared services keep needs removing.
+            database_url: services.database_url.is_none().then(|| base.clone()),
+            redis_addr: services.redis_addr.is_none().then(|| redis_addr.clone()),
+            instance: None,
+        };
         let admin = Database::connect(&base, 1)
             .await
             .expect("connect TEST_DATABASE_URL (is PostgreSQL running? use scripts/test)");
@@ -109,10 +132,9 @@ impl TestEnv {
             .execute(admin.pool())
             .await
             .expect("create test schema");
+        admin.pool().close().await;
         let sep = if base.contains('?') { '&' } else { '?' };
         let dsn = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        let network = format!("rtm-test-{id}");
-        let docker_host = services.docker_host.clone();
         match &docker_host {
             None => drop(docker(&["network", "create", &network])),
             // An explicit subnet outside Docker's default pools, so a private
@@ -124,7 +146,6 @@ impl TestEnv {
                 ]);
             }
         }
-        let state_root = std::env::temp_dir().join(format!("rtm-test-{id}"));
         std::fs::create_dir_all(&state_root).expect("state root");
 
         let mut vars: HashMap<String, String> = [
@@ -173,6 +194,13 @@ impl TestEnv {
         let infra = shared::bootstrap::connect(&config.common, true)
             .await
             .expect("bootstrap");
+        // Names this schema's outbox (and docker-events' keys) in Redis.
+        let instance: String = sqlx::query_scalar("SELECT instance_id FROM outbox_identity")
+            .fetch_one(infra.db.pool())
+            .await
+            .expect("the outbox identity of the test schema");
+        ledger(&format!("{id} {instance}"));
+        leftovers.instance = Some(instance);
         Self {
             id,
             schema,
@@ -183,7 +211,7 @@ impl TestEnv {
             vars,
             infra,
             docker_host,
-            games: Mutex::default(),
+            _leftovers: leftovers,
         }
     }
 
@@ -197,19 +225,10 @@ impl TestEnv {
         docker(&all)
     }
 
-    fn docker_command(&self) -> Command {
-        let mut cmd = Command::new("docker");
-        if let Some(host) = &self.docker_host {
-            cmd.args(["-H", host]);
-        }
-        cmd
-    }
-
-    /// A unique game id; its container is removed when the env drops.
+    /// A unique game id, `{name}-{id}`: its container, lease and streak are
+    /// removed when the env drops (they are found by that suffix).
     pub fn game(&self, name: &str) -> GameId {
-        let game = GameId::parse(&format!("{name}-{}", self.id)).expect("valid test game id");
-        self.games.lock().unwrap().push(game.clone());
-        game
+        GameId::parse(&format!("{name}-{}", self.id)).expect("valid test game id")
     }
 
     pub fn db(&self) -> &Database {
@@ -338,34 +357,237 @@ impl TestEnv {
     }
 }
 
-impl Drop for TestEnv {
-    fn drop(&mut self) {
-        for game in self.games.lock().unwrap().iter() {
-            let _ = self
-                .docker_command()
-                .args(["rm", "-f", &game.container_name()])
-                .output();
+/// Appends `line` to `RTM_TEST_LEDGER` when it is set: `scripts/test` checks
+/// at the end of the run that nothing an env of the ledger made is left.
+fn ledger(line: &str) {
+    let Some(path) = std::env::var_os("RTM_TEST_LEDGER") else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("RTM_TEST_LEDGER {}: {e}", path.display()));
+    // One write per line: appends of concurrent tests do not interleave.
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("write RTM_TEST_LEDGER");
+}
+
+/// Everything a [`TestEnv`] made outside the test process, removed on drop:
+/// the containers (on its network, or named after its game ids, which end in
+/// its id: the gateway's fuzzing starts games under ids it makes up), the
+/// images tagged `…-{id}`, the network, the schema, its Redis keys and the
+/// state root. Errors are printed, never raised: a drop runs while a failed
+/// test unwinds, and `scripts/test` checks at the end what is left.
+struct Leftovers {
+    id: String,
+    schema: String,
+    network: String,
+    docker_host: Option<String>,
+    state_root: PathBuf,
+    /// The shared PostgreSQL holding the schema (`None` for a private one).
+    database_url: Option<String>,
+    /// The shared Redis (`None` for a private one).
+    redis_addr: Option<String>,
+    /// `outbox_identity.instance_id`: names the delivery marks and the
+    /// docker-events lease and cursor of the schema in Redis.
+    instance: Option<String>,
+}
+
+impl Leftovers {
+    fn docker(&self, args: &[&str]) -> Option<String> {
+        let mut cmd = Command::new("docker");
+        if let Some(host) = &self.docker_host {
+            cmd.args(["-H", host]);
         }
-        // Also what no `game()` registered: containers the gateway's fuzzing
-        // started with ids it made up. They would keep the network alive.
-        let attached = self
-            .docker_command()
-            .args([
-                "ps",
-                "-aq",
+        let out = cmd.args(args).output().ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "test env {}: docker {args:?}: {}",
+                self.id,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn remove_docker_objects(&self) {
+        let named = format!("name=-{}$", self.id);
+        let attached = format!("network={}", self.network);
+        let mut containers: Vec<String> = [named, attached]
+            .iter()
+            .filter_map(|filter| self.docker(&["ps", "-aq", "--filter", filter]))
+            .flat_map(|out| {
+                out.split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        containers.sort();
+        containers.dedup();
+        if !containers.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(containers.iter().map(String::as_str));
+            self.docker(&args);
+        }
+        let suffix = format!("-{}:", self.id);
+        let images: Vec<String> = self
+            .docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|image| image.contains(&suffix))
+            .map(str::to_owned)
+            .collect();
+        for image in &images {
+            self.docker(&["rmi", "--no-prune", image]);
+        }
+        let exists = self
+            .docker(&[
+                "network",
+                "ls",
+                "-q",
                 "--filter",
-                &format!("network={}", self.network),
+                &format!("name=^{}$", self.network),
             ])
-            .output();
-        if let Ok(out) = attached {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = self.docker_command().args(["rm", "-f", id]).output();
+            .is_some_and(|out| !out.trim().is_empty());
+        if exists {
+            self.docker(&["network", "rm", &self.network]);
+        }
+    }
+
+    /// Whether `key` is one of this env's: its streams (and the delivery
+    /// marks, which carry a stream's name), its schema's instance, or the
+    /// lease or probe streak of one of its games.
+    fn owns_key(&self, key: &str) -> bool {
+        if key.contains(&format!("t{}:", self.id)) {
+            return true;
+        }
+        if self.instance.as_deref().is_some_and(|i| key.contains(i)) {
+            return true;
+        }
+        let Some((_, segment)) = key.split_once("rtmanager:game_lease:") else {
+            return false;
+        };
+        let segment = segment.trim_end_matches('}');
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(segment)
+            .is_ok_and(|game| game.ends_with(format!("-{}", self.id).as_bytes()))
+    }
+
+    async fn drop_schema(&self, url: &str) -> Result<(), String> {
+        use sqlx::Connection as _;
+        let connect = sqlx::PgConnection::connect(url);
+        let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| "no connection within 10 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        sqlx::query("SET lock_timeout = '2s'")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        for _ in 0..5 {
+            match sqlx::query(sqlx::AssertSqlSafe(drop.clone()))
+                .execute(&mut conn)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // A task of the test still in a transaction on the schema
+                // (a relay pass, a handler) holds a lock, and on a
+                // current-thread runtime it cannot run while this drop
+                // blocks: end its session.
+                Err(e)
+                    if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") =>
+                {
+                    sqlx::query(
+                        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                         JOIN pg_class c ON c.oid = l.relation \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
+                    )
+                    .bind(&self.schema)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
+                Err(e) => return Err(e.to_string()),
             }
         }
-        let _ = self
-            .docker_command()
-            .args(["network", "rm", &self.network])
-            .output();
+        Err("still locked after 5 tries".to_owned())
+    }
+
+    async fn clear_redis(&self, addr: &str) -> Result<usize, String> {
+        let client = redis::Client::open(format!("redis://{addr}")).map_err(|e| e.to_string())?;
+        let mut conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| "no connection within 10 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+        let mut ours: Vec<Vec<u8>> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            ours.extend(
+                keys.into_iter()
+                    .filter(|k| self.owns_key(&String::from_utf8_lossy(k))),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for batch in ours.chunks(500) {
+            let _: i64 = redis::cmd("DEL")
+                .arg(batch)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(ours.len())
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        self.remove_docker_objects();
+        // Drop is synchronous and may run on the test's own (current-thread)
+        // runtime, which cannot block on a future: PostgreSQL and Redis are
+        // cleaned from a thread of their own, on a runtime of its own. The
+        // schema goes first, so nothing of the env writes to Redis after.
+        let this = &*self;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => return eprintln!("test env {}: cleanup runtime: {e}", this.id),
+                };
+                runtime.block_on(async {
+                    if let Some(url) = &this.database_url {
+                        if let Err(e) = this.drop_schema(url).await {
+                            eprintln!("test env {}: drop schema {}: {e}", this.id, this.schema);
+                        }
+                    }
+                    if let Some(addr) = &this.redis_addr {
+                        if let Err(e) = this.clear_redis(addr).await {
+                            eprintln!("test env {}: Redis keys on {addr}: {e}", this.id);
+                        }
+                    }
+                });
+            });
+        });
         let _ = std::fs::remove_dir_all(&self.state_root);
     }
 }

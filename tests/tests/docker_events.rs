@@ -24,6 +24,7 @@ use shared::domain::{GameId, OpSource, Outcome, RuntimeStatus};
 use shared::operations::StartRequest;
 use shared::ports::ContainerEngine;
 use system_tests::contract::Contract;
+use system_tests::job_process::KillOnDrop;
 use system_tests::services::PrivateDockerd;
 use system_tests::{docker, inspect, DockerEventsTask, TestEnv, ENGINE};
 
@@ -570,13 +571,14 @@ async fn the_binary_reports_a_death_and_exits_zero_on_sigterm_releasing_its_leas
     let keys = keys(&env, env.infra.engine.as_ref()).await;
     let (game, _) = start_game(&env, &env.config, &env.infra, "bin").await;
     let log = std::fs::File::create(env.state_root.join("docker-events.log")).unwrap();
-    let mut child = Command::new(docker_events_binary())
-        .env_clear()
-        .envs(env.vars.clone())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop::spawn(
+        Command::new(docker_events_binary())
+            .env_clear()
+            .envs(env.vars.clone())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log)),
+        "docker-events",
+    );
     env.eventually("the binary's lease", WAIT, || async {
         lease_held(&env, &keys).await.then_some(())
     })

@@ -3,7 +3,8 @@
 //! (Debian's `prometheus`) discovering targets through HTTP SD and file SD;
 //! Schemathesis against the REST contract.
 //!
-//! Prometheus and Schemathesis are installed by `scripts/install-test-tools`
+//! Prometheus (a Debian package) and Schemathesis (in the project's virtual
+//! environment, `.local/venv`) are installed by `scripts/install-test-tools`
 //! (run by `scripts/test`); a missing tool fails the test with that fix.
 
 use std::collections::BTreeMap;
@@ -568,7 +569,7 @@ impl Prometheus {
             .unwrap()
             .port();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new(binary)
+        let spawned = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -578,8 +579,11 @@ impl Prometheus {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
-            .spawn()
-            .expect("start prometheus");
+            .spawn();
+        let child = spawned.unwrap_or_else(|e| {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("start prometheus: {e}")
+        });
         let prometheus = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -783,10 +787,29 @@ fn assert_only_file(dir: &Path, name: &str) {
 /// pulled, a container that does not start): a fuzzer sending well-formed
 /// image references meets them by design. Anything else at 500 or above, or a
 /// 5xx without the error envelope, fails the run.
+///
+/// And every valid game id the run sends ends in the test env's id, as the
+/// ids of its own games do (`TestEnv::game`), so whatever the fuzzer starts,
+/// from the contract's examples or from generated ids, is the env's to
+/// remove. An invalid id is sent as drawn: it never reaches Docker.
 const SCHEMATHESIS_HOOKS: &str = r#"
+import os
+import re
+
 import schemathesis
 
 DOCUMENTED_502 = {"image_pull_failed", "container_start_failed"}
+GAME_SUFFIX = "-" + os.environ["RTM_TEST_ENV_ID"]
+VALID_GAME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,50}")
+
+
+# Right before each request, whatever phase made the case (the contract's
+# examples are not drawn, so a `map_` hook never sees them).
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    game = (case.path_parameters or {}).get("game_id")
+    if isinstance(game, str) and VALID_GAME_ID.fullmatch(game) and not game.endswith(GAME_SUFFIX):
+        case.path_parameters["game_id"] = game[: 51 - len(GAME_SUFFIX)] + GAME_SUFFIX
 
 
 @schemathesis.check
@@ -810,11 +833,10 @@ def rtm_no_server_error(ctx, response, case):
 /// requests name a live game, so stats, logs and health of a real container
 /// are fuzzed too (without `follow`, which would stream until the request
 /// timeout). Bounded: 20 examples per operation, 10 s a request, 4 minutes.
+/// Every game the run reached carries the env's id.
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_in_the_rest_contract() {
-    let st = which("st").unwrap_or_else(|| {
-        panic!("schemathesis is not installed: run scripts/install-test-tools (pip install schemathesis)")
-    });
+    let st = schemathesis();
     // `REST_GATEWAY_CONTRACT` points the run at another copy of the contract.
     let contract = std::env::var_os("REST_GATEWAY_CONTRACT")
         .map(PathBuf::from)
@@ -865,6 +887,7 @@ parameters = {{ "path.game_id" = {{ dictionary = "live_games", probability = 0.5
             "--generation-database=none",
         ])
         .env("SCHEMATHESIS_HOOKS", &hooks)
+        .env("RTM_TEST_ENV_ID", &env.id)
         .env("NO_COLOR", "1")
         .current_dir(&env.state_root)
         .kill_on_drop(true)
@@ -886,4 +909,38 @@ parameters = {{ "path.game_id" = {{ dictionary = "live_games", probability = 0.5
         stdout.contains(" passed") && !stdout.contains("0 generated"),
         "{stdout}\n{stderr}"
     );
+
+    // The ids that got past validation: each has a record or a log row.
+    let reached: Vec<String> = sqlx::query_scalar(
+        "SELECT game_id FROM runtime_records UNION SELECT game_id FROM operation_log ORDER BY 1",
+    )
+    .fetch_all(env.db().pool())
+    .await
+    .unwrap();
+    let suffix = format!("-{}", env.id);
+    let foreign: Vec<&String> = reached.iter().filter(|g| !g.ends_with(&suffix)).collect();
+    assert!(
+        foreign.is_empty(),
+        "games without the env's id: {foreign:?}"
+    );
+    assert!(
+        reached.iter().any(|g| g != game.as_str()),
+        "the run reached no game of its own making: {reached:?}"
+    );
+}
+
+/// The `st` command of the project's virtual environment
+/// (`$RTM_STATE/venv`, `.local/venv` by default), where
+/// `scripts/install-test-tools` installs Schemathesis.
+fn schemathesis() -> PathBuf {
+    let state = std::env::var_os("RTM_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.local"));
+    let st = state.join("venv/bin/st");
+    assert!(
+        st.is_file(),
+        "schemathesis is not installed at {}: run scripts/install-test-tools",
+        st.display()
+    );
+    st
 }

@@ -19,6 +19,7 @@ use shared::ports::{
     EngineEvents, HealthInfo, ImageInfo, LogChunks, LogOptions, PullPolicy,
 };
 use system_tests::contract::Contract;
+use system_tests::job_process::KillOnDrop;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -643,15 +644,16 @@ async fn the_binary_loops_with_every_and_exits_zero_on_sigterm() {
     let env = TestEnv::new().await;
     let game = env.game("binary-every");
     let container = start(&env, &game, ENGINE).await;
-    let mut child = Command::new(inspect_cron_binary())
-        .args(["--every", "300ms"])
-        .env_clear()
-        .envs(env.vars.clone())
-        .env("RTMANAGER_RECONCILE_INTERVAL", "1s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop::spawn(
+        Command::new(inspect_cron_binary())
+            .args(["--every", "300ms"])
+            .env_clear()
+            .envs(env.vars.clone())
+            .env("RTMANAGER_RECONCILE_INTERVAL", "1s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "inspect-cron --every",
+    );
     docker(&["stop", "-t", "5", &container]);
     // Later passes see the exit; a later reconciling one records it. The
     // background relay delivers the event.

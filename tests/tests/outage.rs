@@ -8,6 +8,7 @@ use shared::adapters::redis::RedisClient;
 use shared::config::Secret;
 use shared::domain::{HealthDetails, HealthEvent};
 use shared::outbox::Outbox;
+use system_tests::job_process::KillOnDrop;
 use system_tests::services::PrivateRedis;
 use system_tests::TestEnv;
 use tokio_util::sync::CancellationToken;
@@ -165,13 +166,14 @@ async fn the_binary_refuses_bad_settings_naming_the_variable() {
 #[tokio::test]
 async fn the_binary_exits_zero_on_sigterm() {
     let env = TestEnv::new().await;
-    let mut child = Command::new(start_job_binary())
-        .env_clear()
-        .envs(env.vars.clone())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop::spawn(
+        Command::new(start_job_binary())
+            .env_clear()
+            .envs(env.vars.clone())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "start-job",
+    );
     // Wait for its consumer group: the process is up and consuming.
     let mut conn = env.redis().manager();
     env.eventually("the consumer group", Duration::from_secs(30), || {

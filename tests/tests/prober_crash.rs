@@ -11,10 +11,11 @@
 //! takes over.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
+use system_tests::job_process::KillOnDrop;
 use system_tests::TestEnv;
 
 mod prober;
@@ -23,20 +24,21 @@ use prober::*;
 
 /// The failpoint build of the prober, armed to abort after a streak
 /// transition; its log goes to the test's state root.
-fn spawn_dying_prober(env: &TestEnv, log_name: &str) -> Child {
+fn spawn_dying_prober(env: &TestEnv, log_name: &str) -> KillOnDrop {
     let log = std::fs::File::create(env.state_root.join(log_name)).expect("log file");
-    Command::new(system_tests::job_binary("healthz-prober"))
-        .env_clear()
-        .envs(env.vars.clone())
-        .env("FAILPOINTS", "prober-after-streak=return")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn the failpoint prober")
+    KillOnDrop::spawn(
+        Command::new(system_tests::job_binary("healthz-prober"))
+            .env_clear()
+            .envs(env.vars.clone())
+            .env("FAILPOINTS", "prober-after-streak=return")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log)),
+        "the failpoint prober",
+    )
 }
 
 /// Waits for the process to die at its fail point.
-async fn died_at_the_fail_point(env: &TestEnv, mut child: Child) -> ExitStatus {
+async fn died_at_the_fail_point(env: &TestEnv, mut child: KillOnDrop) -> ExitStatus {
     let status = env
         .eventually(
             "the prober to die at its fail point",

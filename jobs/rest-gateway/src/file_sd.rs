@@ -123,10 +123,21 @@ mod tests {
 
     use super::*;
 
+    /// A fresh directory, removed on drop (a failed assertion too).
+    struct ScratchDir(std::path::PathBuf);
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn the_file_is_replaced_whole_and_no_temporary_file_is_left() {
-        let dir = std::env::temp_dir().join(format!("file-sd-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch =
+            ScratchDir(std::env::temp_dir().join(format!("file-sd-unit-{}", std::process::id())));
+        let dir = &scratch.0;
+        std::fs::create_dir_all(dir).unwrap();
         let out = dir.join("targets.json");
         std::fs::write(&out, "[{\"targets\":[\"stale:1\"],\"labels\":{}}]").unwrap();
         let group = TargetGroup {
@@ -138,12 +149,11 @@ mod tests {
         assert_eq!(back, [group]);
         write_atomically(&out, &[]).unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "[]");
-        let names: Vec<_> = std::fs::read_dir(&dir)
+        let names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["targets.json"]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
