@@ -26,6 +26,7 @@ pub mod contract;
 pub mod docker_proxy;
 pub mod held_engine;
 pub mod job_process;
+pub mod monitoring;
 pub mod redis_topologies;
 pub mod services;
 
