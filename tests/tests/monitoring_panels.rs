@@ -96,7 +96,7 @@ impl Drop for Daemon {
 }
 
 /// Waits for `url` to answer 2xx.
-async fn wait_http(env: &TestEnv, daemon: &Daemon, url: &str) {
+async fn wait_http(daemon: &Daemon, url: &str) {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -114,7 +114,6 @@ async fn wait_http(env: &TestEnv, daemon: &Daemon, url: &str) {
             daemon.name,
             daemon.log()
         );
-        let _ = env;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -329,7 +328,7 @@ async fn every_panel_and_every_alerted_series_has_data_after_a_scripted_run() {
         ],
         &dir,
     );
-    wait_http(&env, &node, &format!("http://{node_addr}/metrics")).await;
+    wait_http(&node, &format!("http://{node_addr}/metrics")).await;
 
     let prometheus_addr = format!("127.0.0.1:{}", free_port());
     let token_file = dir.join("api-token");
@@ -360,12 +359,7 @@ async fn every_panel_and_every_alerted_series_has_data_after_a_scripted_run() {
         ],
         &dir,
     );
-    wait_http(
-        &env,
-        &prometheus,
-        &format!("http://{prometheus_addr}/-/ready"),
-    )
-    .await;
+    wait_http(&prometheus, &format!("http://{prometheus_addr}/-/ready")).await;
 
     let agent_addr = format!("127.0.0.1:{}", free_port());
     std::fs::write(
@@ -389,7 +383,7 @@ async fn every_panel_and_every_alerted_series_has_data_after_a_scripted_run() {
         ],
         &dir,
     );
-    wait_http(&env, &agent, &format!("http://{agent_addr}/-/ready")).await;
+    wait_http(&agent, &format!("http://{agent_addr}/-/ready")).await;
 
     // The scripted run.
     let since = now_ms();
