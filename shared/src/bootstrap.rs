@@ -122,7 +122,7 @@ async fn report_redis_master(mut master: watch::Receiver<Option<RedisMaster>>, m
 /// JSON logs.
 pub fn settings<C: JobConfig>() -> anyhow::Result<C> {
     let config = C::from_env(&Env::from_process())?;
-    crate::telemetry::init_logging(&config.common().process.log_level);
+    crate::telemetry::init_logging(C::JOB, &config.common().process.log_level);
     crate::failpoints::arm_from_env();
     Ok(config)
 }

@@ -15,14 +15,64 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 /// JSON logs on stdout; `RTMANAGER_LOG_LEVEL` (or a full `RUST_LOG` filter).
-pub fn init_logging(level: &str) {
+/// Every line carries `job` (the process's name) at its top level.
+pub fn init_logging(job: &str, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let json = tracing_subscriber::fmt::format()
+        .json()
+        .with_current_span(false);
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_current_span(false)
+        .event_format(WithJob::new(job, json))
         .with_env_filter(filter)
         .try_init();
+}
+
+/// A JSON event format with a `"job"` field first on every line.
+///
+/// tracing-subscriber's JSON format has no root fields of its own, and a
+/// root span would not reach the tasks a job spawns; so the line is
+/// formatted whole and the field spliced in after its opening brace.
+struct WithJob<F> {
+    /// `"job":"<name>",` already JSON-encoded.
+    prefix: String,
+    inner: F,
+}
+
+impl<F> WithJob<F> {
+    fn new(job: &str, inner: F) -> Self {
+        let name = serde_json::Value::String(job.to_owned());
+        Self {
+            prefix: format!("\"job\":{name},"),
+            inner,
+        }
+    }
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithJob<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.inner.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{{}{rest}", self.prefix),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -247,4 +297,57 @@ pub async fn bind_metrics(addr: &str) -> anyhow::Result<Option<TcpListener>> {
     Ok(Some(TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("RTMANAGER_METRICS_ADDR {addr}: {e}")
     })?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What the subscriber wrote, shared with the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_json_with_the_job_at_its_top_level() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let json = tracing_subscriber::fmt::format()
+            .json()
+            .with_current_span(false);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .event_format(WithJob::new("start-job", json))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(game_id = "g-1", "first");
+            let span = tracing::info_span!("http", request_id = "r-1");
+            span.in_scope(|| tracing::warn!(error_code = "conflict", "second \"quoted\""));
+        });
+        let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        for line in &lines {
+            assert_eq!(line["job"], "start-job", "{line}");
+            assert!(line["timestamp"].is_string(), "{line}");
+        }
+        assert_eq!(lines[0]["fields"]["game_id"], "g-1");
+        assert_eq!(lines[1]["fields"]["message"], "second \"quoted\"");
+        assert_eq!(lines[1]["spans"][0]["request_id"], "r-1");
+    }
 }

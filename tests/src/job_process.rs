@@ -104,6 +104,20 @@ impl JobProcess {
             .unwrap()
     }
 
+    /// SIGTERM, the exit, and everything the process wrote, its shutdown
+    /// included.
+    pub async fn stop_with_output(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running child");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        (status, self.output())
+    }
+
     /// [`Self::spawn`] with a test environment's settings, returning once
     /// `/healthz` answers (start-up done: migrations, Redis, Docker).
     pub async fn ready(

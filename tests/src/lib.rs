@@ -30,6 +30,7 @@ pub mod docker_proxy;
 pub mod fake_registry;
 pub mod held_engine;
 pub mod job_process;
+pub mod monitoring;
 pub mod redis_topologies;
 pub mod services;
 

@@ -162,20 +162,33 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// A private PostgreSQL cluster (initdb into a temp dir, trust auth), run as
-/// user `postgres` when the tests run as root (PostgreSQL refuses root).
+/// A private PostgreSQL cluster (initdb into a temp dir, trust auth unless
+/// started [`with_password`](Self::with_password)), run as user `postgres`
+/// when the tests run as root (PostgreSQL refuses root).
 pub struct PrivatePostgres {
     port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    password: Option<String>,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// TCP connections must authenticate (SCRAM) as `postgres` with
+    /// `password`, as in production; [`url`](Self::url) carries it.
+    pub fn with_password(password: &str) -> Self {
+        Self::launch(Some(password))
+    }
+
+    fn launch(password: Option<&str>) -> Self {
         let pg = Self {
             port: free_port(),
             dir: fresh_dir("pg"),
             bin: pg_bindir(),
+            password: password.map(str::to_owned),
         };
         if running_as_root() {
             let chowned = Command::new("chown")
@@ -186,13 +199,24 @@ impl PrivatePostgres {
             assert!(chowned, "chown {} to postgres", pg.dir.display());
         }
         let data = pg.data();
-        let initdb = pg
-            .as_owner("initdb")
+        let mut initdb = pg.as_owner("initdb");
+        initdb
             .arg("-D")
             .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
-            .output()
-            .expect("initdb");
+            .args(["-U", "postgres", "-E", "UTF8", "--locale=C"]);
+        let pwfile = pg.dir.join("pwfile");
+        match password {
+            None => drop(initdb.args(["-A", "trust"])),
+            Some(pw) => {
+                // The superuser's password, read by initdb (as postgres).
+                std::fs::write(&pwfile, pw).expect("password file");
+                initdb
+                    .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                    .arg(format!("--pwfile={}", pwfile.display()));
+            }
+        }
+        let initdb = initdb.output().expect("initdb");
+        let _ = std::fs::remove_file(&pwfile);
         assert!(
             initdb.status.success(),
             "initdb: {}",
@@ -225,9 +249,13 @@ impl PrivatePostgres {
         cmd
     }
 
-    /// The URL of its `postgres` database.
+    /// The URL of its `postgres` database (with the password, if any).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        let user = match &self.password {
+            Some(pw) => format!("postgres:{pw}"),
+            None => "postgres".to_owned(),
+        };
+        format!("postgres://{user}@127.0.0.1:{}/postgres", self.port)
     }
 
     /// Starts the cluster (again), on the same port and data.

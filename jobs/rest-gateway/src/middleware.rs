@@ -69,7 +69,10 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
     }
     let status = response.status().as_u16();
     span.in_scope(|| {
+        // The id again as a field of its own: log shippers read fields, and
+        // a span list is an array they skip.
         tracing::info!(
+            request_id = %id,
             method = %method,
             route = %route,
             status,

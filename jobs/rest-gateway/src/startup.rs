@@ -65,7 +65,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let env = Env::from_process();
     if let Command::SyncFileSd(out) = command {
         let config = SyncFileSdConfig::from_env(&env)?;
-        shared::telemetry::init_logging(&config.process.log_level);
+        shared::telemetry::init_logging(env!("CARGO_PKG_NAME"), &config.process.log_level);
         crate::file_sd::run_once(&config, &out).await?;
         return Ok(());
     }
@@ -93,7 +93,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 async fn redrive_outbox(env: &Env, which: Redrive) -> anyhow::Result<()> {
     let process: ProcessConfig = env.section()?;
     let postgres: PostgresConfig = env.section()?;
-    shared::telemetry::init_logging(&process.log_level);
+    shared::telemetry::init_logging(env!("CARGO_PKG_NAME"), &process.log_level);
     let db = Database::connect(postgres.dsn.expose(), 1)
         .await
         .context("connecting to RTMANAGER_POSTGRES_PRIMARY_DSN")?;

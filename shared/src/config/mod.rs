@@ -108,6 +108,9 @@ pub trait Section: Sized {
 
 /// A process's whole configuration: the sections it reads.
 pub trait JobConfig: Sized {
+    /// The job's name (its package and binary): the `job` field of every
+    /// log line.
+    const JOB: &'static str;
     fn from_env(env: &Env) -> Result<Self, ConfigError>;
     fn common(&self) -> &CommonConfig;
 }
@@ -213,6 +216,9 @@ macro_rules! job_config {
         }
 
         impl $crate::config::JobConfig for $name {
+            // Expanded in the job's crate, so this is the job's package name.
+            const JOB: &'static str = env!("CARGO_PKG_NAME");
+
             fn from_env(
                 env: &$crate::config::Env,
             ) -> Result<Self, $crate::config::ConfigError> {

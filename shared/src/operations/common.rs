@@ -261,10 +261,10 @@ impl Operations {
             .inc();
         match outcome {
             Outcome::Success => {
-                tracing::info!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, container_id = %entry.container_id, image_ref = %entry.image_ref, error_code = code_str, "operation done")
+                tracing::info!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, source_ref = %req.source_ref, container_id = %entry.container_id, image_ref = %entry.image_ref, error_code = code_str, "operation done")
             }
             Outcome::Failure => {
-                tracing::warn!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, image_ref = %entry.image_ref, error_code = code_str, error_message = %message, error_detail = %detail, "operation failed")
+                tracing::warn!(game_id = %req.game_id, op_kind = %op, op_source = %req.op_source, source_ref = %req.source_ref, image_ref = %entry.image_ref, error_code = code_str, error_message = %message, error_detail = %detail, "operation failed")
             }
         }
         OperationOutcome {
