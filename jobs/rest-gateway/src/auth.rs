@@ -394,3 +394,56 @@ mod tests {
         assert!(!format!("{:?}", tokens(&["s3cret"])).contains("s3cret"));
     }
 }
+
+/// No token text, whatever it holds, panics a parser or reaches an error
+/// message: a rejection names where the bad token is, never what it is.
+#[cfg(test)]
+mod properties {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        #[test]
+        fn token_files_parse_or_are_refused_without_echoing_them(
+            text in prop_oneof![any::<String>(), "([A-Za-z0-9._~+/=#-]{0,40}[ \t]*\n?){0,8}"]
+        ) {
+            match parse_file_tokens(&text, Path::new("/run/tokens")) {
+                Ok(tokens) => {
+                    for token in &tokens {
+                        prop_assert!(is_b64token(&token.0));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    prop_assert!(message.contains("RTMANAGER_API_TOKENS_FILE"), "{}", message);
+                    for line in text.lines().map(str::trim).filter(|l| l.len() >= 4) {
+                        prop_assert!(!message.contains(line), "{} echoes {:?}", message, line);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn env_tokens_parse_or_are_refused_without_echoing_them(raw in any::<String>()) {
+            if let Err(e) = parse_env_tokens(&raw) {
+                let message = e.to_string();
+                prop_assert!(message.contains("RTMANAGER_API_TOKENS"), "{}", message);
+                for part in raw.split(',').map(str::trim).filter(|p| p.len() >= 4) {
+                    prop_assert!(!message.contains(part), "{} echoes {:?}", message, part);
+                }
+            }
+        }
+
+        #[test]
+        fn authorization_headers_never_panic(value in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(token) = bearer_token(&value) {
+                prop_assert!(is_b64token(token));
+            }
+        }
+    }
+}

@@ -169,3 +169,79 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
             .ok_or_else(|| ApiError::new(shared::domain::ErrorCode::Internal, "no request id"))
     }
 }
+
+/// Whatever a body holds, it is a body type or a 400 `invalid_request`, never
+/// a panic and never another code.
+#[cfg(test)]
+mod properties {
+    use axum::http::{HeaderMap, HeaderValue};
+    use proptest::prelude::*;
+    use shared::domain::ErrorCode;
+
+    use super::parse_json;
+    use crate::routes::lifecycle::{EmptyBody, ImageBody, StopBody};
+
+    fn json_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers
+    }
+
+    /// JSON-shaped text with the body types' own field names, and raw bytes.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let value = prop_oneof![
+            any::<String>().prop_map(|s| serde_json::Value::String(s).to_string()),
+            Just("null".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("1e999".to_owned()),
+            Just("[]".to_owned()),
+            Just("{}".to_owned()),
+        ];
+        let key = prop_oneof![
+            Just("image_ref".to_owned()),
+            Just("reason".to_owned()),
+            any::<String>(),
+        ];
+        let object = proptest::collection::vec((key, value), 0..4).prop_map(|pairs| {
+            let inner: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", serde_json::Value::String(k.clone())))
+                .collect();
+            format!("{{{}}}", inner.join(",")).into_bytes()
+        });
+        prop_oneof![object, proptest::collection::vec(any::<u8>(), 0..200)]
+    }
+
+    fn assert_invalid_request(
+        result: Result<impl Sized, crate::error::ApiError>,
+    ) -> Result<(), TestCaseError> {
+        if let Err(e) = result {
+            prop_assert_eq!(e.code, ErrorCode::InvalidRequest);
+            prop_assert_eq!(e.status.as_u16(), 400);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptest_config())]
+
+        #[test]
+        fn bodies_parse_or_are_invalid_requests(bytes in body()) {
+            let headers = json_headers();
+            assert_invalid_request(parse_json::<ImageBody>(&headers, &bytes))?;
+            assert_invalid_request(parse_json::<StopBody>(&headers, &bytes))?;
+            assert_invalid_request(parse_json::<EmptyBody>(&headers, &bytes))?;
+        }
+
+        #[test]
+        fn content_types_other_than_json_are_invalid_requests(
+            content_type in "[ -~]{0,60}", bytes in body()
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                headers.insert("content-type", value);
+            }
+            assert_invalid_request(parse_json::<ImageBody>(&headers, &bytes))?;
+        }
+    }
+}

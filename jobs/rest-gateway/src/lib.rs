@@ -36,6 +36,24 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 
+/// The property tests' runner: deterministic in CI (seed 10, 512 cases)
+/// unless `PROPTEST_RNG_SEED` or `PROPTEST_CASES` ask otherwise (the README's
+/// "Property tests"); no failure files.
+#[cfg(test)]
+pub(crate) fn proptest_config() -> proptest::test_runner::Config {
+    let mut config = proptest::test_runner::Config {
+        failure_persistence: None,
+        ..Default::default()
+    };
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = proptest::test_runner::RngSeed::Fixed(10);
+    }
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 512;
+    }
+    config
+}
+
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;

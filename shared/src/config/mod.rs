@@ -129,7 +129,7 @@ fn deserialize<T: DeserializeOwned>(vars: &[(String, String)]) -> Result<T, Conf
                 envy::Error::Custom(msg) if msg.contains("provided by ") => {
                     msg.replace("provided by ", &format!("provided by {PREFIX}"))
                 }
-                envy::Error::Custom(msg) => match culprit::<T>(vars) {
+                envy::Error::Custom(msg) => match culprit::<T>(vars, &msg) {
                     Some((name, value)) => format!("{name}={value:?}: {msg}"),
                     None => msg,
                 },
@@ -137,19 +137,24 @@ fn deserialize<T: DeserializeOwned>(vars: &[(String, String)]) -> Result<T, Conf
         })
 }
 
-/// The one `RTMANAGER_*` variable whose removal makes the set deserialize
-/// (a default then applies), i.e. the variable whose value is invalid.
-fn culprit<T: DeserializeOwned>(vars: &[(String, String)]) -> Option<(String, String)> {
-    vars.iter()
-        .filter(|(name, _)| name.starts_with(PREFIX))
-        .find(|(name, _)| {
-            let without = vars.iter().filter(|(n, _)| n != name).cloned();
-            !matches!(
-                envy::prefixed(PREFIX).from_iter::<_, T>(without),
-                Err(envy::Error::Custom(_))
-            )
-        })
-        .cloned()
+/// The `RTMANAGER_*` variable the error `msg` is about. Variables are taken
+/// out one at a time (a default then applies) as long as the same error
+/// remains; the first whose removal makes it go away (the set deserializes,
+/// or fails on another variable) is the culprit. Taking the others out as
+/// we go finds it even when two variables fail with the same message.
+fn culprit<T: DeserializeOwned>(vars: &[(String, String)], msg: &str) -> Option<(String, String)> {
+    let mut kept: Vec<(String, String)> = vars.to_vec();
+    for (name, value) in vars.iter().filter(|(name, _)| name.starts_with(PREFIX)) {
+        let without: Vec<(String, String)> =
+            kept.iter().filter(|(n, _)| n != name).cloned().collect();
+        match envy::prefixed(PREFIX).from_iter::<_, T>(without.clone()) {
+            Err(envy::Error::Custom(m)) if m == msg => kept = without,
+            // A required variable: it stays, and tells nothing.
+            Err(envy::Error::MissingValue(_)) => {}
+            _ => return Some((name.clone(), value.clone())),
+        }
+    }
+    None
 }
 
 /// Every section: what the system tests and tools read to build any job's
