@@ -247,6 +247,18 @@ impl TestEnv {
     }
 
     /// All entries of a stream, as (id, fields).
+    /// The admin notification intents about `game` on the intents stream,
+    /// after the outbox is flushed: each entry's fields.
+    pub async fn admin_intents(&self, game: &GameId) -> Vec<HashMap<String, String>> {
+        self.flush_outbox().await;
+        self.read_stream(&self.config.common.streams.notification_intents)
+            .await
+            .into_iter()
+            .filter(|(_, f)| f["payload"].contains(game.as_str()))
+            .map(|(_, f)| f)
+            .collect()
+    }
+
     pub async fn read_stream(&self, stream: &str) -> Vec<(String, HashMap<String, String>)> {
         let mut conn = self.redis().manager();
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")

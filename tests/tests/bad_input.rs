@@ -98,15 +98,9 @@ async fn a_pull_the_registry_fails_is_image_pull_failed_with_its_intent() {
             "the daemon's text stays in the log: {:?}",
             outcome.error_message
         );
-        env.flush_outbox().await;
-        let intents: Vec<_> = env
-            .read_stream(&env.config.common.streams.notification_intents)
-            .await
-            .into_iter()
-            .filter(|(_, f)| f["payload"].contains(game.as_str()))
-            .collect();
+        let intents = env.admin_intents(&game).await;
         assert_eq!(intents.len(), 1, "{failure:?}: {intents:?}");
-        assert!(intents[0].1["payload"].contains("image_pull_failed"));
+        assert!(intents[0]["payload"].contains("image_pull_failed"));
         let made = docker(&[
             "ps",
             "-aq",

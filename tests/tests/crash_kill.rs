@@ -97,11 +97,7 @@ async fn start(operations: &shared::operations::Operations, game: &GameId) {
 }
 
 async fn intents_for(env: &TestEnv, game: &GameId) -> usize {
-    env.read_stream(&env.config.common.streams.notification_intents)
-        .await
-        .into_iter()
-        .filter(|(_, f)| f["payload"].contains(game.as_str()))
-        .count()
+    env.admin_intents(game).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -284,13 +284,7 @@ async fn a_failed_start_run_again_for_the_same_request_raises_one_admin_intent()
             "{outcome:?}"
         );
     }
-    env.flush_outbox().await;
-    let intents: Vec<_> = env
-        .read_stream(&env.config.common.streams.notification_intents)
-        .await
-        .into_iter()
-        .filter(|(_, f)| f["payload"].contains(game.as_str()))
-        .collect();
+    let intents = env.admin_intents(&game).await;
     assert_eq!(intents.len(), 2, "one per request: {intents:?}");
 }
 

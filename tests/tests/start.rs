@@ -29,12 +29,10 @@ fn assert_failed(outcome: &OperationOutcome, code: ErrorCode) {
 }
 
 async fn intents_for(env: &TestEnv, game: &GameId) -> Vec<String> {
-    env.flush_outbox().await;
-    env.read_stream(&env.config.common.streams.notification_intents)
+    env.admin_intents(game)
         .await
         .into_iter()
-        .filter(|(_, f)| f["payload"].contains(game.as_str()))
-        .map(|(_, f)| f["notification_type"].clone())
+        .map(|mut f| f.remove("notification_type").unwrap_or_default())
         .collect()
 }
 
