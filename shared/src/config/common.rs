@@ -18,7 +18,16 @@ pub struct ProcessConfig {
     /// This process's name in consumer groups (`RTMANAGER_CONSUMER_NAME`, else
     /// the host name).
     pub instance: String,
+    /// `RTMANAGER_LIVENESS_STALL_FACTOR`: `/healthz` fails once the main loop
+    /// has not gone round for this many of its expected periods
+    /// (`shared::liveness`).
+    pub liveness_stall_factor: u32,
 }
+
+/// The allowed `RTMANAGER_LIVENESS_STALL_FACTOR`: below 2 a normal slow
+/// iteration would restart the process; above 100 a wedged loop would go
+/// unnoticed for hours.
+pub const LIVENESS_STALL_FACTORS: std::ops::RangeInclusive<u32> = 2..=100;
 
 #[derive(Deserialize)]
 pub struct ProcessEnv {
@@ -30,16 +39,30 @@ pub struct ProcessEnv {
     metrics_addr: String,
     #[serde(default)]
     consumer_name: String,
+    #[serde(default = "d::liveness_stall_factor")]
+    liveness_stall_factor: u32,
 }
 
 impl Section for ProcessConfig {
     type Raw = ProcessEnv;
     fn from_raw(raw: ProcessEnv) -> Result<Self, ConfigError> {
+        if !LIVENESS_STALL_FACTORS.contains(&raw.liveness_stall_factor) {
+            return Err(ConfigError::var(
+                "LIVENESS_STALL_FACTOR",
+                format!(
+                    "{} is outside {}..={}",
+                    raw.liveness_stall_factor,
+                    LIVENESS_STALL_FACTORS.start(),
+                    LIVENESS_STALL_FACTORS.end()
+                ),
+            ));
+        }
         Ok(Self {
             log_level: raw.log_level,
             shutdown_timeout: raw.shutdown_timeout,
             metrics_addr: (!raw.metrics_addr.is_empty()).then_some(raw.metrics_addr),
             instance: instance_name(&raw.consumer_name),
+            liveness_stall_factor: raw.liveness_stall_factor,
         })
     }
 }
@@ -246,6 +269,9 @@ mod d {
     }
     pub fn metrics_addr() -> String {
         "0.0.0.0:9464".into()
+    }
+    pub fn liveness_stall_factor() -> u32 {
+        10
     }
     pub fn pg_max_connections() -> u32 {
         10

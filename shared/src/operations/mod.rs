@@ -28,6 +28,7 @@ use crate::telemetry::Metrics;
 
 mod cleanup;
 mod common;
+pub mod metrics;
 mod recreate;
 mod start;
 mod stop;
@@ -117,6 +118,7 @@ pub struct Operations {
     lobby: Option<LobbyClient>,
     settings: OperationSettings,
     metrics: Metrics,
+    timings: metrics::OperationMetrics,
 }
 
 impl Operations {
@@ -128,6 +130,7 @@ impl Operations {
             outbox: deps.outbox,
             lobby: deps.lobby,
             settings,
+            timings: deps.metrics.group(),
             metrics: deps.metrics,
         }
     }
