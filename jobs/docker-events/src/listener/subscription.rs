@@ -132,7 +132,7 @@ impl Listener {
         );
         let mut check = tokio::time::interval(self.settings.lease_check);
         loop {
-            self.heartbeat.tick();
+            self.heartbeat.beat().await;
             self.metrics
                 .cursor_age
                 .set((now_nanos() - handled_nano).max(0) as f64 / 1e9);
