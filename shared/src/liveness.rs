@@ -20,7 +20,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The smallest stall limit, whatever the factor and period: above a few
@@ -38,7 +38,8 @@ pub struct Liveness {
 
 struct LivenessInner {
     factor: u32,
-    loops: Mutex<Vec<Heartbeat>>,
+    /// Weak: a loop that ended (its heartbeat dropped) is no longer watched.
+    loops: Mutex<Vec<Weak<HeartbeatInner>>>,
 }
 
 /// What `/healthz` answers.
@@ -77,11 +78,10 @@ impl Liveness {
     pub fn watch(&self, name: &'static str, period: Duration) -> Heartbeat {
         let limit = period.saturating_mul(self.inner.factor).max(MIN_STALL);
         let heartbeat = Heartbeat::new(name, limit);
-        self.inner
-            .loops
-            .lock()
-            .expect("liveness registry poisoned")
-            .push(heartbeat.clone());
+        let mut loops = self.inner.loops.lock().expect("liveness registry poisoned");
+        loops.retain(|l| l.strong_count() > 0);
+        loops.push(Arc::downgrade(&heartbeat.inner));
+        drop(loops);
         tracing::debug!(
             main_loop = name,
             stall_after_ms = limit.as_millis() as u64,
@@ -90,10 +90,19 @@ impl Liveness {
         heartbeat
     }
 
+    /// The loops still running.
+    fn running(&self) -> Vec<Heartbeat> {
+        let loops = self.inner.loops.lock().expect("liveness registry poisoned");
+        loops
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|inner| Heartbeat { inner })
+            .collect()
+    }
+
     /// Live, or which loops stalled.
     pub fn status(&self) -> LivenessStatus {
-        let loops = self.inner.loops.lock().expect("liveness registry poisoned");
-        let stalls: Vec<Stall> = loops.iter().filter_map(Heartbeat::stall).collect();
+        let stalls: Vec<Stall> = self.running().iter().filter_map(Heartbeat::stall).collect();
         if stalls.is_empty() {
             LivenessStatus::Live
         } else {
@@ -105,8 +114,7 @@ impl Liveness {
     /// one closest to its limit, with one loop a process has), `None` while
     /// none is watched: `rtmanager_main_loop_last_tick_timestamp_seconds`.
     pub fn last_tick_unix(&self) -> Option<f64> {
-        let loops = self.inner.loops.lock().expect("liveness registry poisoned");
-        loops
+        self.running()
             .iter()
             .map(|h| h.inner.last_unix_ms.load(Ordering::Relaxed))
             .min()
@@ -114,8 +122,9 @@ impl Liveness {
     }
 }
 
-/// The tick of one main loop. Cheap to clone; [`Heartbeat::detached`] is one
-/// nobody watches (loops built outside a process, e.g. in tests).
+/// The tick of one main loop. Cheap to clone; the loop is watched while a
+/// clone lives (a loop that ended is not stuck). [`Heartbeat::detached`] is
+/// one nobody watches (loops built outside a process, e.g. in tests).
 #[derive(Clone)]
 pub struct Heartbeat {
     inner: Arc<HeartbeatInner>,
@@ -237,7 +246,12 @@ mod tests {
                 last_unix_ms: AtomicI64::new(0),
             }),
         };
-        liveness.inner.loops.lock().unwrap().push(heartbeat.clone());
+        liveness
+            .inner
+            .loops
+            .lock()
+            .unwrap()
+            .push(Arc::downgrade(&heartbeat.inner));
         heartbeat
     }
 
@@ -275,6 +289,12 @@ mod tests {
         stuck.tick();
         assert_eq!(liveness.status(), LivenessStatus::Live);
         assert!(liveness.last_tick_unix().unwrap() > 1.0e9);
+
+        // A loop that ended is not watched any more.
+        let ended = silent(&liveness, Duration::from_secs(5), Duration::from_secs(1));
+        assert_ne!(liveness.status(), LivenessStatus::Live);
+        drop(ended);
+        assert_eq!(liveness.status(), LivenessStatus::Live);
     }
 
     #[tokio::test]

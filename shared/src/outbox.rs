@@ -24,7 +24,7 @@
 //! a time (a PostgreSQL advisory lock, [`Database::lock_pending`]).
 //!
 //! Every running relay, holding the lock or not, counts the backlog in the
-//! table about once a second ([`Database::outbox_backlog`]):
+//! table every [`BACKLOG_EVERY`] ([`Database::outbox_backlog`]):
 //! `rtmanager_outbox_pending`, `rtmanager_outbox_oldest_pending_age_seconds`
 //! and `rtmanager_outbox_parked` are the same in every process.
 
@@ -59,8 +59,10 @@ pub const PARK_AFTER_REFUSALS: i32 = 3;
 const LAST_PASS: Duration = Duration::from_secs(3);
 /// A draining process's pause between failed delivery attempts.
 const DRAIN_RETRY: Duration = Duration::from_millis(200);
-/// How often a running relay counts the backlog for the metrics.
-const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+/// How often a running relay counts the backlog for the metrics: often
+/// enough for a scrape, rarely enough that a large backlog counted by every
+/// process is no load.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Builds outbox messages, opens the units of work that stage them, and runs
 /// the relay that delivers them.
