@@ -10,7 +10,8 @@
 //! daemon answered the subscription), `info` (the daemon id), `stats`,
 //! `inspect_health`. A log stream is not timed (it lasts as long as its
 //! reader). An answer that says "not there" (`inspect` of a gone container)
-//! is not an error.
+//! is not an error. A call its caller abandons (inspect-cron's
+//! `RTMANAGER_INSPECT_TIMEOUT`) is not observed: its caller counts it.
 
 use std::future::Future;
 use std::sync::Arc;
