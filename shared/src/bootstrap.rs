@@ -15,19 +15,41 @@ use crate::adapters::postgres::Database;
 use crate::adapters::redis::RedisMaster;
 use crate::adapters::{LeaseStore, RedisClient};
 use crate::config::{CommonConfig, Env, JobConfig, LifecycleConfig, RedisConfig, StateConfig};
+use crate::liveness::Liveness;
 use crate::operations::{OperationDeps, Operations};
 use crate::outbox::Outbox;
 use crate::ports::ContainerEngine;
-use crate::telemetry::Metrics;
+use crate::readiness::Readiness;
+use crate::telemetry::{Endpoints, MeteredEngine, Metrics};
 
-/// The connected adapters a job is wired from.
+/// The connected adapters a job is wired from, and what its endpoints
+/// report: its metrics, its main loops (liveness) and its checks
+/// (readiness).
 #[derive(Clone)]
 pub struct Infra {
     pub db: Database,
     pub redis: RedisClient,
+    /// Timed ([`MeteredEngine`]): every call moves the Docker API metrics.
     pub engine: Arc<dyn ContainerEngine>,
     pub outbox: Outbox,
     pub metrics: Metrics,
+    /// The main loops `/healthz` watches; each job's loop registers itself.
+    pub liveness: Liveness,
+    /// The checks `/readyz` runs: `postgres`, `redis` and `docker` from the
+    /// start (a process that does not use Docker removes it); a consumer adds
+    /// `consumer_group`.
+    pub readiness: Readiness,
+}
+
+impl Infra {
+    /// What `/metrics`, `/healthz` and `/readyz` answer from.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            metrics: self.metrics.clone(),
+            liveness: self.liveness.clone(),
+            readiness: self.readiness.clone(),
+        }
+    }
 }
 
 /// Connects PostgreSQL (and runs migrations), Redis and Docker, and checks the
@@ -62,11 +84,29 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
     let metrics = Metrics::new();
     tokio::spawn(report_redis_master(redis.master(), metrics.clone()));
     let outbox = Outbox::new(db.clone(), config.streams.clone(), metrics.clone());
+    let engine: Arc<dyn ContainerEngine> =
+        Arc::new(MeteredEngine::new(Arc::new(engine), metrics.clone()));
+    let readiness = Readiness::new(metrics.clone());
+    let (pg, rd, dk) = (db.clone(), redis.clone(), engine.clone());
+    readiness.add("postgres", move || {
+        let db = pg.clone();
+        async move { db.ping().await }
+    });
+    readiness.add("redis", move || {
+        let redis = rd.clone();
+        async move { redis.ping().await }
+    });
+    readiness.add("docker", move || {
+        let engine = dk.clone();
+        async move { engine.ping().await }
+    });
     Ok(Infra {
         db,
         redis,
-        engine: Arc::new(engine),
+        engine,
         outbox,
+        liveness: Liveness::new(config.process.liveness_stall_factor),
+        readiness,
         metrics,
     })
 }
@@ -145,16 +185,14 @@ pub async fn process_with<C: JobConfig>(
     let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
     let common = config.common();
     let infra = connect(common, check_network).await?;
+    infra.metrics.set_build_info(C::JOB);
+    infra.readiness.stop_on(shutdown.clone());
     let metrics_addr = match (&common.process.metrics_addr, serve_metrics) {
         (Some(addr), true) => addr.as_str(),
         _ => "",
     };
     if let Some(listener) = crate::telemetry::bind_metrics(metrics_addr).await? {
-        tokio::spawn(crate::telemetry::serve_metrics(
-            listener,
-            infra.metrics.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(crate::telemetry::serve_metrics(listener, infra.endpoints()));
     }
     Ok((config, infra, shutdown))
 }

@@ -14,9 +14,18 @@
 //! The `fail` crate's other actions (`sleep(ms)`, `pause`, `N*return`, ...)
 //! work as it documents.
 //!
+//! A [`stall_point`] armed with `return(MS)` holds the task that reaches
+//! it for `MS` milliseconds without blocking its thread: a loop wedged on a
+//! future that does not complete, while the rest of the process (its
+//! `/healthz`) runs on. (`sleep(MS)` also works, but blocks a worker thread.)
+//! `FAILPOINTS=main-loop-stall=3*off->return(600000)` lets a main loop go
+//! round three times, then wedges it for ten minutes.
+//!
 //! The points, by name:
 //! - `prober-after-streak`: healthz-prober, after the Redis streak decided a
 //!   `probe_failed` or `probe_recovered`, before the PostgreSQL commit.
+//! - `main-loop-stall` (a stall point): each long-running process's main
+//!   loop, at the start of an iteration (`Heartbeat::beat`).
 
 /// Arms the fail points named in `FAILPOINTS` for the rest of the process.
 /// Without the `failpoints` feature, nothing.
@@ -40,6 +49,26 @@ pub fn crash_point(name: &str) {
         tracing::warn!(failpoint = name, "fail point reached: aborting the process");
         std::process::abort()
     });
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// Holds the calling task here for `MS` milliseconds when the point `name`
+/// is armed with `return(MS)` (see the module doc). Without the
+/// `failpoints` feature, nothing.
+pub async fn stall_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        let stall = fail::eval(name, |arg| arg.and_then(|ms| ms.trim().parse::<u64>().ok()));
+        if let Some(Some(ms)) = stall {
+            tracing::warn!(
+                failpoint = name,
+                stall_ms = ms,
+                "stall point reached: holding this task"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }

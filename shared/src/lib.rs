@@ -17,7 +17,10 @@
 //! - [`retry`]: the one backoff policy.
 //! - [`bootstrap`]: connect, migrate and check before taking work; wiring.
 //! - [`config`]: `RTMANAGER_*` settings.
-//! - [`telemetry`]: JSON logs and Prometheus metrics.
+//! - [`telemetry`]: JSON logs, Prometheus metrics, the `/metrics`,
+//!   `/healthz` and `/readyz` listener.
+//! - [`liveness`]: the main loops' heartbeats behind `/healthz`.
+//! - [`readiness`]: the dependency checks behind `/readyz`.
 //! - [`failpoints`]: crash points for tests (the `failpoints` feature only).
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 
@@ -27,9 +30,11 @@ pub mod config;
 pub mod domain;
 pub mod failpoints;
 pub mod game_lock;
+pub mod liveness;
 pub mod operations;
 pub mod outbox;
 pub mod ports;
+pub mod readiness;
 pub mod retry;
 pub mod shutdown;
 pub mod stream_consumer;

@@ -22,6 +22,11 @@
 //! ([`RedisClient::deliver`]), so a relay that crashes after the `XADD` but
 //! before marking the row never publishes it twice. Only one relay delivers at
 //! a time (a PostgreSQL advisory lock, [`Database::lock_pending`]).
+//!
+//! Every running relay, holding the lock or not, counts the backlog in the
+//! table every [`BACKLOG_EVERY`] ([`Database::outbox_backlog`]):
+//! `rtmanager_outbox_pending`, `rtmanager_outbox_oldest_pending_age_seconds`
+//! and `rtmanager_outbox_parked` are the same in every process.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -36,6 +41,7 @@ use crate::adapters::{DeliveryError, StreamTrim};
 use crate::adapters::{RedisClient, RedisError};
 use crate::config::StreamsConfig;
 use crate::domain::{AdminIntent, EventType, GameId, HealthEvent, JobResult, OutboxMessage};
+use crate::liveness::Heartbeat;
 use crate::retry;
 use crate::telemetry::{EventLabels, Metrics, StreamLabels};
 
@@ -53,6 +59,10 @@ pub const PARK_AFTER_REFUSALS: i32 = 3;
 const LAST_PASS: Duration = Duration::from_secs(3);
 /// A draining process's pause between failed delivery attempts.
 const DRAIN_RETRY: Duration = Duration::from_millis(200);
+/// How often a running relay counts the backlog for the metrics: often
+/// enough for a scrape, rarely enough that a large backlog counted by every
+/// process is no load.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Builds outbox messages, opens the units of work that stage them, and runs
 /// the relay that delivers them.
@@ -181,9 +191,22 @@ impl Outbox {
     /// done the relay stops and gets a last delivery attempt (bounded), so a
     /// stopping process leaves nothing it staged undelivered while Redis is up.
     pub async fn with_relay<T>(&self, redis: &RedisClient, work: impl Future<Output = T>) -> T {
+        self.with_watched_relay(redis, Heartbeat::detached(), work)
+            .await
+    }
+
+    /// [`Self::with_relay`], with the relay ticking `heartbeat`: the
+    /// gateway's main loop is its relay.
+    pub async fn with_watched_relay<T>(
+        &self,
+        redis: &RedisClient,
+        heartbeat: Heartbeat,
+        work: impl Future<Output = T>,
+    ) -> T {
         let stop = CancellationToken::new();
+        let relay = self.relay(redis.clone());
         let mut relay =
-            crate::shutdown::AbortOnDrop(tokio::spawn(self.relay(redis.clone()).run(stop.clone())));
+            crate::shutdown::AbortOnDrop(tokio::spawn(relay.run_watched(stop.clone(), heartbeat)));
         let output = work.await;
         stop.cancel();
         let _ = tokio::time::timeout(LAST_PASS + Duration::from_secs(2), &mut relay.0).await;
@@ -261,9 +284,22 @@ pub struct Relay {
 impl Relay {
     /// Runs until `shutdown`, then makes one last delivery attempt.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.run_watched(shutdown, Heartbeat::detached()).await
+    }
+
+    /// [`Self::run`], ticking `heartbeat` each round (and while it waits).
+    pub async fn run_watched(self, shutdown: CancellationToken, heartbeat: Heartbeat) {
         let mut backoff = retry::backoff();
         let mut last_prune: Option<tokio::time::Instant> = None;
+        let mut last_backlog: Option<tokio::time::Instant> = None;
         loop {
+            heartbeat.beat().await;
+            // Before delivering: Redis away fails the delivery, not the count.
+            if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+                last_backlog = Some(tokio::time::Instant::now());
+                self.report_backlog().await;
+                heartbeat.tick();
+            }
             match self.deliver_pending().await {
                 Ok(n) => {
                     backoff = retry::backoff();
@@ -275,9 +311,16 @@ impl Relay {
                     let wait = retry::next(&mut backoff);
                     self.metrics.outbox_relay_failures.inc();
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "outbox relay failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
+                    let stopped = heartbeat
+                        .idle(async {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => true,
+                                _ = tokio::time::sleep(wait) => false,
+                            }
+                        })
+                        .await;
+                    if stopped {
+                        return;
                     }
                     continue;
                 }
@@ -291,14 +334,34 @@ impl Relay {
                     tracing::warn!(error = %e, "dedupe key prune failed");
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    let _ = tokio::time::timeout(LAST_PASS, self.deliver_pending()).await;
-                    return;
-                }
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+            let stopped = heartbeat
+                .idle(async {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => true,
+                        _ = self.wake.notified() => false,
+                        _ = tokio::time::sleep(POLL) => false,
+                    }
+                })
+                .await;
+            if stopped {
+                let _ = tokio::time::timeout(LAST_PASS, self.deliver_pending()).await;
+                return;
             }
+        }
+    }
+
+    /// Sets the backlog gauges from a count of the table; PostgreSQL away
+    /// leaves them as they were (the relay's failures say so).
+    async fn report_backlog(&self) {
+        match self.db.outbox_backlog().await {
+            Ok(backlog) => {
+                self.metrics.outbox_pending.set(backlog.pending);
+                self.metrics.outbox_parked.set(backlog.parked);
+                self.metrics
+                    .outbox_oldest_pending_age
+                    .set(backlog.oldest_pending_age.as_secs_f64());
+            }
+            Err(e) => tracing::debug!(error = %e, "counting the outbox backlog failed"),
         }
     }
 
@@ -314,7 +377,6 @@ impl Relay {
         let Some(mut batch) = self.db.lock_pending(BATCH).await? else {
             return Ok(0);
         };
-        self.metrics.outbox_pending.set(batch.rows.len() as i64);
         let mut delivered: Vec<i64> = Vec::with_capacity(batch.rows.len());
         let mut held: HashSet<String> = HashSet::new();
         let mut failure = None;

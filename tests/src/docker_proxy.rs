@@ -1,8 +1,13 @@
-//! A unix-socket proxy in front of a Docker daemon that forwards every
-//! request and answer, except that it cuts the connection of a container
-//! stop as soon as the daemon answers it: the stop happened, and its caller
-//! never hears so. That is what a client sees when the daemon goes away in
-//! the middle of a request, made exact.
+//! Unix-socket proxies in front of a Docker daemon.
+//!
+//! - [`StopReplyCutter`] forwards every request and answer, except that it
+//!   cuts the connection of a container stop as soon as the daemon answers
+//!   it: the stop happened, and its caller never hears so. That is what a
+//!   client sees when the daemon goes away in the middle of a request, made
+//!   exact.
+//! - [`DockerSocketProxy`] forwards everything until the test takes the
+//!   daemon away, and back: Docker unreachable for the processes behind it,
+//!   while the machine's daemon serves every other test.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,4 +112,75 @@ fn is_stop_request(bytes: &[u8]) -> bool {
                 .next()
                 .is_some_and(|path| path.split('?').next().is_some_and(|p| p.ends_with("/stop")))
     })
+}
+
+/// A unix-socket proxy in front of a Docker daemon that a test can take
+/// away and bring back: [`Self::cut`] closes every connection and refuses
+/// new ones (the socket stays, nobody listens: what a stopped daemon
+/// leaves), [`Self::restore`] listens again on the same path. The daemon
+/// itself, shared with other tests, is never touched.
+pub struct DockerSocketProxy {
+    dir: PathBuf,
+    upstream: PathBuf,
+    /// The accept loop; its connections die with it.
+    accept: Option<JoinHandle<()>>,
+}
+
+impl DockerSocketProxy {
+    /// A proxy of the daemon listening on `upstream` (a socket path).
+    pub fn start(upstream: &Path) -> Self {
+        let dir = std::env::temp_dir().join(format!("rtm-dproxy-{}", crate::random_suffix()));
+        std::fs::create_dir_all(&dir).expect("proxy directory");
+        let mut proxy = Self {
+            dir,
+            upstream: upstream.to_owned(),
+            accept: None,
+        };
+        proxy.restore();
+        proxy
+    }
+
+    /// The proxy's address, as `RTMANAGER_DOCKER_HOST` takes it.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("docker.sock")
+    }
+
+    /// The daemon is away: open connections are closed, new ones refused.
+    pub fn cut(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+    }
+
+    /// The daemon is back, on the same socket path.
+    pub fn restore(&mut self) {
+        assert!(self.accept.is_none(), "the proxy is already serving");
+        let _ = std::fs::remove_file(self.socket());
+        let listener = UnixListener::bind(self.socket()).expect("proxy socket");
+        let upstream = self.upstream.clone();
+        self.accept = Some(tokio::spawn(async move {
+            // Aborting this task drops the set, which aborts every relay.
+            let mut relays = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                relays.spawn(async move {
+                    if let Ok(mut daemon) = UnixStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
+                    }
+                });
+                while relays.try_join_next().is_some() {}
+            }
+        }));
+    }
+}
+
+impl Drop for DockerSocketProxy {
+    fn drop(&mut self) {
+        self.cut();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -7,14 +7,27 @@
 //! old operation-log rows (each game's latest kept), `removed` records with
 //! their snapshots and observations, stop tombstones; in batches of
 //! [`PRUNE_BATCH`] rows per statement.
+//!
+//! Every pass, one-shot or not, is recorded in `cron_passes` (start, end,
+//! outcome, counts), which the gateway's `/metrics` reads back, so an
+//! overdue or failing pass can alert. With `--every` the process also
+//! serves `rtmanager_cleanup_*` ([`CleanupMetrics`]), and `/healthz` watches
+//! the pass loop: it ticks after each game, and while it waits.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use shared::adapters::postgres::PruneCounts;
 use shared::bootstrap::Infra;
 use shared::config::{CleanupConfig, LifecycleConfig, RetentionConfig, StateConfig};
-use shared::domain::{ErrorCode, OpSource, Outcome};
+use shared::domain::{CronJob, CronPass, ErrorCode, OpSource, Outcome};
+use shared::liveness::Heartbeat;
 use shared::operations::{OperationRequest, Operations};
+use shared::telemetry::MetricGroup;
 use tokio_util::sync::CancellationToken;
 
 shared::job_config! {
@@ -22,6 +35,7 @@ shared::job_config! {
     /// directories, its own schedule and container retention, and the
     /// tables' retention.
     pub struct CleanupCronConfig {
+        job = "cleanup-cron";
         lifecycle: LifecycleConfig = lifecycle,
         state: StateConfig = state,
         cleanup: CleanupConfig = cleanup,
@@ -41,6 +55,87 @@ pub struct PassReport {
     pub failed: Vec<(String, String)>,
     /// Rows pruned from the history tables.
     pub pruned: PruneCounts,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassLabels {
+    /// `success` or `failure`.
+    pub outcome: String,
+}
+
+/// cleanup-cron's own metrics.
+#[derive(Clone)]
+pub struct CleanupMetrics {
+    pub passes: Family<PassLabels, Counter>,
+    /// Containers removed (their records `removed`).
+    pub removed: Counter,
+    /// Games whose cleanup failed (each logged; retried next pass).
+    pub failed: Counter,
+}
+
+impl MetricGroup for CleanupMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            passes: Family::default(),
+            removed: Counter::default(),
+            failed: Counter::default(),
+        };
+        registry.register(
+            "cleanup_passes",
+            "Cleanup passes, by outcome",
+            m.passes.clone(),
+        );
+        registry.register(
+            "cleanup_containers_removed",
+            "Containers of expired runtimes removed",
+            m.removed.clone(),
+        );
+        registry.register(
+            "cleanup_containers_failed",
+            "Expired runtimes whose cleanup failed",
+            m.failed.clone(),
+        );
+        m
+    }
+}
+
+impl CleanupMetrics {
+    fn pass(&self, outcome: &anyhow::Result<PassReport>) {
+        let label = if outcome.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
+        self.passes
+            .get_or_create(&PassLabels {
+                outcome: label.to_owned(),
+            })
+            .inc();
+        if let Ok(report) = outcome {
+            self.removed.inc_by(report.cleaned.len() as u64);
+            self.failed.inc_by(report.failed.len() as u64);
+        }
+    }
+}
+
+impl PassReport {
+    /// The counts `cron_passes` keeps.
+    pub fn counts(&self) -> BTreeMap<String, i64> {
+        [
+            ("removed", self.cleaned.len() as u64),
+            ("absorbed", self.absorbed.len() as u64),
+            ("failed", self.failed.len() as u64),
+            ("pruned_operations", self.pruned.operation_log),
+            ("pruned_removed_records", self.pruned.removed_records),
+            ("pruned_snapshots", self.pruned.health_snapshots),
+            ("pruned_observations", self.pruned.inspect_observations),
+            ("pruned_tombstones", self.pruned.stop_tombstones),
+            ("pruned_intents", self.pruned.container_intents),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v as i64))
+        .collect()
+    }
 }
 
 pub const USAGE: &str = "usage: cleanup-cron [--every [DURATION]]\n\n\
@@ -82,6 +177,28 @@ pub async fn pass(
     infra: &Infra,
     config: &CleanupCronConfig,
 ) -> anyhow::Result<PassReport> {
+    watched_pass(operations, infra, config, &Heartbeat::detached()).await
+}
+
+/// [`pass`], ticking `heartbeat` after each game and while the pruning and
+/// the operations' retries (PostgreSQL away) wait.
+async fn watched_pass(
+    operations: &Operations,
+    infra: &Infra,
+    config: &CleanupCronConfig,
+    heartbeat: &Heartbeat,
+) -> anyhow::Result<PassReport> {
+    heartbeat
+        .scope(pass_ticking(operations, infra, config, heartbeat))
+        .await
+}
+
+async fn pass_ticking(
+    operations: &Operations,
+    infra: &Infra,
+    config: &CleanupCronConfig,
+    heartbeat: &Heartbeat,
+) -> anyhow::Result<PassReport> {
     let pass_id = format!("cleanup-{}", chrono_ms());
     let mut report = PassReport::default();
     for game_id in infra.db.expired_stopped(config.cleanup.retention).await? {
@@ -91,6 +208,7 @@ pub async fn pass(
             source_ref: pass_id.clone(),
         };
         let outcome = operations.cleanup(&request).await;
+        heartbeat.tick();
         match (outcome.outcome, outcome.error_code) {
             (Outcome::Success, None) => report.cleaned.push(game_id.to_string()),
             (_, Some(ErrorCode::ReplayNoOp | ErrorCode::Conflict)) => {
@@ -106,7 +224,12 @@ pub async fn pass(
             )),
         }
     }
-    let pruned = match infra.db.prune_history(&config.retention, PRUNE_BATCH).await {
+    // Each statement is bounded by its batch; a large backlog takes many of
+    // them, which is work going on, not a stall.
+    let pruned = match heartbeat
+        .idle(infra.db.prune_history(&config.retention, PRUNE_BATCH))
+        .await
+    {
         Ok(pruned) => pruned,
         Err(e) => {
             // The containers' outcome is still worth a line.
@@ -153,9 +276,28 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let operations =
         shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
+    let metrics: CleanupMetrics = infra.metrics.group();
+    // Between two ticks: one game's cleanup (a lease, an intent, a removal,
+    // a commit).
+    let heartbeat = match every {
+        Some(_) => infra.liveness.watch("cleanup passes", shared::retry::CAP),
+        None => Heartbeat::detached(),
+    };
     let work = async {
         loop {
-            match (pass(&operations, &infra, &config).await, every) {
+            heartbeat.beat().await;
+            let started = chrono::Utc::now();
+            let outcome = watched_pass(&operations, &infra, &config, &heartbeat).await;
+            metrics.pass(&outcome);
+            let counts = match &outcome {
+                Ok(report) => Ok(report.counts()),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            let record = CronPass::finished(CronJob::CleanupCron, started, counts);
+            if let Err(e) = infra.db.record_cron_pass(&record).await {
+                tracing::warn!(error = %e, "recording the cleanup pass in cron_passes failed");
+            }
+            match (outcome, every) {
                 (Ok(_), None) => return Ok(()),
                 (Err(e), None) => return Err(e),
                 (Ok(_), Some(_)) => {}
@@ -164,9 +306,16 @@ pub async fn run(
                 }
             }
             let Some(every) = every else { return Ok(()) };
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(every) => {}
+            let stopped = heartbeat
+                .idle(async {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => true,
+                        _ = tokio::time::sleep(every) => false,
+                    }
+                })
+                .await;
+            if stopped {
+                return Ok(());
             }
         }
     };

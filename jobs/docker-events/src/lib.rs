@@ -16,6 +16,7 @@ shared::job_config! {
     /// What docker-events reads: the common sections and the inspect section
     /// (its catch-up inspects `RTMANAGER_INSPECT_CONCURRENCY` containers at once).
     pub struct DockerEventsConfig {
+        job = "docker-events";
         inspect: InspectConfig = inspect,
     }
 }
@@ -29,6 +30,7 @@ pub fn listener(config: &DockerEventsConfig, infra: &Infra) -> Listener {
         infra.redis.clone(),
         ListenerSettings::from_config(config),
     )
+    .observed(&infra.metrics, &infra.liveness)
 }
 
 /// Follows the daemon until `shutdown` (releasing the per-host lease); the

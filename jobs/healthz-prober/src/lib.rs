@@ -13,8 +13,10 @@
 //! - [`streak`]: from the Redis streak's verdict to the health event, kept
 //!   pending with the streak until it is committed.
 //! - [`prober`](mod@prober): the target tasks and what one slot does.
+//! - [`metrics`]: probes, targets, rounds, lag and transitions.
 
 pub mod address;
+pub mod metrics;
 pub mod prober;
 pub mod schedule;
 pub mod settings;
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 shared::job_config! {
     /// What healthz-prober reads: the common sections and the probe section.
     pub struct HealthzProberConfig {
+        job = "healthz-prober";
         probe: ProbeConfig = probe,
     }
 }
@@ -46,6 +49,7 @@ pub fn prober(config: &HealthzProberConfig, infra: &Infra) -> anyhow::Result<Pro
         infra.outbox.clone(),
     )
     .context("building the probe HTTP client")
+    .map(|prober| prober.observed(&infra.metrics, &infra.liveness))
 }
 
 /// Probes until `shutdown`; the outbox relay runs alongside and gets a last
@@ -56,6 +60,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let prober = prober(&config, &infra)?;
+    // hostname mode probes without Docker: not ready or not is not Docker's.
+    if config.probe.address_mode == shared::config::AddressMode::Hostname {
+        infra.readiness.remove("docker");
+    }
     infra
         .outbox
         .with_relay(&infra.redis, prober.run(shutdown))

@@ -36,6 +36,15 @@
 //! permit for at most the timeout and never delays another game. A slot
 //! missed because the previous probe of the same game was still running is
 //! skipped, not queued.
+//!
+//! # Liveness and metrics
+//! The refresh loop is the process's main loop: it ticks the `/healthz`
+//! heartbeat each round (and while it waits for the next), and each round
+//! sets `rtmanager_prober_targets`, `rtmanager_prober_round_duration_seconds`
+//! and `rtmanager_prober_round_lag_seconds` (the latest start of a probe
+//! behind its slot since the last round: a permit wait, a slow lease check).
+//! Each probe moves `rtmanager_probes_total{result,reason}` and, for an HTTP
+//! exchange, `rtmanager_probe_duration_seconds` ([`crate::metrics`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,15 +58,20 @@ use tokio_util::sync::CancellationToken;
 use shared::adapters::postgres::{Database, StoreError};
 use shared::adapters::{LeaseStore, RedisClient};
 use shared::domain::{GameId, RuntimeStatus};
+use shared::liveness::{Heartbeat, Liveness};
 use shared::outbox::Outbox;
 use shared::ports::ContainerEngine;
+use shared::telemetry::Metrics;
 
 use crate::address::{self, Address};
+use crate::metrics::ProberMetrics;
 use crate::schedule::{interval_ms, next_slot, now_ms, slot_offset};
 use crate::settings::ProberSettings;
 use crate::streak::{self, Transition};
 use crate::target::{Skip, Target, TargetState, Verdict};
-use shared::adapters::http_probe::{http_client, http_probe, ProbeClient, ProbeClientError};
+use shared::adapters::http_probe::{
+    failure_reason, http_client, http_probe, ProbeClient, ProbeClientError,
+};
 use shared::adapters::{ProbeResult, StreakObservation};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +97,9 @@ struct Inner {
     permits: Semaphore,
     /// How long a game's streak outlives its last observation.
     streak_ttl: Duration,
+    metrics: ProberMetrics,
+    /// The refresh loop's tick (`/healthz`).
+    heartbeat: Heartbeat,
 }
 
 /// A running target task: its latest record and its stop switch.
@@ -112,8 +129,27 @@ impl Prober {
                 outbox,
                 http,
                 streak_ttl,
+                metrics: Metrics::new().group(),
+                heartbeat: Heartbeat::detached(),
             }),
         })
+    }
+
+    /// Records into `metrics`, and has `liveness` watch the refresh loop
+    /// (a round per `RTMANAGER_PROBE_REFRESH_INTERVAL`). Call before the
+    /// prober is cloned.
+    pub fn observed(mut self, metrics: &Metrics, liveness: &Liveness) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("observed before the prober is shared");
+        inner.metrics = metrics.group();
+        inner.heartbeat = liveness.watch(
+            "probe refresh",
+            inner
+                .settings
+                .probe
+                .refresh_interval
+                .max(shared::retry::CAP),
+        );
+        self
     }
 
     pub fn settings(&self) -> &ProberSettings {
@@ -143,7 +179,10 @@ impl Prober {
         );
         let mut tasks: HashMap<GameId, TaskHandle> = HashMap::new();
         let mut joins = JoinSet::new();
+        let (metrics, heartbeat) = (&self.inner.metrics, &self.inner.heartbeat);
         loop {
+            heartbeat.beat().await;
+            let round = tokio::time::Instant::now();
             match self.targets().await {
                 Ok(targets) => self.reconcile(&mut tasks, &mut joins, targets),
                 Err(e) => {
@@ -151,9 +190,21 @@ impl Prober {
                 }
             }
             while joins.try_join_next().is_some() {}
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(settings.probe.refresh_interval) => {}
+            metrics.targets.set(tasks.len() as i64);
+            metrics
+                .round_duration
+                .observe(round.elapsed().as_secs_f64());
+            metrics.end_lag_window();
+            let stopped = heartbeat
+                .idle(async {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => true,
+                        _ = tokio::time::sleep(settings.probe.refresh_interval) => false,
+                    }
+                })
+                .await;
+            if stopped {
+                break;
             }
         }
         for task in tasks.values() {
@@ -255,7 +306,7 @@ impl Prober {
         }
         let result = tokio::select! {
             _ = stop.cancelled() => return Verdict::NotProbed(Skip::Cancelled),
-            result = self.exchange(target, state) => result,
+            result = self.exchange(target, slot, state) => result,
         };
         let result = match result {
             Some(result) => result,
@@ -271,13 +322,20 @@ impl Prober {
     }
 
     /// Permit, address, HTTP. `None` when Docker is away (`container_ip`).
-    async fn exchange(&self, target: &Target, state: &mut TargetState) -> Option<ProbeResult> {
+    /// Counted in the probe metrics once it had an outcome.
+    async fn exchange(
+        &self,
+        target: &Target,
+        slot: u64,
+        state: &mut TargetState,
+    ) -> Option<ProbeResult> {
         let inner = &self.inner;
         let _permit = inner
             .permits
             .acquire()
             .await
             .expect("probe semaphore closed");
+        inner.metrics.started_late(now_ms().saturating_sub(slot));
         let settings = &inner.settings;
         let address = address::resolve(
             settings.probe.address_mode,
@@ -289,13 +347,23 @@ impl Prober {
         .await;
         let url = match address {
             Address::Url(url) => url,
-            Address::Missing(unhealthy) => return Some(unhealthy),
+            Address::Missing(unhealthy) => {
+                inner.metrics.probed("missing");
+                return Some(unhealthy);
+            }
             Address::EngineUnavailable(e) => {
                 tracing::warn!(game_id = %target.game_id, error = %e, "container inspect failed; probe skipped");
                 return None;
             }
         };
-        Some(http_probe(&inner.http, &url, settings.probe.timeout).await)
+        let began = std::time::Instant::now();
+        let result = http_probe(&inner.http, &url, settings.probe.timeout).await;
+        inner
+            .metrics
+            .probe_duration
+            .observe(began.elapsed().as_secs_f64());
+        inner.metrics.probed(failure_reason(&result));
+        Some(result)
     }
 
     /// Whether the record is still running the probed container (a failure
@@ -372,8 +440,11 @@ impl Prober {
                 shared::failpoints::crash_point("prober-after-streak");
             }
             let verdict = streak::commit(&inner.outbox, &inner.redis, &pending, stop).await;
-            if matches!(verdict, Verdict::NotProbed(_)) {
-                return verdict;
+            match verdict {
+                Verdict::NotProbed(_) => return verdict,
+                Verdict::Failed { .. } => inner.metrics.transition("failed"),
+                Verdict::Recovered { .. } => inner.metrics.transition("recovered"),
+                _ => {}
             }
             if let Some(committed) = streak::committed(&pending.event) {
                 state.committed = Some(committed);

@@ -12,20 +12,30 @@
 //!   `RTMANAGER_RECONCILE_INTERVAL`. A pass that fails (Docker or PostgreSQL
 //!   away) is logged and the next one reconciles again.
 //!
+//! Every pass, one-shot or not, is recorded in `cron_passes` (start, end,
+//! outcome, counts; [`metrics`]), which the gateway's `/metrics` reads back,
+//! so an overdue or failing pass can alert. With `--every` the process also
+//! serves its own metrics, and `/healthz` watches the pass loop (it ticks as
+//! each container is checked, and while it waits for the next interval).
+//!
 //! Before exiting, the outbox is delivered to Redis (bounded by
 //! `RTMANAGER_SHUTDOWN_TIMEOUT`), so a one-shot run's events reach the stream
 //! even when no other relay runs. Undelivered entries stay queued in
 //! PostgreSQL for the next relay; the run then exits non-zero to say so.
 
 pub mod inspector;
+pub mod metrics;
 
 use std::time::Duration;
 
 use crate::inspector::{InspectSettings, Inspector, PassError, PassReport};
+use crate::metrics::InspectMetrics;
 use anyhow::Context;
 use shared::adapters::LeaseStore;
 use shared::bootstrap::Infra;
 use shared::config::{InspectConfig, LifecycleConfig, StateConfig};
+use shared::domain::{CronJob, CronPass};
+use shared::liveness::Heartbeat;
 use tokio_util::sync::CancellationToken;
 
 pub const USAGE: &str = "\
@@ -77,6 +87,7 @@ shared::job_config! {
     /// What inspect-cron reads: the common sections, the state directories
     /// (adopted records get their path) and its own.
     pub struct InspectCronConfig {
+        job = "inspect-cron";
         state: StateConfig = state,
         lifecycle: LifecycleConfig = lifecycle,
         inspect: InspectConfig = inspect,
@@ -104,8 +115,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let inspector = inspector(&config, &infra);
     let grace = config.common.process.shutdown_timeout;
+    let passes = Passes {
+        infra: &infra,
+        metrics: infra.metrics.group(),
+        grace,
+        shutdown: &shutdown,
+    };
     let outcome = match schedule {
-        Schedule::Once => match finish_pass(&inspector, true, &shutdown, grace).await {
+        Schedule::Once => match passes.run(&inspector, true).await {
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(anyhow::Error::new(e).context("inspect pass failed")),
             None => Err(anyhow::anyhow!(
@@ -115,14 +132,20 @@ pub async fn run(
         },
         Schedule::Every(period) => {
             let period = period.unwrap_or(config.inspect.interval);
-            let passes = run_every(
+            // Between two ticks: one container's check, bounded by the
+            // inspect timeout and the few writes that follow it.
+            let heartbeat = infra.liveness.watch(
+                "inspect passes",
+                config.inspect.timeout.max(shared::retry::CAP),
+            );
+            let inspector = inspector.clone().with_heartbeat(heartbeat.clone());
+            let every = passes.every(
                 &inspector,
                 period,
                 config.inspect.reconcile_interval,
-                grace,
-                &shutdown,
+                heartbeat,
             );
-            infra.outbox.with_relay(&infra.redis, passes).await;
+            infra.outbox.with_relay(&infra.redis, every).await;
             Ok(())
         }
     };
@@ -136,38 +159,74 @@ pub async fn run(
     Ok(())
 }
 
-/// A pass per `period` until `shutdown`; reconciling at the first pass and
-/// then whenever `reconcile_every` has passed since the last reconciling one.
-async fn run_every(
-    inspector: &Inspector,
-    period: Duration,
-    reconcile_every: Duration,
+/// What every pass shares: where it is recorded, and how it stops.
+struct Passes<'a> {
+    infra: &'a Infra,
+    metrics: InspectMetrics,
     grace: Duration,
-    shutdown: &CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_reconcile: Option<tokio::time::Instant> = None;
-    loop {
-        let tick = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            tick = ticker.tick() => tick,
-        };
-        let reconcile = last_reconcile.is_none_or(|at| tick - at >= reconcile_every);
-        match finish_pass(inspector, reconcile, shutdown, grace).await {
-            Some(Ok(_)) if reconcile => last_reconcile = Some(tick),
-            Some(Ok(_)) => {}
-            // Logged once here; the next pass reconciles if this one should have.
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "inspect pass failed; retried at the next interval")
+    shutdown: &'a CancellationToken,
+}
+
+impl Passes<'_> {
+    /// One pass ([`finish_pass`]), recorded in the metrics and in
+    /// `cron_passes` (a failure to record is logged: the pass is done).
+    async fn run(
+        &self,
+        inspector: &Inspector,
+        reconcile: bool,
+    ) -> Option<Result<PassReport, PassError>> {
+        let started = chrono::Utc::now();
+        let began = tokio::time::Instant::now();
+        let outcome = finish_pass(inspector, reconcile, self.shutdown, self.grace).await;
+        self.metrics.pass(began.elapsed().as_secs_f64(), &outcome);
+        let pass = CronPass::finished(CronJob::InspectCron, started, metrics::counts(&outcome));
+        if let Err(e) = self.infra.db.record_cron_pass(&pass).await {
+            tracing::warn!(error = %e, "recording the inspect pass in cron_passes failed");
+        }
+        outcome
+    }
+
+    /// A pass per `period` until `shutdown`; reconciling at the first pass
+    /// and then whenever `reconcile_every` has passed since the last
+    /// reconciling one. `heartbeat` ticks each pass and while it waits.
+    async fn every(
+        &self,
+        inspector: &Inspector,
+        period: Duration,
+        reconcile_every: Duration,
+        heartbeat: Heartbeat,
+    ) {
+        let shutdown = self.shutdown;
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_reconcile: Option<tokio::time::Instant> = None;
+        loop {
+            let tick = heartbeat
+                .idle(async {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => None,
+                        tick = ticker.tick() => Some(tick),
+                    }
+                })
+                .await;
+            let Some(tick) = tick else { return };
+            heartbeat.beat().await;
+            let reconcile = last_reconcile.is_none_or(|at| tick - at >= reconcile_every);
+            match self.run(inspector, reconcile).await {
+                Some(Ok(_)) if reconcile => last_reconcile = Some(tick),
+                Some(Ok(_)) => {}
+                // Logged once here; the next pass reconciles if this one should have.
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "inspect pass failed; retried at the next interval")
+                }
+                None => {
+                    tracing::warn!("inspect pass interrupted by shutdown");
+                    return;
+                }
             }
-            None => {
-                tracing::warn!("inspect pass interrupted by shutdown");
+            if shutdown.is_cancelled() {
                 return;
             }
-        }
-        if shutdown.is_cancelled() {
-            return;
         }
     }
 }

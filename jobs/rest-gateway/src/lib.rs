@@ -23,7 +23,9 @@
 //! the envelope.
 //!
 //! The outbox relay runs alongside: a REST start stages its health event and
-//! intents in the outbox like the stream path does.
+//! intents in the outbox like the stream path does. It is the gateway's
+//! main loop, the one `/healthz` watches (the HTTP server answering is the
+//! rest of its liveness).
 
 pub mod auth;
 pub mod error;
@@ -100,8 +102,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `/metrics` and `/healthz` only, for `RTMANAGER_METRICS_ADDR` (the port
-/// every rtmanager pod is scraped on).
+/// `/metrics`, `/healthz` and `/readyz` only, for `RTMANAGER_METRICS_ADDR`
+/// (the port every rtmanager pod is scraped on).
 pub fn metrics_app(state: AppState) -> Router {
     Router::new()
         .merge(routes::probes::router())
@@ -136,6 +138,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let operations =
         shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
+    let db = infra.db.clone();
+    infra.readiness.add_as("migrations", "pending", move || {
+        routes::probes::migrations_applied(db.clone())
+    });
+    infra.readiness.stop_on(shutdown.clone());
+    let relay_loop = infra.liveness.watch("outbox relay", shared::retry::CAP);
     let state = AppState {
         config: Arc::new(config),
         metrics: GatewayMetrics::new(&auth),
@@ -156,7 +164,9 @@ pub async fn serve(
     }
     let serving = serve_until_drained(&state, listener, grace);
     let outbox = state.infra.outbox.clone();
-    outbox.with_relay(&state.infra.redis, serving).await
+    outbox
+        .with_watched_relay(&state.infra.redis, relay_loop, serving)
+        .await
 }
 
 /// Serves until `shutdown`, then lets open connections and running lifecycle

@@ -10,6 +10,7 @@ use shared::config::{
 shared::job_config! {
     /// Serving: everything a lifecycle operation needs, and the gateway's own.
     pub struct RestGatewayConfig {
+        job = "rest-gateway";
         lifecycle: LifecycleConfig = lifecycle,
         state: StateConfig = state,
         gateway: GatewayConfig = gateway,

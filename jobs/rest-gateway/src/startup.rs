@@ -8,8 +8,10 @@
 //! its network), then the API and metrics listeners. Only then does it serve,
 //! so nothing listens before every check has passed.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
-use shared::config::Env;
+use shared::config::{Env, JobConfig};
 use tokio::net::TcpListener;
 
 use shared::adapters::postgres::{Database, Redrive};
@@ -22,7 +24,9 @@ use crate::auth::{self, Auth};
 /// `rest-gateway --help`.
 pub const USAGE: &str = "\
 Usage: rest-gateway                       serve the internal REST API on RTMANAGER_INTERNAL_HTTP_ADDR
-       rest-gateway sync-file-sd --out FILE  write the monitoring targets for Prometheus file_sd, once
+       rest-gateway sync-file-sd --out FILE [--textfile PATH]
+                                          write the monitoring targets for Prometheus file_sd, once
+                                          (--textfile: also the sync's metrics, node_exporter textfile format)
        rest-gateway redrive-outbox --all|--id N  release parked outbox rows to the relay (after fixing Redis)
        rest-gateway --help
 ";
@@ -31,8 +35,11 @@ Usage: rest-gateway                       serve the internal REST API on RTMANAG
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Serve,
-    /// `sync-file-sd --out FILE` ([`crate::file_sd`]).
-    SyncFileSd(std::path::PathBuf),
+    /// `sync-file-sd --out FILE [--textfile PATH]` ([`crate::file_sd`]).
+    SyncFileSd {
+        out: PathBuf,
+        textfile: Option<PathBuf>,
+    },
     /// `redrive-outbox --all|--id N`: parked rows go back to the relays.
     RedriveOutbox(Redrive),
     Help,
@@ -45,7 +52,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Comm
     match args.as_slice() {
         [] => Ok(Command::Serve),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
-        ["sync-file-sd", "--out", out] if !out.is_empty() => Ok(Command::SyncFileSd(out.into())),
+        ["sync-file-sd", rest @ ..] => sync_file_sd_args(rest),
         ["redrive-outbox", "--all"] => Ok(Command::RedriveOutbox(Redrive::All)),
         ["redrive-outbox", "--id", id] => match id.parse() {
             Ok(id) => Ok(Command::RedriveOutbox(Redrive::Id(id))),
@@ -53,6 +60,25 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Comm
         },
         _ => anyhow::bail!("unexpected arguments {args:?}\n{USAGE}"),
     }
+}
+
+/// `--out FILE` and an optional `--textfile PATH`, in either order.
+fn sync_file_sd_args(args: &[&str]) -> anyhow::Result<Command> {
+    let (mut out, mut textfile) = (None, None);
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let slot = match *flag {
+            "--out" => &mut out,
+            "--textfile" => &mut textfile,
+            other => anyhow::bail!("sync-file-sd: unexpected argument {other:?}\n{USAGE}"),
+        };
+        match rest.next() {
+            Some(path) if !path.is_empty() && slot.is_none() => *slot = Some(PathBuf::from(path)),
+            _ => anyhow::bail!("sync-file-sd: {flag} takes one path, once\n{USAGE}"),
+        }
+    }
+    let out = out.ok_or_else(|| anyhow::anyhow!("sync-file-sd needs --out FILE\n{USAGE}"))?;
+    Ok(Command::SyncFileSd { out, textfile })
 }
 
 /// Runs `command` with the configuration of the environment: the whole
@@ -63,10 +89,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         return Ok(());
     }
     let env = Env::from_process();
-    if let Command::SyncFileSd(out) = command {
+    if let Command::SyncFileSd { out, textfile } = command {
         let config = SyncFileSdConfig::from_env(&env)?;
         shared::telemetry::init_logging(env!("CARGO_PKG_NAME"), &config.process.log_level);
-        crate::file_sd::run_once(&config, &out).await?;
+        crate::file_sd::run(&config, &out, textfile.as_deref()).await?;
         return Ok(());
     }
     if let Command::RedriveOutbox(which) = command {
@@ -77,6 +103,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
     auth::reload_on_sighup(auth.clone()).context("installing the SIGHUP handler")?;
     let infra = shared::bootstrap::connect(&config.common, true).await?;
+    infra.metrics.set_build_info(RestGatewayConfig::JOB);
     let addr = config.gateway.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -120,7 +147,24 @@ mod tests {
         assert_eq!(args(&["--help"]).unwrap(), Command::Help);
         assert_eq!(
             args(&["sync-file-sd", "--out", "/t/x.json"]).unwrap(),
-            Command::SyncFileSd("/t/x.json".into())
+            Command::SyncFileSd {
+                out: "/t/x.json".into(),
+                textfile: None
+            }
+        );
+        assert_eq!(
+            args(&[
+                "sync-file-sd",
+                "--textfile",
+                "/t/sd.prom",
+                "--out",
+                "/t/x.json"
+            ])
+            .unwrap(),
+            Command::SyncFileSd {
+                out: "/t/x.json".into(),
+                textfile: Some("/t/sd.prom".into())
+            }
         );
         assert_eq!(
             args(&["redrive-outbox", "--all"]).unwrap(),
@@ -132,6 +176,10 @@ mod tests {
         );
         for bad in [
             &["sync-file-sd"][..],
+            &["sync-file-sd", "--textfile", "t"],
+            &["sync-file-sd", "--out", "x", "--out", "y"],
+            &["sync-file-sd", "--out"],
+            &["sync-file-sd", "--out", "x", "--more"],
             &["--out", "x"],
             &["serve", "x"],
             &["redrive-outbox"],

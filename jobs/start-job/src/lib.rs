@@ -41,6 +41,7 @@ shared::job_config! {
     /// What start-job reads: the common sections, the lifecycle and state
     /// directories, and its consumer group.
     pub struct StartJobConfig {
+        job = "start-job";
         lifecycle: LifecycleConfig = lifecycle,
         state: StateConfig = state,
         consumer: ConsumerConfig = start_jobs (ConsumerConfig::start_jobs),

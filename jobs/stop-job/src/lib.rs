@@ -40,6 +40,7 @@ shared::job_config! {
     /// What stop-job reads: the common sections, the lifecycle and state
     /// directories, and its consumer group.
     pub struct StopJobConfig {
+        job = "stop-job";
         lifecycle: LifecycleConfig = lifecycle,
         state: StateConfig = state,
         consumer: ConsumerConfig = stop_jobs (ConsumerConfig::stop_jobs),

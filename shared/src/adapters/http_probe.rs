@@ -103,6 +103,27 @@ pub async fn http_probe(client: &ProbeClient, url: &str, timeout: Duration) -> P
     }
 }
 
+/// The failure's class for `rtmanager_probes_total{reason}`, from the
+/// wording [`describe`] gives it: `timeout`, `connect` (refused, reset,
+/// aborted, failed), `dns`, `status` (an answer that is not 2xx), `request`
+/// (anything else); empty for a healthy probe.
+pub fn failure_reason(result: &ProbeResult) -> &'static str {
+    let ProbeResult::Unhealthy { error, .. } = result else {
+        return "";
+    };
+    if error.starts_with("timeout") {
+        "timeout"
+    } else if error.starts_with("connection") {
+        "connect"
+    } else if error.starts_with("dns") {
+        "dns"
+    } else if error.starts_with("status") {
+        "status"
+    } else {
+        "request"
+    }
+}
+
 /// An operator-readable `last_error`: short, stable wording for the common
 /// cases, the innermost cause otherwise.
 fn describe(err: &reqwest::Error, timeout: Duration) -> String {
@@ -169,42 +190,47 @@ mod tests {
             Duration::ZERO,
         )
         .await;
+        let status_500 = http_probe(&client, &url, timeout).await;
         assert_eq!(
-            http_probe(&client, &url, timeout).await,
+            status_500,
             ProbeResult::Unhealthy {
                 status: 500,
                 error: "status 500".into()
             }
         );
+        assert_eq!(failure_reason(&status_500), "status");
 
         let url = serve_once(b"", Duration::from_secs(5)).await;
+        let timed_out = http_probe(&client, &url, timeout).await;
         assert_eq!(
-            http_probe(&client, &url, timeout).await,
+            timed_out,
             ProbeResult::Unhealthy {
                 status: 0,
                 error: "timeout after 300ms".into()
             }
         );
+        assert_eq!(failure_reason(&timed_out), "timeout");
 
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
+        let refused = http_probe(&client, &format!("http://{addr}/healthz"), timeout).await;
         assert_eq!(
-            http_probe(&client, &format!("http://{addr}/healthz"), timeout).await,
+            refused,
             ProbeResult::Unhealthy {
                 status: 0,
                 error: "connection refused".into()
             }
         );
+        assert_eq!(failure_reason(&refused), "connect");
 
         let url = serve_once(
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
             Duration::ZERO,
         )
         .await;
-        assert_eq!(
-            http_probe(&client, &url, timeout).await,
-            ProbeResult::Healthy { status: 200 }
-        );
+        let healthy = http_probe(&client, &url, timeout).await;
+        assert_eq!(healthy, ProbeResult::Healthy { status: 200 });
+        assert_eq!(failure_reason(&healthy), "");
     }
 }

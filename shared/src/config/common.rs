@@ -18,6 +18,10 @@ pub struct ProcessConfig {
     /// This process's name in consumer groups (`RTMANAGER_CONSUMER_NAME`, else
     /// the host name).
     pub instance: String,
+    /// `RTMANAGER_LIVENESS_STALL_FACTOR`: `/healthz` fails once the main loop
+    /// has not gone round for this many of its expected periods
+    /// (`shared::liveness`).
+    pub liveness_stall_factor: u32,
 }
 
 #[derive(Deserialize)]
@@ -30,17 +34,23 @@ pub struct ProcessEnv {
     metrics_addr: String,
     #[serde(default)]
     consumer_name: String,
+    #[serde(default = "d::liveness_stall_factor")]
+    liveness_stall_factor: u32,
 }
 
 impl Section for ProcessConfig {
     type Raw = ProcessEnv;
     fn from_raw(raw: ProcessEnv) -> Result<Self, ConfigError> {
-        ranges::check(&[("SHUTDOWN_TIMEOUT", raw.shutdown_timeout.into())])?;
+        ranges::check(&[
+            ("SHUTDOWN_TIMEOUT", raw.shutdown_timeout.into()),
+            ("LIVENESS_STALL_FACTOR", raw.liveness_stall_factor.into()),
+        ])?;
         Ok(Self {
             log_level: raw.log_level,
             shutdown_timeout: raw.shutdown_timeout,
             metrics_addr: (!raw.metrics_addr.is_empty()).then_some(raw.metrics_addr),
             instance: instance_name(&raw.consumer_name),
+            liveness_stall_factor: raw.liveness_stall_factor,
         })
     }
 }
@@ -242,6 +252,9 @@ mod d {
     }
     pub fn metrics_addr() -> String {
         "0.0.0.0:9464".into()
+    }
+    pub fn liveness_stall_factor() -> u32 {
+        10
     }
     pub fn pg_max_connections() -> u32 {
         10

@@ -108,8 +108,8 @@ pub trait Section: Sized {
 
 /// A process's whole configuration: the sections it reads.
 pub trait JobConfig: Sized {
-    /// The job's name (its package and binary): the `job` field of every
-    /// log line.
+    /// The job's name (its binary's): the `job` field of every log line
+    /// and `rtmanager_build_info{job}`.
     const JOB: &'static str;
     fn from_env(env: &Env) -> Result<Self, ConfigError>;
     fn common(&self) -> &CommonConfig;
@@ -203,6 +203,7 @@ impl Config {
 /// shared::job_config! {
 ///     /// What start-job reads.
 ///     pub struct StartJobConfig {
+///         job = "start-job";
 ///         lifecycle: LifecycleConfig = lifecycle,
 ///         consumer: ConsumerConfig = start_jobs (ConsumerConfig::start_jobs),
 ///     }
@@ -211,6 +212,7 @@ impl Config {
 #[macro_export]
 macro_rules! job_config {
     ($(#[$m:meta])* pub struct $name:ident {
+        job = $job:literal;
         $($(#[$fm:meta])* $field:ident: $ty:ty = $all:ident $(($read:path))?),* $(,)?
     }) => {
         $(#[$m])*
@@ -221,8 +223,7 @@ macro_rules! job_config {
         }
 
         impl $crate::config::JobConfig for $name {
-            // Expanded in the job's crate, so this is the job's package name.
-            const JOB: &'static str = env!("CARGO_PKG_NAME");
+            const JOB: &'static str = $job;
 
             fn from_env(
                 env: &$crate::config::Env,
@@ -287,6 +288,7 @@ mod tests {
         assert_eq!(c.lifecycle.default_limits.memory.bytes(), 512 * 1024 * 1024);
         assert_eq!(c.start_jobs.stream, "runtime:start_jobs");
         assert_eq!(c.stop_jobs.stream, "runtime:stop_jobs");
+        assert_eq!(c.common.process.liveness_stall_factor, 10);
     }
 
     #[test]
@@ -305,6 +307,9 @@ mod tests {
             ("RTMANAGER_PROBE_ADDRESS_MODE", "telepathy"),
             ("RTMANAGER_INTERNAL_HTTP_ADDR", "everywhere"),
             ("RTMANAGER_CONTAINER_RETENTION_DAYS", "99999999999999999"),
+            ("RTMANAGER_LIVENESS_STALL_FACTOR", "1"),
+            ("RTMANAGER_LIVENESS_STALL_FACTOR", "101"),
+            ("RTMANAGER_LIVENESS_STALL_FACTOR", "often"),
         ] {
             let err = Config::from_vars(vars(&[(var, value)]))
                 .unwrap_err()

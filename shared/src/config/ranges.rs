@@ -62,6 +62,9 @@ use Range::{Count, Duration as Span};
 pub const RANGES: &[(&str, Range)] = &[
     // process
     ("SHUTDOWN_TIMEOUT", Span(secs(1), secs(HOUR))),
+    // Below 2 a normal slow iteration would restart the process; above 100
+    // a wedged loop would go unnoticed for hours.
+    ("LIVENESS_STALL_FACTOR", Count(2, 100)),
     // postgres
     ("POSTGRES_MAX_CONNECTIONS", Count(1, 1_000)),
     // redis

@@ -1,6 +1,7 @@
 //! Domain types: validated values and vocabularies. No I/O here.
 
 pub mod container;
+pub mod cron_pass;
 pub mod error_code;
 pub mod game_id;
 pub mod health;
@@ -15,6 +16,7 @@ pub mod outbox;
 pub mod runtime;
 
 pub use container::{ContainerState, EventAction, IntentKind};
+pub use cron_pass::{CronJob, CronPass, LastCronPass};
 pub use error_code::ErrorCode;
 pub use game_id::{GameId, GameIdError};
 pub use health::{EventType, HealthDetails, HealthEvent, SnapshotStatus};

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::metrics::DurationLabels;
 use super::{OperationOutcome, OperationRequest, Operations};
 use crate::adapters::postgres::StoreError;
 use crate::adapters::IntentKind;
@@ -140,12 +141,20 @@ impl Operations {
     /// `conflict` when another operation holds the game,
     /// `service_unavailable` when Redis or PostgreSQL is away.
     pub(super) async fn lock(&self, game_id: &GameId) -> Result<GameLock, Failure> {
-        match self.locks.try_lock(game_id).await {
+        let began = std::time::Instant::now();
+        let locked = self.locks.try_lock(game_id).await;
+        self.timings
+            .lease_acquire
+            .observe(began.elapsed().as_secs_f64());
+        match locked {
             Ok(Some(lock)) => Ok(lock),
-            Ok(None) => Err(fail(
-                ErrorCode::Conflict,
-                "another lifecycle operation is in progress for this game",
-            )),
+            Ok(None) => {
+                self.timings.lease_conflicts.inc();
+                Err(fail(
+                    ErrorCode::Conflict,
+                    "another lifecycle operation is in progress for this game",
+                ))
+            }
             Err(e @ LockError::Lease(_)) => Err(fail(
                 ErrorCode::ServiceUnavailable,
                 "take game lease: Redis is unavailable",
@@ -241,7 +250,9 @@ impl Operations {
                     Ok(()) => break,
                     Err(e @ StoreError::Unavailable(_)) => {
                         tracing::warn!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed; retrying");
-                        tokio::time::sleep(crate::retry::next(&mut backoff)).await;
+                        // Waiting for PostgreSQL: a main loop running this
+                        // operation (cleanup-cron's pass) is not stuck.
+                        crate::liveness::retry_sleep(crate::retry::next(&mut backoff)).await;
                     }
                     Err(e) => {
                         tracing::error!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed");
@@ -251,6 +262,16 @@ impl Operations {
             }
         }
         let code_str = code.map(ErrorCode::as_str).unwrap_or("");
+        let took = (entry.finished_at - started_at)
+            .to_std()
+            .unwrap_or_default();
+        self.timings
+            .duration
+            .get_or_create(&DurationLabels {
+                op_kind: op.as_str().into(),
+                outcome: outcome.as_str().into(),
+            })
+            .observe(took.as_secs_f64());
         self.metrics
             .operations
             .get_or_create(&OperationLabels {

@@ -28,6 +28,7 @@ use crate::telemetry::Metrics;
 
 mod cleanup;
 mod common;
+pub mod metrics;
 mod recreate;
 mod start;
 mod stop;
@@ -122,6 +123,7 @@ pub struct Operations {
     lobby: Option<LobbyClient>,
     settings: OperationSettings,
     metrics: Metrics,
+    timings: metrics::OperationMetrics,
 }
 
 impl Operations {
@@ -133,6 +135,7 @@ impl Operations {
             outbox: deps.outbox,
             lobby: deps.lobby,
             settings,
+            timings: deps.metrics.group(),
             metrics: deps.metrics,
         }
     }

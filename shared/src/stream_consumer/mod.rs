@@ -26,6 +26,7 @@
 //!   (one is left by every pod name), so neither grows without bound.
 
 mod answer;
+mod health;
 mod upkeep;
 
 use std::collections::{HashMap, HashSet};
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::postgres::Database;
 use crate::adapters::{ConsumerGroup, LeaseStore, RedisClient, StreamEntry};
 use crate::domain::{GameId, JobResult};
+use crate::liveness::{Heartbeat, Liveness};
 use crate::outbox::Outbox;
 use crate::retry;
 use crate::shutdown::AbortOnDrop;
@@ -152,6 +154,8 @@ pub struct StreamConsumer<H> {
     settings: ConsumerSettings,
     metrics: Metrics,
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// The consumer loop's tick (`/healthz`).
+    heartbeat: Heartbeat,
 }
 
 impl<H: JobHandler> StreamConsumer<H> {
@@ -174,7 +178,16 @@ impl<H: JobHandler> StreamConsumer<H> {
             settings,
             metrics,
             in_flight: Arc::default(),
+            heartbeat: Heartbeat::detached(),
         }
+    }
+
+    /// Has `liveness` watch the consumer loop. Healthy, it goes round at
+    /// least once per `XREADGROUP` block, or per retry wait while Redis is
+    /// away.
+    pub fn watched_by(mut self, liveness: &Liveness) -> Self {
+        self.heartbeat = liveness.watch("consumer", self.settings.block + retry::CAP);
+        self
     }
 
     pub(super) fn labels(&self) -> StreamLabels {
@@ -198,18 +211,30 @@ impl<H: JobHandler> StreamConsumer<H> {
         let mut last_reclaim = tokio::time::Instant::now() - this.settings.reclaim_idle;
         tracing::info!(stream = %this.settings.stream, group = %this.settings.group, consumer = %this.settings.consumer, "consuming");
 
+        let heartbeat = this.heartbeat.clone();
         while !shutdown.is_cancelled() {
+            heartbeat.beat().await;
             while tasks.try_join_next().is_some() {}
             let free = permits.available_permits();
             if free == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tasks.join_next() => continue,
+                // Every permit busy: the operations have bounds of their own.
+                let stop = heartbeat
+                    .idle(async {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => true,
+                            _ = tasks.join_next() => false,
+                        }
+                    })
+                    .await;
+                if stop {
+                    break;
                 }
+                continue;
             }
             let batch = if last_reclaim.elapsed() >= this.settings.reclaim_idle / 2 {
                 last_reclaim = tokio::time::Instant::now();
                 this.tidy().await;
+                heartbeat.tick();
                 this.reclaim(free).await.map(|e| (e, true))
             } else {
                 Ok((Vec::new(), false))
@@ -230,9 +255,16 @@ impl<H: JobHandler> StreamConsumer<H> {
                             this.recover(&e).await;
                             let wait = retry::next(&mut backoff);
                             tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reading the job stream failed");
-                            tokio::select! {
-                                _ = shutdown.cancelled() => break,
-                                _ = tokio::time::sleep(wait) => {}
+                            let stop = heartbeat
+                                .idle(async {
+                                    tokio::select! {
+                                        _ = shutdown.cancelled() => true,
+                                        _ = tokio::time::sleep(wait) => false,
+                                    }
+                                })
+                                .await;
+                            if stop {
+                                break;
                             }
                             continue;
                         }
@@ -268,10 +300,10 @@ impl<H: JobHandler> StreamConsumer<H> {
 
         while tasks.try_join_next().is_some() {}
         tracing::info!(in_flight = tasks.len(), "draining in-flight jobs");
-        let drained = tokio::time::timeout(this.settings.shutdown_timeout, async {
+        let drain = tokio::time::timeout(this.settings.shutdown_timeout, async {
             while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        });
+        let drained = heartbeat.idle(drain).await;
         if drained.is_err() {
             tracing::warn!(left = tasks.len(), "shutdown timeout: abandoning in-flight jobs; they stay pending for another consumer");
             tasks.shutdown().await;
@@ -300,7 +332,9 @@ pub async fn consume<H: JobHandler>(
         handler,
         settings,
         infra.metrics.clone(),
-    );
+    )
+    .watched_by(&infra.liveness);
+    consumer.register_readiness(&infra.readiness);
     infra
         .outbox
         .with_relay(&infra.redis, consumer.run(shutdown))

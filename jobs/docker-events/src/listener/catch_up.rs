@@ -30,10 +30,18 @@ impl Listener {
     /// events were new.
     pub async fn catch_up(&self) -> Result<usize, ListenerError> {
         let records = self.db.list_records(Some(RuntimeStatus::Running)).await?;
+        self.metrics
+            .catch_up_containers
+            .inc_by(records.len() as u64);
         // Every record is tried even when one fails (each commits on its
         // own); the first failure then fails the catch-up.
         let results: Vec<Result<usize, ListenerError>> = futures_util::stream::iter(records)
-            .map(|record| async move { self.catch_up_one(&record).await })
+            .map(|record| async move {
+                let result = self.catch_up_one(&record).await;
+                // A long catch-up is progress, not a stall.
+                self.heartbeat.tick();
+                result
+            })
             .buffer_unordered(self.settings.catch_up_concurrency.max(1))
             .collect()
             .await;

@@ -43,13 +43,17 @@ impl Listener {
         // A standby says so once, not every retry.
         let mut waiting_logged = false;
         loop {
+            self.heartbeat.beat().await;
             let wait = match self.acquire().await {
                 Ok(Some(held)) => {
                     backoff = retry::backoff();
                     waiting_logged = false;
                     tracing::info!(daemon_id = %held.daemon_id, "docker-events lease taken; following the daemon");
+                    self.metrics.lease_held.set(1);
                     let end = self.hold(&held, &shutdown).await;
                     held.lease.release().await;
+                    self.metrics.lease_held.set(0);
+                    self.metrics.cursor_age.set(0.0);
                     match end {
                         HoldEnd::Shutdown => return,
                         HoldEnd::LeaseLost => {
@@ -79,9 +83,17 @@ impl Listener {
                     delay
                 }
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+            let stopped = self
+                .heartbeat
+                .idle(async {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => true,
+                        _ = tokio::time::sleep(wait) => false,
+                    }
+                })
+                .await;
+            if stopped {
+                return;
             }
         }
     }

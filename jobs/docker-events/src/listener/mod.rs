@@ -14,6 +14,12 @@
 //!   inspection.
 //! - `publication`: exactly once by construction (dedupe keys), and the
 //!   record following an observed exit, in one transaction.
+//! - [`metrics`]: what the daemon sent, the lease, subscriptions and
+//!   catch-ups.
+//!
+//! Its main loop (wait for the lease, hold it, follow) ticks the
+//! `/healthz` heartbeat at each step, at least every `lease_check` while it
+//! follows the daemon.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +29,17 @@ use tokio::sync::OnceCell;
 use crate::DockerEventsConfig;
 use shared::adapters::postgres::{Database, StoreError};
 use shared::adapters::{IntentStore, LeaseStore, RedisClient, RedisError};
+use shared::liveness::{Heartbeat, Liveness};
 use shared::outbox::Outbox;
 use shared::ports::{ContainerEngine, EngineError};
+use shared::telemetry::Metrics;
+
+use metrics::ListenerMetrics;
 
 mod catch_up;
 mod lease;
 mod mapping;
+pub mod metrics;
 mod publication;
 mod subscription;
 
@@ -102,6 +113,9 @@ pub struct Listener {
     settings: ListenerSettings,
     /// The schema's outbox identity, read once: it names the Redis keys.
     instance: Arc<OnceCell<String>>,
+    metrics: ListenerMetrics,
+    /// The main loop's tick (`/healthz`).
+    heartbeat: Heartbeat,
 }
 
 impl Listener {
@@ -121,7 +135,17 @@ impl Listener {
             redis,
             settings,
             instance: Arc::default(),
+            metrics: Metrics::new().group(),
+            heartbeat: Heartbeat::detached(),
         }
+    }
+
+    /// Records into `metrics`, and has `liveness` watch the main loop: it
+    /// goes round at least every retry wait (5 s at most) when healthy.
+    pub fn observed(mut self, metrics: &Metrics, liveness: &Liveness) -> Self {
+        self.metrics = metrics.group();
+        self.heartbeat = liveness.watch("docker-events listener", shared::retry::CAP);
+        self
     }
 }
 

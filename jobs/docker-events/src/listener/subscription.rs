@@ -54,6 +54,7 @@ impl Listener {
     pub(super) async fn hold(&self, held: &DaemonLease, shutdown: &CancellationToken) -> HoldEnd {
         let mut backoff = retry::backoff();
         loop {
+            self.heartbeat.tick();
             let began = tokio::time::Instant::now();
             let mut progressed = false;
             let failure = match self.follow(held, shutdown, &mut progressed).await {
@@ -66,9 +67,18 @@ impl Listener {
             }
             let delay = retry::next(&mut backoff);
             tracing::warn!(error = %failure, retry_in_ms = delay.as_millis() as u64, "docker events interrupted; resubscribing");
-            tokio::select! {
-                _ = shutdown.cancelled() => return HoldEnd::Shutdown,
-                _ = tokio::time::sleep(delay) => {}
+            self.metrics.reconnects.inc();
+            let stopped = self
+                .heartbeat
+                .idle(async {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => true,
+                        _ = tokio::time::sleep(delay) => false,
+                    }
+                })
+                .await;
+            if stopped {
+                return HoldEnd::Shutdown;
             }
             if held.lease.is_lost() {
                 return HoldEnd::LeaseLost;
@@ -92,7 +102,9 @@ impl Listener {
         let cursor = self.redis.read_cursor(&held.keys.cursor).await?;
         let since = cursor.unwrap_or_else(|| now_nanos() - NO_CURSOR_LOOKBACK_NANOS);
         let mut events = self.engine.subscribe_events(Some(since)).await?;
+        self.heartbeat.tick();
         let mut buffered = VecDeque::new();
+        let caught_up_in = tokio::time::Instant::now();
         let published = {
             let catch_up = self.catch_up();
             tokio::pin!(catch_up);
@@ -100,12 +112,18 @@ impl Listener {
                 tokio::select! {
                     result = &mut catch_up => break result?,
                     item = events.next() => {
+                        self.heartbeat.tick();
                         buffered.push_back(item.ok_or(ListenerError::StreamEnded)??);
                     }
                 }
             }
         };
+        self.metrics
+            .catch_up_duration
+            .observe(caught_up_in.elapsed().as_secs_f64());
         *progressed = true;
+        // The daemon time handled last: the cursor, once an event moves it.
+        let mut handled_nano = since;
         tracing::info!(
             since_nano = since,
             caught_up = published,
@@ -114,6 +132,10 @@ impl Listener {
         );
         let mut check = tokio::time::interval(self.settings.lease_check);
         loop {
+            self.heartbeat.beat().await;
+            self.metrics
+                .cursor_age
+                .set((now_nanos() - handled_nano).max(0) as f64 / 1e9);
             let event = match buffered.pop_front() {
                 Some(event) => event,
                 None => tokio::select! {
@@ -127,6 +149,7 @@ impl Listener {
                     item = events.next() => item.ok_or(ListenerError::StreamEnded)??,
                 },
             };
+            self.metrics.saw(&event.action);
             if shutdown.is_cancelled() {
                 return Ok(HoldEnd::Shutdown);
             }
@@ -141,6 +164,7 @@ impl Listener {
             self.redis
                 .write_cursor(&held.keys.cursor, event.time_nano)
                 .await?;
+            handled_nano = event.time_nano;
         }
     }
 }

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use shared::adapters::postgres::Database;
 use shared::adapters::LeaseStore;
 use shared::game_lock::GameLocks;
+use shared::liveness::Heartbeat;
 use shared::outbox::Outbox;
 use shared::ports::{ContainerEngine, ContainerInfo};
 
@@ -59,6 +60,8 @@ pub struct Inspector {
     /// Reconciling actions write records: under the game's lock, fenced.
     locks: GameLocks,
     settings: InspectSettings,
+    /// Ticked as each container is checked: a long pass is progress.
+    heartbeat: Heartbeat,
 }
 
 impl Inspector {
@@ -75,7 +78,14 @@ impl Inspector {
             db,
             outbox,
             settings,
+            heartbeat: Heartbeat::detached(),
         }
+    }
+
+    /// Ticks `heartbeat` as each container of a pass is checked.
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     pub fn leases(&self) -> &LeaseStore {

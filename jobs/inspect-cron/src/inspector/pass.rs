@@ -200,7 +200,11 @@ impl Inspector {
             memory,
         };
         let findings: Vec<Vec<Finding>> = futures_util::stream::iter(targets)
-            .map(|target| self.check(target, &ctx))
+            .map(|target| async {
+                let found = self.check(target, &ctx).await;
+                self.heartbeat.tick();
+                found
+            })
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;

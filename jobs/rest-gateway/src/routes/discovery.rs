@@ -244,7 +244,12 @@ async fn targets(
         state.config.common.redis.lease_ttl,
     );
     match inventory(&state.infra.db, &leases, scope).await {
-        Ok(groups) => Ok(Json(groups)),
+        Ok(groups) => {
+            if scope == Scope::Active {
+                state.metrics.discovery_targets.set(groups.len() as i64);
+            }
+            Ok(Json(groups))
+        }
         Err(err) => {
             tracing::error!(error = %err, "monitoring discovery failed");
             Err(ApiError::new(

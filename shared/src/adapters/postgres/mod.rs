@@ -8,6 +8,7 @@
 //!   [`reads`]: the queries, by table (reads: the gateway's and discovery's);
 //!   [`probe_targets`]: the prober's targets with their committed streaks.
 //! - [`retention`]: cleanup-cron's pruning of the history tables.
+//! - [`cron_passes`]: the passes of the cron jobs, for the gateway's `/metrics`.
 //!
 //! Queries are checked at run time (no live database at build time). The
 //! tables live in the schema the DSN's `search_path` names.
@@ -19,6 +20,7 @@ use sqlx::PgPool;
 
 use crate::domain::ErrorCode;
 
+pub mod cron_passes;
 pub mod fences;
 pub mod intents;
 pub mod observations;
@@ -34,7 +36,7 @@ mod unit_of_work;
 
 pub use fences::Fence;
 pub use intents::IntentStore;
-pub use outbox::{PendingRow, Redrive, RelayBatch};
+pub use outbox::{OutboxBacklog, PendingRow, Redrive, RelayBatch};
 pub use probe_targets::{CommittedStreak, OpenProbeFailure, ProbeTarget};
 pub use reads::MonitoringRow;
 pub use retention::PruneCounts;

@@ -108,6 +108,19 @@ pub struct RelayBatch {
     pub rows: Vec<PendingRow>,
 }
 
+/// What the outbox holds undelivered, counted: what every relay reports,
+/// whether or not it holds the delivery lock, so every process agrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxBacklog {
+    /// Rows neither delivered nor parked (including those waiting behind
+    /// their game's parked row).
+    pub pending: i64,
+    /// Age of the oldest of them, by PostgreSQL's clock; zero when none.
+    pub oldest_pending_age: Duration,
+    /// Rows parked, waiting for a redrive.
+    pub parked: i64,
+}
+
 /// Which parked rows `rest-gateway redrive-outbox` releases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Redrive {
@@ -132,6 +145,24 @@ impl Database {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    /// The undelivered rows, counted (one scan of the pending index).
+    pub async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE parked_at IS NULL) AS pending, \
+               count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked, \
+               coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)), 0)::float8 AS age \
+             FROM outbox WHERE delivered_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let age: f64 = row.try_get("age")?;
+        Ok(OutboxBacklog {
+            pending: row.try_get("pending")?,
+            parked: row.try_get("parked")?,
+            oldest_pending_age: Duration::from_secs_f64(age.max(0.0)),
+        })
     }
 
     /// Up to `limit` pending rows, or `None` when another relay holds the

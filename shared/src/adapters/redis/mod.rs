@@ -40,7 +40,7 @@ pub mod streams;
 
 pub use connection::RedisConnection;
 pub use leases::{lease_key, Lease, LeaseStore};
-pub use streams::{entry_fields, ConsumerGroup, StreamEntry};
+pub use streams::{entry_fields, ConsumerGroup, GroupStatus, StreamEntry};
 
 use connection::Route;
 use sentinel::MasterFollower;

@@ -35,6 +35,20 @@ pub fn entry_fields(map: &HashMap<String, redis::Value>) -> HashMap<String, Stri
         .collect()
 }
 
+/// The group as Redis sees it: what `/readyz` and the lag gauges read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Entries not yet delivered to the group (`XINFO GROUPS` lag); `None`
+    /// when Redis cannot tell (after a deletion or a trim it cannot count
+    /// past).
+    pub lag: Option<u64>,
+    /// Entries delivered and not yet acked.
+    pub pending: u64,
+    /// The time part (ms since the epoch) of the oldest pending entry's id:
+    /// when it was appended.
+    pub oldest_pending_ms: Option<u64>,
+}
+
 /// One consumer (`consumer`) of one group (`group`) on one stream.
 #[derive(Clone)]
 pub struct ConsumerGroup {
@@ -135,6 +149,42 @@ impl ConsumerGroup {
 }
 
 impl ConsumerGroup {
+    /// The group's lag and pending entries; `None` when the group (or its
+    /// stream) does not exist.
+    pub async fn status(&self) -> Result<Option<GroupStatus>, RedisError> {
+        let mut conn = self.redis.manager();
+        let groups: Result<StreamInfoGroupsReply, redis::RedisError> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.stream)
+            .query_async(&mut conn)
+            .await;
+        let groups = match groups {
+            Ok(groups) => groups,
+            // No stream, so no group.
+            Err(e) if e.to_string().contains("no such key") => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(group) = groups.groups.into_iter().find(|g| g.name == self.group) else {
+            return Ok(None);
+        };
+        let mut oldest_pending_ms = None;
+        if group.pending > 0 {
+            let pending: StreamPendingReply = redis::cmd("XPENDING")
+                .arg(&self.stream)
+                .arg(&self.group)
+                .query_async(&mut conn)
+                .await?;
+            if let StreamPendingReply::Data(data) = pending {
+                oldest_pending_ms = parse_id(&data.start_id).map(|(ms, _)| ms);
+            }
+        }
+        Ok(Some(GroupStatus {
+            lag: group.lag.map(|l| l as u64),
+            pending: group.pending as u64,
+            oldest_pending_ms,
+        }))
+    }
+
     /// Removes the entries every group of the stream is done with: those
     /// below the lowest id any group still needs (its oldest pending entry,
     /// else its last delivered one, kept so the group's position stays

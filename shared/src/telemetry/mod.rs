@@ -1,18 +1,56 @@
 //! Structured JSON logs (tracing) and Prometheus metrics (prometheus-client),
-//! served with `/healthz` on `RTMANAGER_METRICS_ADDR`.
+//! served with `/healthz` and `/readyz` on `RTMANAGER_METRICS_ADDR`.
+//!
+//! - [`Metrics`]: the registry of a process. The metrics every process (or
+//!   every user of a shared part: the relay, the consumers, the Docker
+//!   calls) records are its fields; a part only some processes have
+//!   registers its own [`MetricGroup`] once, when first asked
+//!   ([`Metrics::group`]), so a process shows only the series it moves.
+//! - [`engine`]: the Docker calls' latency and errors, timed around the
+//!   container-engine port.
+//! - [`http`]: the listener of `/metrics`, `/healthz` and `/readyz`.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+
+pub mod engine;
+pub mod http;
+
+pub use engine::MeteredEngine;
+pub use http::{serve_metrics, Endpoints};
+
+/// A float gauge (seconds, timestamps).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+/// A labelled histogram family whose buckets are set once.
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Histogram buckets, in seconds.
+pub mod buckets {
+    /// Quick calls: a Redis or Docker round trip, a lease (1 ms to 30 s).
+    pub const CALL: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    /// Operations and passes: a pull, a start, a stop, a pass (10 ms to 10 min).
+    pub const WORK: &[f64] = &[
+        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    ];
+}
+
+/// A histogram with `bounds`.
+pub fn histogram(bounds: &[f64]) -> Histogram {
+    Histogram::new(bounds.iter().copied())
+}
 
 /// JSON logs on stdout; `RTMANAGER_LOG_LEVEL` (or a full `RUST_LOG` filter).
 /// Every line carries `job` (the process's name) at its top level.
@@ -98,14 +136,46 @@ pub struct RedisMasterLabels {
     pub addr: String,
 }
 
-/// Every metric a job may record; unused ones simply stay at zero.
+/// A readiness check (`postgres`, `redis`, `docker`, `consumer_group`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub job: String,
+}
+
+/// A container-engine call (`run`, `stop`, `inspect`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub call: String,
+}
+
+/// Metrics of one part of the code that only some processes run (a job's
+/// own, the lifecycle operations'), registered once per [`Metrics`] by
+/// [`Metrics::group`]. Names are registered without the `rtmanager_` prefix
+/// (the registry adds it) and counters without `_total`.
+pub trait MetricGroup: Clone + Send + Sync + 'static {
+    fn register(registry: &mut Registry) -> Self;
+}
+
+/// Every metric a process records in its shared parts; the rest are
+/// [`MetricGroup`]s. Cheap to clone: one registry per process.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Arc<Registry>,
+    registry: Arc<Mutex<Registry>>,
+    groups: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
+    build_info: Family<BuildLabels, Gauge>,
     pub operations: Family<OperationLabels, Counter>,
     pub health_events: Family<EventLabels, Counter>,
     pub outbox_delivered: Family<StreamLabels, Counter>,
+    /// Undelivered, unparked rows (a count, the same in every process).
     pub outbox_pending: Gauge,
+    /// Age of the oldest of them (0 when none).
+    pub outbox_oldest_pending_age: FloatGauge,
     pub outbox_relay_failures: Counter,
     pub outbox_refused: Family<StreamLabels, Counter>,
     pub outbox_parked: Gauge,
@@ -114,8 +184,19 @@ pub struct Metrics {
     pub jobs_reclaimed: Family<StreamLabels, Counter>,
     pub jobs_in_flight: Gauge,
     pub consumer_group_recreations: Family<StreamLabels, Counter>,
+    /// `XINFO GROUPS` lag: entries not yet delivered to the group (-1 when
+    /// Redis cannot tell).
+    pub consumer_group_lag: Family<StreamLabels, Gauge>,
+    /// `XINFO GROUPS` pending: delivered, not yet acked.
+    pub consumer_group_pending: Family<StreamLabels, Gauge>,
+    pub consumer_oldest_pending_age: Family<StreamLabels, FloatGauge>,
     /// 1 for the Redis master in use; one series at a time.
     pub redis_master: Family<RedisMasterLabels, Gauge>,
+    /// 1 or 0 per readiness check, as of the last evaluation.
+    pub ready: Family<CheckLabels, Gauge>,
+    pub main_loop_last_tick: FloatGauge,
+    pub docker_api_duration: HistogramFamily<CallLabels>,
+    pub docker_api_errors: Family<CallLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -128,11 +209,14 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rtmanager");
         let m = Self {
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Mutex::new(Registry::default())),
+            groups: Arc::default(),
+            build_info: Family::default(),
             operations: Family::default(),
             health_events: Family::default(),
             outbox_delivered: Family::default(),
             outbox_pending: Gauge::default(),
+            outbox_oldest_pending_age: FloatGauge::default(),
             outbox_relay_failures: Counter::default(),
             outbox_refused: Family::default(),
             outbox_parked: Gauge::default(),
@@ -141,8 +225,20 @@ impl Metrics {
             jobs_reclaimed: Family::default(),
             jobs_in_flight: Gauge::default(),
             consumer_group_recreations: Family::default(),
+            consumer_group_lag: Family::default(),
+            consumer_group_pending: Family::default(),
+            consumer_oldest_pending_age: Family::default(),
             redis_master: Family::default(),
+            ready: Family::default(),
+            main_loop_last_tick: FloatGauge::default(),
+            docker_api_duration: Family::new_with_constructor(|| histogram(buckets::CALL)),
+            docker_api_errors: Family::default(),
         };
+        registry.register(
+            "build_info",
+            "The running build (1), by version and job",
+            m.build_info.clone(),
+        );
         registry.register(
             "operations",
             "Lifecycle operations by kind, outcome and error code",
@@ -160,8 +256,13 @@ impl Metrics {
         );
         registry.register(
             "outbox_pending",
-            "Outbox entries not yet delivered (last relay pass)",
+            "Outbox entries neither delivered nor parked (a count of the table)",
             m.outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest outbox entry neither delivered nor parked; 0 when none",
+            m.outbox_oldest_pending_age.clone(),
         );
         registry.register(
             "outbox_relay_failures",
@@ -175,7 +276,7 @@ impl Metrics {
         );
         registry.register(
             "outbox_parked",
-            "Outbox entries parked after repeated refusals, awaiting a redrive (last relay pass)",
+            "Outbox entries parked after repeated refusals, awaiting a redrive (a count of the table)",
             m.outbox_parked.clone(),
         );
         registry.register(
@@ -204,14 +305,73 @@ impl Metrics {
             m.consumer_group_recreations.clone(),
         );
         registry.register(
+            "consumer_group_lag",
+            "Entries of the job stream not yet delivered to the group (XINFO GROUPS lag; -1 when Redis cannot tell)",
+            m.consumer_group_lag.clone(),
+        );
+        registry.register(
+            "consumer_group_pending",
+            "Entries delivered to the group and not yet acked (XINFO GROUPS pending)",
+            m.consumer_group_pending.clone(),
+        );
+        registry.register(
+            "consumer_oldest_pending_age_seconds",
+            "Age of the oldest entry pending in the group, by its id; 0 when none",
+            m.consumer_oldest_pending_age.clone(),
+        );
+        registry.register(
             "redis_master_info",
             "The Redis master this process uses (1), by topology and address",
             m.redis_master.clone(),
         );
+        registry.register(
+            "ready",
+            "Readiness checks (1 passing, 0 failing) as of the last /readyz or scrape",
+            m.ready.clone(),
+        );
+        registry.register(
+            "main_loop_last_tick_timestamp_seconds",
+            "Unix time of the main loop's last iteration; /healthz fails when it is too old",
+            m.main_loop_last_tick.clone(),
+        );
+        registry.register(
+            "docker_api_duration_seconds",
+            "Docker API calls, by call",
+            m.docker_api_duration.clone(),
+        );
+        registry.register(
+            "docker_api_errors",
+            "Docker API calls that failed, by call",
+            m.docker_api_errors.clone(),
+        );
         Self {
-            registry: Arc::new(registry),
+            registry: Arc::new(Mutex::new(registry)),
             ..m
         }
+    }
+
+    /// `rtmanager_build_info{version,job} 1`: this build, as `job`.
+    pub fn set_build_info(&self, job: &str) {
+        self.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                job: job.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// The metric group `G`, registered on first use.
+    pub fn group<G: MetricGroup>(&self) -> G {
+        let mut groups = self.groups.lock().expect("metric groups poisoned");
+        if let Some(group) = groups
+            .get(&TypeId::of::<G>())
+            .and_then(|g| g.downcast_ref::<G>())
+        {
+            return group.clone();
+        }
+        let group = G::register(&mut self.registry.lock().expect("metrics registry poisoned"));
+        groups.insert(TypeId::of::<G>(), Box::new(group.clone()));
+        group
     }
 
     /// Moves `rtmanager_redis_master_info` of `topology` from the `previous`
@@ -232,57 +392,12 @@ impl Metrics {
             .set(1);
     }
 
+    /// The OpenMetrics text of every registered metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let registry = self.registry.lock().expect("metrics registry poisoned");
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
-    }
-}
-
-/// Serves `GET /metrics` and `GET /healthz` until `shutdown` resolves.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    metrics: Metrics,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener accept failed");
-                    continue;
-                }
-            },
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                async move {
-                    let response = match req.uri().path() {
-                        "/metrics" => Response::builder()
-                            .header(
-                                "content-type",
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )
-                            .body(Full::new(Bytes::from(metrics.encode()))),
-                        "/healthz" => Response::builder()
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from_static(b"{\"status\":\"ok\"}"))),
-                        _ => Response::builder()
-                            .status(404)
-                            .body(Full::new(Bytes::from_static(b"not found"))),
-                    };
-                    Ok::<_, hyper::http::Error>(response.expect("static response"))
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
     }
 }
 
