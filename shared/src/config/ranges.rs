@@ -111,7 +111,7 @@ pub const RANGES: &[(&str, Range)] = &[
     ("REMOVED_RECORD_RETENTION", Span(secs(HOUR), MAX_RETENTION)),
     ("STOP_TOMBSTONE_RETENTION", Span(secs(DAY), MAX_RETENTION)),
     // gateway
-    ("HTTP_REQUEST_TIMEOUT", Span(ms(100), secs(HOUR))),
+    ("HTTP_REQUEST_TIMEOUT", Span(ms(10), secs(HOUR))),
     ("HTTP_BODY_LIMIT", Count(1_024, 64 * 1024 * 1024)),
 ];
 
