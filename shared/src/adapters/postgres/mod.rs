@@ -3,7 +3,8 @@
 //! - [`Database`]: the pool, migrations, reads outside a transaction.
 //! - [`UnitOfWork`]: one transaction in our vocabulary; every write of a
 //!   lifecycle operation or a health source goes through one.
-//! - [`records`], [`operations`], [`snapshots`], [`outbox`], [`observations`],
+//! - [`records`], [`operations`], [`snapshots`], [`health_history`] (every
+//!   health event, for the timeline), [`outbox`], [`observations`],
 //!   [`stream_offsets`] (the job consumers' last acked ids),
 //!   [`reads`]: the queries, by table (reads: the gateway's and discovery's);
 //!   [`probe_targets`]: the prober's targets with their committed streaks.
@@ -20,6 +21,7 @@ use sqlx::PgPool;
 use crate::domain::ErrorCode;
 
 pub mod fences;
+pub mod health_history;
 pub mod intents;
 pub mod observations;
 pub mod operations;
