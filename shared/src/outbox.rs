@@ -40,7 +40,10 @@ use crate::adapters::postgres::{Database, StoreError, UnitOfWork};
 use crate::adapters::{DeliveryError, StreamTrim};
 use crate::adapters::{RedisClient, RedisError};
 use crate::config::StreamsConfig;
-use crate::domain::{AdminIntent, EventType, GameId, HealthEvent, JobResult, OutboxMessage};
+use crate::domain::{
+    AdminIntent, EventType, GameId, HealthEvent, HealthSource, JobResult, OutboxMessage,
+    SourcedEvent,
+};
 use crate::liveness::Heartbeat;
 use crate::retry;
 use crate::telemetry::{EventLabels, Metrics, StreamLabels};
@@ -84,23 +87,32 @@ impl Outbox {
         }
     }
 
-    /// A health event on `runtime:health_events`, moving its game's snapshot.
-    pub fn health(&self, event: &HealthEvent) -> OutboxMessage {
+    /// A health event on `runtime:health_events`, moving its game's snapshot
+    /// and adding it to the game's history as observed by `source`.
+    pub fn health(&self, source: HealthSource, event: &HealthEvent) -> OutboxMessage {
         OutboxMessage {
             stream: self.streams.health_events.clone(),
             fields: event.stream_fields(),
             dedupe_key: None,
-            snapshot: Some(event.clone()),
+            health: Some(SourcedEvent {
+                source,
+                event: event.clone(),
+            }),
             game_id: Some(event.game_id.clone()),
         }
     }
 
     /// [`Self::health`] at most once per `dedupe_key` (e.g. one
     /// `container_oom` per container).
-    pub fn health_once(&self, event: &HealthEvent, dedupe_key: &str) -> OutboxMessage {
+    pub fn health_once(
+        &self,
+        source: HealthSource,
+        event: &HealthEvent,
+        dedupe_key: &str,
+    ) -> OutboxMessage {
         OutboxMessage {
             dedupe_key: Some(dedupe_key.to_owned()),
-            ..self.health(event)
+            ..self.health(source, event)
         }
     }
 
@@ -129,7 +141,7 @@ impl Outbox {
             stream: self.streams.notification_intents.clone(),
             fields: intent.stream_fields(),
             dedupe_key: Some(dedupe_key),
-            snapshot: None,
+            health: None,
             game_id: Some(intent.game_id.clone()),
         }
     }
@@ -140,7 +152,7 @@ impl Outbox {
             stream: self.streams.job_results.clone(),
             fields: result.stream_fields(),
             dedupe_key: Some(format!("result:{job_key}")),
-            snapshot: None,
+            health: None,
             // A malformed job's game id may not be one; its result is then
             // ordered by nothing but staging.
             game_id: GameId::parse(&result.game_id).ok(),

@@ -1,4 +1,5 @@
-//! Validates stream entries against the schemas in `contracts/*.asyncapi.yaml`.
+//! Validates stream entries against the schemas in `contracts/*.asyncapi.yaml`,
+//! and REST answers against those of `contracts/rest-gateway.openapi.yaml`.
 //!
 //! A stream entry is flat string fields; the contract's wire-encoding rules
 //! decide how each is decoded before validation: integer properties from
@@ -54,17 +55,36 @@ impl Contract {
 
     /// Errors of `fields` against `schema`, empty when valid.
     pub fn errors(&self, schema: &str, fields: &HashMap<String, String>) -> Vec<String> {
+        self.json_errors(schema, &self.decode(schema, fields))
+    }
+
+    /// Errors of a JSON value (a REST answer) against `schema`, empty when
+    /// valid. The OpenAPI 3.1 schemas are JSON Schema 2020-12.
+    pub fn json_errors(&self, schema: &str, instance: &Value) -> Vec<String> {
         let root = json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$ref": format!("#/components/schemas/{schema}"),
             "components": self.document["components"].clone(),
         });
         let validator = jsonschema::validator_for(&root).expect("contract schema compiles");
-        let instance = self.decode(schema, fields);
         validator
-            .iter_errors(&instance)
+            .iter_errors(instance)
             .map(|e| format!("{e} at {}", e.instance_path()))
             .collect()
+    }
+
+    /// Panics with every error when `instance` does not match `schema`.
+    pub fn assert_json_valid(&self, schema: &str, instance: &Value) {
+        let errors = self.json_errors(schema, instance);
+        assert!(
+            errors.is_empty(),
+            "{schema} {instance:#} violates the contract: {errors:#?}"
+        );
+    }
+
+    /// The document itself (e.g. a schema's `example`).
+    pub fn document(&self) -> &Value {
+        &self.document
     }
 
     /// Panics with every error when `fields` does not match `schema`.

@@ -2,7 +2,8 @@
 //! in the shape the contract files describe.
 
 use shared::domain::{
-    AdminIntent, ErrorCode, HealthDetails, HealthEvent, JobResult, NotificationType, Outcome,
+    AdminIntent, ErrorCode, EventType, HealthDetails, HealthEvent, HealthSource, JobResult,
+    NotificationType, Outcome,
 };
 use system_tests::contract::Contract;
 use system_tests::TestEnv;
@@ -47,9 +48,18 @@ async fn every_health_event_type_matches_the_contract_and_its_snapshot() {
             occurred_at_ms: 1_775_121_700_000 + i as i64,
             details: d.clone(),
         };
+        // The source that stages each type in production.
+        let source = match event.event_type() {
+            EventType::ContainerStarted => HealthSource::Start,
+            EventType::ContainerExited | EventType::ContainerOom => HealthSource::DockerEvents,
+            EventType::ContainerDisappeared | EventType::InspectUnhealthy => {
+                HealthSource::InspectCron
+            }
+            EventType::ProbeFailed | EventType::ProbeRecovered => HealthSource::HealthzProber,
+        };
         let outbox = &env.infra.outbox;
         outbox
-            .publish(&[outbox.health(&event)])
+            .publish(&[outbox.health(source, &event)])
             .await
             .expect("emit");
     }

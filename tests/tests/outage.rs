@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shared::adapters::redis::RedisClient;
 use shared::config::Secret;
-use shared::domain::{HealthDetails, HealthEvent};
+use shared::domain::{HealthDetails, HealthEvent, HealthSource};
 use shared::outbox::Outbox;
 use system_tests::job_process::KillOnDrop;
 use system_tests::services::PrivateRedis;
@@ -40,7 +40,7 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
         },
     };
     publisher
-        .publish(&[publisher.health(&event(1))])
+        .publish(&[publisher.health(HealthSource::HealthzProber, &event(1))])
         .await
         .unwrap();
     let stream = env.config.common.streams.health_events.clone();
@@ -61,7 +61,7 @@ async fn events_emitted_while_redis_is_down_arrive_in_order_after_it_returns() {
     for i in 2..=6 {
         // Emission only needs PostgreSQL: it succeeds while Redis is away.
         publisher
-            .publish(&[publisher.health(&event(i))])
+            .publish(&[publisher.health(HealthSource::HealthzProber, &event(i))])
             .await
             .expect("emit while redis is down");
     }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use shared::domain::{AdminIntent, ErrorCode, NotificationType};
-use shared::domain::{GameId, HealthDetails, HealthEvent, JobResult, Outcome};
+use shared::domain::{GameId, HealthDetails, HealthEvent, HealthSource, JobResult, Outcome};
 use system_tests::TestEnv;
 
 async fn redis_cmd(env: &TestEnv, args: &[&str]) {
@@ -107,7 +107,7 @@ async fn a_row_redis_keeps_refusing_is_parked_and_holds_only_its_game_until_redr
         .unwrap();
     for (game, n) in [(&b, 1), (&a, 2), (&b, 3), (&a, 4)] {
         outbox
-            .publish(&[outbox.health(&probe_failed(game, n))])
+            .publish(&[outbox.health(HealthSource::HealthzProber, &probe_failed(game, n))])
             .await
             .unwrap();
     }
@@ -220,7 +220,7 @@ async fn publish_probe_events(env: &TestEnv, count: i64) -> i64 {
     let game = env.game("trim");
     let outbox = &env.infra.outbox;
     let messages: Vec<_> = (1..=count)
-        .map(|n| outbox.health(&probe_failed(&game, n)))
+        .map(|n| outbox.health(HealthSource::HealthzProber, &probe_failed(&game, n)))
         .collect();
     outbox.publish(&messages).await.unwrap();
     env.flush_outbox().await;

@@ -689,6 +689,7 @@ fn internal_routes(game: &GameId) -> Vec<(Method, String)> {
         (Method::GET, rt(game, "stats")),
         (Method::GET, rt(game, "logs")),
         (Method::GET, rt(game, "health")),
+        (Method::GET, rt(game, "timeline")),
         (Method::GET, "/api/v1/internal/monitoring/targets".into()),
         (Method::GET, "/api/v1/internal/no-such-route".into()),
         (Method::GET, "/api/v1/internal".into()),

@@ -1,6 +1,6 @@
 //! Retention on real PostgreSQL: cleanup-cron's pruning of the operation log,
-//! removed records (with their snapshots and observations) and stop
-//! tombstones, in batches; the retention settings; and discovery's query
+//! the health history, removed records (with their snapshots, observations
+//! and history) and stop tombstones, in batches; the retention settings; and discovery's query
 //! plan, which must not grow with a game's log.
 //!
 //! Rows are written directly and aged by their timestamps (no waiting).
@@ -203,6 +203,72 @@ async fn removed_records_past_retention_go_with_their_snapshot_and_observations(
             .await
             .unwrap();
     assert_eq!(kept, ["c-current"]);
+}
+
+/// `n` health history rows of `game`, occurred `age_days` ago.
+async fn history(env: &TestEnv, game: &GameId, n: i32, age_days: i32) {
+    sqlx::query(
+        "INSERT INTO health_event_history (game_id, container_id, event_type, source, \
+             occurred_at, details) \
+         SELECT $1, 'c', 'probe_failed', 'healthz_prober', \
+             now() - make_interval(days => $3) + make_interval(secs => g), '{}' \
+         FROM generate_series(1, $2) g",
+    )
+    .bind(game.as_str())
+    .bind(n)
+    .bind(age_days)
+    .execute(env.db().pool())
+    .await
+    .expect("insert history");
+}
+
+/// The game's health history, as days of age (rounded), oldest first.
+async fn history_of(env: &TestEnv, game: &GameId) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT round(extract(epoch FROM now() - occurred_at) / 86400)::int \
+         FROM health_event_history \
+         WHERE game_id = $1 ORDER BY occurred_at",
+    )
+    .bind(game.as_str())
+    .fetch_all(env.db().pool())
+    .await
+    .expect("read history")
+}
+
+#[tokio::test]
+async fn health_history_goes_after_the_operation_log_retention_and_with_a_pruned_record() {
+    let env = TestEnv::new().await;
+    let (live, removed, fresh) = (env.game("live"), env.game("removed"), env.game("fresh"));
+    record(&env, &live, "running", 100, "").await;
+    record(&env, &removed, "removed", 31, "").await;
+    record(&env, &fresh, "removed", 29, "").await;
+    // live: 5 events past the 90 days, 2 inside; removed: recent ones, gone
+    // with its record; fresh: kept with its record.
+    history(&env, &live, 5, 91).await;
+    history(&env, &live, 2, 89).await;
+    history(&env, &removed, 3, 32).await;
+    history(&env, &fresh, 2, 30).await;
+
+    // A batch of 2 rows: the prune crosses batches.
+    let counts = env
+        .db()
+        .prune_history(&RetentionConfig::default(), 2)
+        .await
+        .unwrap();
+    assert_eq!(counts.health_event_history, 5 + 3, "{counts:?}");
+    assert_eq!(counts.removed_records, 1, "{counts:?}");
+    assert_eq!(history_of(&env, &live).await, [89, 89]);
+    assert!(history_of(&env, &removed).await.is_empty());
+    assert_eq!(history_of(&env, &fresh).await, [30, 30]);
+
+    // The retention is the operation log's setting.
+    let shorter = RetentionConfig {
+        operation_log: Duration::from_secs(24 * 3600),
+        ..RetentionConfig::default()
+    };
+    let counts = env.db().prune_history(&shorter, 1000).await.unwrap();
+    assert_eq!(counts.health_event_history, 2 + 2, "{counts:?}");
+    assert!(history_of(&env, &live).await.is_empty());
 }
 
 #[tokio::test]

@@ -251,6 +251,7 @@ async fn pass_ticking(
         pruned_removed_records = pruned.removed_records,
         pruned_snapshots = pruned.health_snapshots,
         pruned_observations = pruned.inspect_observations,
+        pruned_health_history = pruned.health_event_history,
         pruned_tombstones = pruned.stop_tombstones,
         pruned_intents = pruned.container_intents,
         "cleanup pass done"

@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use shared::adapters::postgres::{CommittedStreak, OpenProbeFailure};
 use shared::adapters::{PendingTransition, RedisClient, StreakVerdict};
-use shared::domain::{HealthDetails, HealthEvent};
+use shared::domain::{HealthDetails, HealthEvent, HealthSource};
 use shared::outbox::Outbox;
 use shared::retry;
 
@@ -140,7 +140,10 @@ pub(crate) async fn commit(
     let key = event.probe_transition_key(pending.slot);
     let mut backoff = retry::backoff();
     loop {
-        match outbox.publish(&[outbox.health_once(event, &key)]).await {
+        match outbox
+            .publish(&[outbox.health_once(HealthSource::HealthzProber, event, &key)])
+            .await
+        {
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(game_id = %event.game_id, error = %e, "probe event not committed; retrying");

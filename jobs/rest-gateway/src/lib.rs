@@ -3,7 +3,8 @@
 //! `contracts/rest-gateway.openapi.yaml`.
 //!
 //! # Layout
-//! - [`routes`]: the route groups (lifecycle, reads, discovery, observe, probes).
+//! - [`routes`]: the route groups (lifecycle, reads, discovery, observe,
+//!   timeline, probes).
 //! - [`auth`]: bearer tokens (file + env, SIGHUP reload), fail-closed.
 //! - [`middleware`]: request id, declared-size check, access log, timeout.
 //! - [`extract`]: strict extractors (game id, JSON body, query, caller).
@@ -83,6 +84,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::read::router())
         .merge(routes::discovery::router())
         .merge(routes::observe::router())
+        .merge(routes::timeline::router())
         .merge(routes::probes::router())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -21,10 +21,11 @@ pub use super::ranges::MAX_RETENTION;
 pub struct RetentionConfig {
     /// `operation_log` rows that finished longer ago than this are deleted,
     /// except each game's latest row while the game has a record (discovery
-    /// and the gateway show it).
+    /// and the gateway show it); `health_event_history` rows that occurred
+    /// longer ago too, so a game's timeline reaches back as far in both.
     pub operation_log: Duration,
     /// `removed` records whose `removed_at` is older than this are deleted,
-    /// with their health snapshot and inspect observations. A later start
+    /// with their health snapshot, inspect observations and health history. A later start
     /// of the game makes a fresh record, as for a new game.
     pub removed_records: Duration,
     /// Stop tombstones created longer ago than this are deleted. A tombstone

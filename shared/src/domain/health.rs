@@ -19,6 +19,19 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Who observed a health event: the `source` of its row in
+    /// `health_event_history` (a game's timeline). Not a stream field: the
+    /// contract's entries stay as they are. `start` is a start (start-job's,
+    /// or rest-gateway's start, restart or patch): `container_started`.
+    HealthSource {
+        Start => "start",
+        DockerEvents => "docker_events",
+        InspectCron => "inspect_cron",
+        HealthzProber => "healthz_prober",
+    }
+}
+
 /// The closed `details` object of each event type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthDetails {
@@ -294,6 +307,27 @@ mod tests {
         assert_eq!(
             HealthEvent::probe_recovered(&game, "c1", 5, 3).probe_transition_key(42),
             "health:probe_recovered:c1:42"
+        );
+    }
+
+    #[test]
+    fn health_sources_are_the_history_tables_check_set() {
+        let migration = include_str!("../../../migrations/20261202000001_health_event_history.sql");
+        let set: Vec<String> = HealthSource::ALL
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        let check = format!("source IN ({}", set.join(", "));
+        let flat = migration.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(&check), "{check} not in the migration");
+        assert_eq!(
+            set,
+            [
+                "'start'",
+                "'docker_events'",
+                "'inspect_cron'",
+                "'healthz_prober'"
+            ]
         );
     }
 

@@ -20,8 +20,8 @@ use super::{OperationOutcome, OperationRequest, Operations, StartRequest};
 use crate::adapters::postgres::StoreError;
 use crate::domain::labels::*;
 use crate::domain::{
-    ErrorCode, GameId, HealthEvent, ImageRef, OpKind, OperationEntry, Outcome, ResourceLimits,
-    RuntimeRecord, RuntimeStatus,
+    ErrorCode, GameId, HealthEvent, HealthSource, ImageRef, OpKind, OperationEntry, Outcome,
+    ResourceLimits, RuntimeRecord, RuntimeStatus,
 };
 use crate::game_lock::GameLock;
 use crate::ports::{BindMount, ContainerInfo, ContainerSpec, PullPolicy};
@@ -391,7 +391,8 @@ impl Operations {
         let at_ms = record.started_at.unwrap_or(started_at).timestamp_millis();
         let event =
             HealthEvent::container_started(&req.game_id, &container_id, at_ms, &req.image_ref);
-        tx.stage(&self.outbox.health(&event)).await?;
+        tx.stage(&self.outbox.health(HealthSource::Start, &event))
+            .await?;
         tx.commit().await?;
         fail::fail_point!("start-commit-reply-lost", |_| Err(StoreError::Unavailable(
             "failpoint: the COMMIT went through, its reply was lost".into()

@@ -143,7 +143,7 @@ impl<H: JobHandler> StreamConsumer<H> {
                 ),
             ],
             dedupe_key: Some(dedupe_key),
-            snapshot: None,
+            health: None,
             game_id: None,
         }
     }

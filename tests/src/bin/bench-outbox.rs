@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use shared::domain::{HealthDetails, HealthEvent};
+use shared::domain::{HealthDetails, HealthEvent, HealthSource};
 use system_tests::TestEnv;
 
 const EVENTS: i64 = 2000;
@@ -41,7 +41,7 @@ async fn main() {
     for i in 0..EVENTS {
         let outbox = &env.infra.outbox;
         outbox
-            .publish(&[outbox.health(&event(i))])
+            .publish(&[outbox.health(HealthSource::HealthzProber, &event(i))])
             .await
             .expect("emit");
     }

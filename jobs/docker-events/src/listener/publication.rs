@@ -36,7 +36,7 @@
 use chrono::{DateTime, Utc};
 
 use shared::adapters::postgres::{StoreError, UnitOfWork};
-use shared::domain::{GameId, HealthEvent};
+use shared::domain::{GameId, HealthEvent, HealthSource};
 
 use super::Listener;
 
@@ -106,7 +106,14 @@ impl Listener {
         let mut fresh = 0;
         for event in events {
             let key = event.observation_key();
-            if tx.stage(&self.outbox.health_once(event, &key)).await? {
+            if tx
+                .stage(
+                    &self
+                        .outbox
+                        .health_once(HealthSource::DockerEvents, event, &key),
+                )
+                .await?
+            {
                 fresh += 1;
                 tracing::info!(
                     game_id = %event.game_id,

@@ -32,7 +32,8 @@ use chrono::{DateTime, Utc};
 use shared::adapters::postgres::{StoreError, UnitOfWork};
 use shared::domain::IntentKind;
 use shared::domain::{
-    GameId, HealthEvent, Observation, OpKind, OpSource, OperationEntry, Outcome, RuntimeRecord,
+    GameId, HealthEvent, HealthSource, Observation, OpKind, OpSource, OperationEntry, Outcome,
+    RuntimeRecord,
 };
 use shared::game_lock::GameLock;
 
@@ -167,7 +168,8 @@ impl Inspector {
                 return Ok(Written::Nothing);
             }
             let event = observation.event(game_id, container_id, observed_at.timestamp_millis());
-            tx.stage(&self.outbox.health(&event)).await?;
+            tx.stage(&self.outbox.health(HealthSource::InspectCron, &event))
+                .await?;
             Ok(Written::Commit {
                 findings: vec![Finding::Unhealthy(game_id.clone())],
                 log: move || {
@@ -212,7 +214,9 @@ impl Inspector {
                 // leaves the record running for this pass) is not reported
                 // again, and one it reports after this pass is not either.
                 let key = event.observation_key();
-                let reported = tx.stage(&self.outbox.health_once(&event, &key)).await?;
+                let reported = tx
+                    .stage(&self.outbox.health_once(HealthSource::InspectCron, &event, &key))
+                    .await?;
                 tx.forget_container(container_id).await?;
                 Ok(Written::Commit {
                     findings: vec![Finding::Disposed(game_id.clone())],
@@ -272,7 +276,8 @@ impl Inspector {
                 {
                     let event =
                         observation.event(game_id, container_id, observed_at.timestamp_millis());
-                    tx.stage(&self.outbox.health(&event)).await?;
+                    tx.stage(&self.outbox.health(HealthSource::InspectCron, &event))
+                        .await?;
                     findings.push(Finding::Unhealthy(game_id.clone()));
                 }
                 let exit_code = info.exit_code;

@@ -5,6 +5,7 @@
 //! - [`read`]: runtime records, one record with health, the operation log.
 //! - [`discovery`]: Prometheus HTTP service discovery of engine containers.
 //! - [`observe`]: per-game stats, logs and health.
+//! - [`timeline`]: one game's operations, health events and intents, merged.
 //! - [`probes`]: `/healthz`, `/readyz`, `/metrics` (open).
 
 pub mod discovery;
@@ -12,3 +13,4 @@ pub mod lifecycle;
 pub mod observe;
 pub mod probes;
 pub mod read;
+pub mod timeline;

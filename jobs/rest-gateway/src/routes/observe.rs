@@ -46,7 +46,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The engine's error as the API's: logged once here, with the game.
-fn engine_error(game: &GameId, what: &str, err: EngineError) -> ApiError {
+pub(crate) fn engine_error(game: &GameId, what: &str, err: EngineError) -> ApiError {
     match err {
         EngineError::NotFound(_) => {
             ApiError::not_found(format!("the container of game {game} no longer exists"))

@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+pub(crate) fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit.unwrap_or(DEFAULT_PAGE) {
         n @ 1..=MAX_PAGE => Ok(n),
         n => Err(ApiError::invalid(format!(

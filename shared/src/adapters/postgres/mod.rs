@@ -3,7 +3,8 @@
 //! - [`Database`]: the pool, migrations, reads outside a transaction.
 //! - [`UnitOfWork`]: one transaction in our vocabulary; every write of a
 //!   lifecycle operation or a health source goes through one.
-//! - [`records`], [`operations`], [`snapshots`], [`outbox`], [`observations`],
+//! - [`records`], [`operations`], [`snapshots`], [`health_history`] (every
+//!   health event, for the timeline), [`outbox`], [`observations`],
 //!   [`stream_offsets`] (the job consumers' last acked ids),
 //!   [`reads`]: the queries, by table (reads: the gateway's and discovery's);
 //!   [`probe_targets`]: the prober's targets with their committed streaks.
@@ -22,6 +23,7 @@ use crate::domain::ErrorCode;
 
 pub mod cron_passes;
 pub mod fences;
+pub mod health_history;
 pub mod intents;
 pub mod observations;
 pub mod operations;

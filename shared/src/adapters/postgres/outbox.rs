@@ -15,8 +15,9 @@ use crate::domain::OutboxMessage;
 const RELAY_LOCK_CLASS: i32 = 0x7274_6d6f;
 
 impl UnitOfWork {
-    /// The one staging verb: queues `message` (and moves its health snapshot
-    /// forward) in this unit of work. `Ok(false)`, with nothing staged, when a
+    /// The one staging verb: queues `message` (and, for a health event, moves
+    /// its game's snapshot forward and adds it to the game's history) in this
+    /// unit of work. `Ok(false)`, with nothing staged, when a
     /// message with the same dedupe key was staged before; the key is the
     /// primary key of `outbox_keys`, which outlives the row (the prune keeps
     /// it), so the check commits with the rest and holds forever.
@@ -50,9 +51,11 @@ impl UnitOfWork {
         if let Some(game) = &message.game_id {
             self.ordered.push((game.clone(), id));
         }
-        if let Some(event) = &message.snapshot {
-            self.upsert_snapshot(event).await?;
-            self.staged.push(event.event_type());
+        if let Some(health) = &message.health {
+            self.upsert_snapshot(&health.event).await?;
+            self.append_health_history(health, message.dedupe_key.as_deref())
+                .await?;
+            self.staged.push(health.event.event_type());
         }
         Ok(true)
     }

@@ -1,6 +1,7 @@
 //! Read-only queries of the gateway and monitoring discovery: the paged
-//! record listing, a game's health snapshot, the paged operation log, the
-//! readiness probe's migration check and the discovery inventory. They answer
+//! record listing, a game's health snapshot, the paged operation log, a
+//! game's paged timeline, the readiness probe's migration check and the
+//! discovery inventory. They answer
 //! domain types or the plain read models below; the gateway shapes the JSON.
 
 use std::collections::HashSet;
@@ -65,6 +66,64 @@ pub struct OperationRow {
     pub finished_at: DateTime<Utc>,
 }
 
+/// One `health_event_history` row, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthEventRow {
+    pub id: i64,
+    pub container_id: String,
+    pub event_type: String,
+    /// The health source that observed it (`HealthSource`).
+    pub source: String,
+    pub details: Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// One `container_intents` row: a stop or removal rtmanager requested itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentRow {
+    pub container_id: String,
+    /// `stop` or `removal`.
+    pub kind: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One entry of a game's timeline, from the table it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimelineEntry {
+    Operation(OperationRow),
+    HealthEvent(HealthEventRow),
+    Intent(IntentRow),
+}
+
+/// Where a timeline entry sorts, and so where a page ending on it continues.
+/// Entries are ordered by `(at, rank, seq, tie)`: `at` is an operation's
+/// `finished_at` (when its outcome was committed), an event's `occurred_at`,
+/// an intent's `recorded_at`; `rank` the table ([`TimelineCursor::INTENT`] <
+/// [`TimelineCursor::HEALTH_EVENT`] < [`TimelineCursor::OPERATION`], so at
+/// one instant an operation sorts after the events it caused); `seq` the
+/// row id (0 for intents, which have none) and `tie` an intent's key
+/// (`container_id/kind`; empty for the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineCursor {
+    pub at: DateTime<Utc>,
+    pub rank: i16,
+    pub seq: i64,
+    pub tie: String,
+}
+
+impl TimelineCursor {
+    pub const INTENT: i16 = 1;
+    pub const HEALTH_EVENT: i16 = 2;
+    pub const OPERATION: i16 = 3;
+}
+
+/// A timeline entry with its place in the order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineItem {
+    pub cursor: TimelineCursor,
+    pub entry: TimelineEntry,
+}
+
 /// What monitoring discovery knows of one game, from PostgreSQL alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitoringRow {
@@ -92,6 +151,41 @@ const OPERATION_LOG_PAGE: &str =
          error_code, error_message, started_at, finished_at \
      FROM operation_log WHERE game_id = $1 AND ($2::bigint IS NULL OR id < $2) \
      ORDER BY id DESC LIMIT $3";
+
+/// A game's timeline, newest first (`$1` game, `$2..$5` the cursor or NULL,
+/// `$6` the page size plus one). Each branch takes at most a page from its
+/// table, past the cursor, in the common order, so the merge sorts no more
+/// than three pages. Each reads one game's rows by its game index
+/// (`operation_log_game_idx`, whose order is by id, so a game's log is
+/// sorted by `finished_at`; `health_event_history_game_idx`;
+/// `container_intents_game_idx`). One statement, so the page is one
+/// snapshot of the three tables. The columns a branch does not have are
+/// NULL.
+const TIMELINE_PAGE: &str = "SELECT * FROM ( \
+     (SELECT o.finished_at AS at, 3::smallint AS rank, o.id AS seq, ''::text AS tie, \
+         o.container_id, o.op_kind, o.op_source, o.source_ref, o.image_ref, o.outcome, \
+         o.error_code, o.error_message, o.started_at, \
+         NULL::text AS event_type, NULL::text AS source, NULL::jsonb AS details, \
+         NULL::text AS intent_kind \
+      FROM operation_log o WHERE o.game_id = $1 AND ($2::timestamptz IS NULL \
+         OR (o.finished_at, 3::smallint, o.id, ''::text) < ($2, $3::smallint, $4::bigint, $5::text)) \
+      ORDER BY o.finished_at DESC, o.id DESC LIMIT $6) \
+     UNION ALL \
+     (SELECT h.occurred_at, 2::smallint, h.id, ''::text, \
+         h.container_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         h.event_type, h.source, h.details, NULL \
+      FROM health_event_history h WHERE h.game_id = $1 AND ($2::timestamptz IS NULL \
+         OR (h.occurred_at, 2::smallint, h.id, ''::text) < ($2, $3::smallint, $4::bigint, $5::text)) \
+      ORDER BY h.occurred_at DESC, h.id DESC LIMIT $6) \
+     UNION ALL \
+     (SELECT i.recorded_at, 1::smallint, 0::bigint, i.container_id || '/' || i.kind, \
+         i.container_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         NULL, NULL, NULL, i.kind \
+      FROM container_intents i WHERE i.game_id = $1 AND ($2::timestamptz IS NULL \
+         OR (i.recorded_at, 1::smallint, 0::bigint, i.container_id || '/' || i.kind) \
+            < ($2, $3::smallint, $4::bigint, $5::text)) \
+      ORDER BY i.recorded_at DESC, i.container_id || '/' || i.kind DESC LIMIT $6) \
+   ) entries ORDER BY at DESC, rank DESC, seq DESC, tie DESC LIMIT $6";
 
 /// Discovery's inventory (`$1`: statuses, `$2`: failures since). The two
 /// LATERAL subqueries are one index probe each per game, so the cost does
@@ -185,6 +279,32 @@ impl Database {
         Ok(Page::of(operations, limit, |o| o.id))
     }
 
+    /// One page of the game's timeline: its operation log, health event
+    /// history and stop and removal intents merged, newest first (see
+    /// [`TimelineCursor`] for the order), from the first entry past
+    /// `before`, at most `limit`; the page's cursor is its last entry's.
+    pub async fn timeline_page(
+        &self,
+        game_id: &GameId,
+        before: Option<&TimelineCursor>,
+        limit: u32,
+    ) -> Result<Page<TimelineItem, TimelineCursor>, StoreError> {
+        let rows = sqlx::query(TIMELINE_PAGE)
+            .bind(game_id.as_str())
+            .bind(before.map(|c| c.at))
+            .bind(before.map(|c| c.rank))
+            .bind(before.map(|c| c.seq))
+            .bind(before.map(|c| c.tie.as_str()))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows
+            .iter()
+            .map(timeline_item_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::of(items, limit, |item| item.cursor.clone()))
+    }
+
     /// Versions of the (up) migrations embedded in this binary that the
     /// database does not record as successfully applied; empty when the
     /// schema is current (the readiness probe's `migrations` check).
@@ -247,6 +367,46 @@ fn operation_from_row(r: &PgRow) -> Result<OperationRow, StoreError> {
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
     })
+}
+
+fn timeline_item_from_row(r: &PgRow) -> Result<TimelineItem, StoreError> {
+    let cursor = TimelineCursor {
+        at: r.try_get("at")?,
+        rank: r.try_get("rank")?,
+        seq: r.try_get("seq")?,
+        tie: r.try_get("tie")?,
+    };
+    let container_id: String = r.try_get("container_id")?;
+    let entry = match cursor.rank {
+        TimelineCursor::OPERATION => TimelineEntry::Operation(OperationRow {
+            id: cursor.seq,
+            op_kind: r.try_get("op_kind")?,
+            op_source: r.try_get("op_source")?,
+            source_ref: r.try_get("source_ref")?,
+            image_ref: r.try_get("image_ref")?,
+            container_id,
+            outcome: r.try_get("outcome")?,
+            error_code: r.try_get("error_code")?,
+            error_message: r.try_get("error_message")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: cursor.at,
+        }),
+        TimelineCursor::HEALTH_EVENT => TimelineEntry::HealthEvent(HealthEventRow {
+            id: cursor.seq,
+            container_id,
+            event_type: r.try_get("event_type")?,
+            source: r.try_get("source")?,
+            details: r.try_get::<sqlx::types::Json<Value>, _>("details")?.0,
+            occurred_at: cursor.at,
+        }),
+        TimelineCursor::INTENT => TimelineEntry::Intent(IntentRow {
+            container_id,
+            kind: r.try_get("intent_kind")?,
+            recorded_at: cursor.at,
+        }),
+        other => return Err(StoreError::Corrupt(format!("timeline rank {other}"))),
+    };
+    Ok(TimelineItem { cursor, entry })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Retention: cleanup-cron's pruning of the history tables
-//! (`operation_log`, `removed` records with their snapshots and
-//! observations, `stop_tombstones`), by the ages of the retention section.
+//! (`operation_log` and `health_event_history`, `removed` records with their
+//! snapshots, observations and health history, `stop_tombstones`), by the
+//! ages of the retention section.
 //!
 //! Every statement deletes at most `batch` rows and is its own transaction,
 //! looped until a batch comes back short: a backlog of millions is worked
@@ -26,9 +27,21 @@ pub struct PruneCounts {
     pub health_snapshots: u64,
     /// Observations of those records, and of containers no record holds.
     pub inspect_observations: u64,
+    /// Health history of those records, and events older than the
+    /// operation log's retention.
+    pub health_event_history: u64,
     pub stop_tombstones: u64,
     /// Stop and removal intents, pruned with the tombstones.
     pub container_intents: u64,
+}
+
+/// What one prune of removed records deleted, by table.
+#[derive(Debug, Default)]
+struct RemovedCounts {
+    records: u64,
+    snapshots: u64,
+    observations: u64,
+    history: u64,
 }
 
 /// One batch of the operation log, walked in `(finished_at, id)` order from
@@ -51,9 +64,12 @@ const PRUNE_OPERATION_LOG: &str = "WITH batch AS ( \
      SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT count(*) FROM batch) AS scanned, \
          (SELECT finished_at FROM last) AS last_finished_at, (SELECT id FROM last) AS last_id";
 
-/// One batch of `removed` records, with their snapshots, observations and
-/// start requests in the same statement (one snapshot, one commit: a start that re-creates the
-/// game waits on the deleted row and then inserts afresh).
+/// One batch of `removed` records, with their snapshots, observations,
+/// health history and start requests in the same statement (one snapshot,
+/// one commit: a start that re-creates the game waits on the deleted row and
+/// then inserts afresh, and its new history is not touched). A game's
+/// history is bounded by the operation log's retention, so a batch of
+/// records deletes a bounded number of history rows.
 const PRUNE_REMOVED_RECORDS: &str = "WITH gone AS ( \
          DELETE FROM runtime_records WHERE game_id IN ( \
              SELECT game_id FROM runtime_records WHERE status = 'removed' AND removed_at < $1 \
@@ -64,10 +80,13 @@ const PRUNE_REMOVED_RECORDS: &str = "WITH gone AS ( \
          DELETE FROM health_snapshots WHERE game_id IN (SELECT game_id FROM gone) RETURNING 1), \
      observations AS ( \
          DELETE FROM inspect_observations WHERE game_id IN (SELECT game_id FROM gone) RETURNING 1), \
+     history AS ( \
+         DELETE FROM health_event_history WHERE game_id IN (SELECT game_id FROM gone) RETURNING 1), \
      start_requests AS ( \
          DELETE FROM start_requests WHERE game_id IN (SELECT game_id FROM gone)) \
      SELECT (SELECT count(*) FROM gone) AS records, (SELECT count(*) FROM snapshots) AS snapshots, \
-         (SELECT count(*) FROM observations) AS observations";
+         (SELECT count(*) FROM observations) AS observations, \
+         (SELECT count(*) FROM history) AS history";
 
 /// Snapshots of games without a record (an event that arrived after the
 /// record was pruned), untouched since the cut-off.
@@ -87,6 +106,14 @@ const PRUNE_ORPHAN_OBSERVATIONS: &str = "DELETE FROM inspect_observations WHERE 
                AND r.status <> 'removed' AND r.current_container_id = o.container_id) \
          LIMIT $2) \
      AND observed_at < $1";
+
+/// Health events that occurred before the cut-off (the operation log's
+/// retention: a timeline reaches back as far in both), oldest first, through
+/// `health_event_history_occurred_idx`. Unlike the log, no latest row is
+/// kept: the game's snapshot holds its latest event.
+const PRUNE_HEALTH_HISTORY: &str = "DELETE FROM health_event_history WHERE id IN ( \
+         SELECT id FROM health_event_history WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2) \
+     AND occurred_at < $1";
 
 /// Tombstones by `created_at`, which moves forward with the tombstone: the
 /// window a late start must be refused in starts when the stop went through.
@@ -117,18 +144,25 @@ impl Database {
     ) -> Result<PruneCounts, StoreError> {
         let now = Utc::now();
         let records_cutoff = cutoff(now, retention.removed_records);
-        let (removed_records, snapshots, observations) =
-            self.prune_removed_records(records_cutoff, batch).await?;
+        let removed = self.prune_removed_records(records_cutoff, batch).await?;
         let orphan_snapshots = self
             .delete_batched(PRUNE_ORPHAN_SNAPSHOTS, records_cutoff, batch)
             .await?;
         let orphan_observations = self
             .delete_batched(PRUNE_ORPHAN_OBSERVATIONS, records_cutoff, batch)
             .await?;
+        let old_history = self
+            .delete_batched(
+                PRUNE_HEALTH_HISTORY,
+                cutoff(now, retention.operation_log),
+                batch,
+            )
+            .await?;
         Ok(PruneCounts {
-            removed_records,
-            health_snapshots: snapshots + orphan_snapshots,
-            inspect_observations: observations + orphan_observations,
+            removed_records: removed.records,
+            health_snapshots: removed.snapshots + orphan_snapshots,
+            inspect_observations: removed.observations + orphan_observations,
+            health_event_history: removed.history + old_history,
             stop_tombstones: self
                 .delete_batched(
                     PRUNE_STOP_TOMBSTONES,
@@ -175,13 +209,13 @@ impl Database {
     }
 
     /// `removed` records whose `removed_at` is before `cutoff`, with their
-    /// snapshots and observations: (records, snapshots, observations).
+    /// snapshots, observations and health history.
     async fn prune_removed_records(
         &self,
         cutoff: DateTime<Utc>,
         batch: u32,
-    ) -> Result<(u64, u64, u64), StoreError> {
-        let mut total = (0, 0, 0);
+    ) -> Result<RemovedCounts, StoreError> {
+        let mut total = RemovedCounts::default();
         loop {
             let row = sqlx::query(PRUNE_REMOVED_RECORDS)
                 .bind(cutoff)
@@ -189,9 +223,10 @@ impl Database {
                 .fetch_one(&self.pool)
                 .await?;
             let records = count(row.try_get("records")?);
-            total.0 += records;
-            total.1 += count(row.try_get("snapshots")?);
-            total.2 += count(row.try_get("observations")?);
+            total.records += records;
+            total.snapshots += count(row.try_get("snapshots")?);
+            total.observations += count(row.try_get("observations")?);
+            total.history += count(row.try_get("history")?);
             // Short: nothing left (or a record was started meanwhile; the
             // next pass sees the rest).
             if records < u64::from(batch) {
