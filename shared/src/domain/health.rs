@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn health_sources_are_the_history_tables_check_set() {
-        let migration = include_str!("../../../migrations/20261202000001_health_event_history.sql");
+        let migration = include_str!("../../../migrations/20261202000002_health_event_history.sql");
         let set: Vec<String> = HealthSource::ALL
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
