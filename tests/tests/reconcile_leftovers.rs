@@ -6,6 +6,7 @@
 //! nothing after it runs, as after a kill.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use shared::domain::{GameId, OpSource, Outcome, StopReason};
 use shared::operations::{OperationRequest, Operations, StartRequest};
@@ -40,7 +41,10 @@ fn container_of(game: &GameId) -> (String, bool) {
 
 /// Runs `op` with the failure point `start-after-create` panicking: the
 /// operation dies right after its (inner) start created the container.
-async fn dies_after_create<F, Fut>(op: F)
+/// Runs `op` on `game` until it dies at the failure point, then waits for
+/// its lease to go: a dying holder releases it from a detached task (the
+/// lease's `Drop`), which the next operation would otherwise race.
+async fn dies_after_create<F, Fut>(env: &TestEnv, game: &GameId, op: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = shared::operations::OperationOutcome> + Send + 'static,
@@ -52,6 +56,16 @@ where
         died.unwrap_err().is_panic(),
         "the operation died at the failure point"
     );
+    let leases = shared::adapters::LeaseStore::new(
+        env.infra.redis.clone(),
+        env.config.common.redis.lease_ttl,
+    );
+    env.eventually(
+        "the dead operation's lease released",
+        Duration::from_secs(10),
+        || async { (!leases.is_held(game).await.unwrap_or(true)).then_some(()) },
+    )
+    .await;
 }
 
 async fn start(ops: &Operations, game: &GameId) -> String {
@@ -89,7 +103,7 @@ async fn a_restart_that_died_after_creating_the_new_container_is_adopted_into_it
     let ops = system_tests::operations(&env.config, &env.infra).unwrap();
     let game = env.game("restartdied");
     let old = start(&ops, &game).await;
-    dies_after_create({
+    dies_after_create(&env, &game, {
         let (ops, req) = (ops.clone(), request(&game, "restart"));
         move || async move { ops.restart(&req).await }
     })
@@ -123,7 +137,7 @@ async fn a_leftover_container_that_a_newer_stop_superseded_is_stopped_not_adopte
     // (the record was stopped: `replay_no_op`, with a tombstone).
     let restarted = env.game("supersededrestart");
     start(&ops, &restarted).await;
-    dies_after_create({
+    dies_after_create(&env, &restarted, {
         let (ops, req) = (ops.clone(), request(&restarted, "restart"));
         move || async move { ops.restart(&req).await }
     })
@@ -140,7 +154,7 @@ async fn a_leftover_container_that_a_newer_stop_superseded_is_stopped_not_adopte
     // A first start died after creating its container; then a stop came (no
     // record: a tombstone).
     let fresh = env.game("supersededstart");
-    dies_after_create({
+    dies_after_create(&env, &fresh, {
         let ops = ops.clone();
         let req = StartRequest {
             game_id: fresh.clone(),
