@@ -441,8 +441,9 @@ impl Relay {
                 }
             }
         }
-        let parked = batch.finish(&delivered).await?;
-        self.metrics.outbox_parked.set(parked);
+        // The parked gauge is the backlog count's (every BACKLOG_EVERY), not
+        // a second count per batch.
+        batch.finish(&delivered).await?;
         match failure {
             Some(e) => Err(e.into()),
             None => Ok(delivered.len()),

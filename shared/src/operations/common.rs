@@ -244,21 +244,14 @@ impl Operations {
             // Retried while PostgreSQL is away: the row is the only record of
             // what was done, and a job is answered only after it. The caller
             // going away (a shutdown drain, an HTTP client) ends the wait.
-            let mut backoff = crate::retry::backoff();
-            loop {
-                match self.log_operation(&entry).await {
-                    Ok(()) => break,
-                    Err(e @ StoreError::Unavailable(_)) => {
-                        tracing::warn!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed; retrying");
-                        // Waiting for PostgreSQL: a main loop running this
-                        // operation (cleanup-cron's pass) is not stuck.
-                        crate::liveness::retry_sleep(crate::retry::next(&mut backoff)).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed");
-                        break;
-                    }
-                }
+            let recorded = crate::retry::while_transient(
+                || self.log_operation(&entry),
+                |e| matches!(e, StoreError::Unavailable(_)),
+                |e| tracing::warn!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed; retrying"),
+            )
+            .await;
+            if let Err(e) = recorded {
+                tracing::error!(game_id = %req.game_id, op_kind = %op, error = %e, "recording the operation failed");
             }
         }
         let code_str = code.map(ErrorCode::as_str).unwrap_or("");

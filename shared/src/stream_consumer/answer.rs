@@ -100,20 +100,16 @@ impl<H: JobHandler> StreamConsumer<H> {
     /// just to answer it. The shutdown drain's abort or a crash ends the
     /// wait, and the entry stays pending and runs again, as after any crash.
     async fn record_answer(&self, id: &str, messages: &[OutboxMessage]) -> bool {
-        let mut backoff = crate::retry::backoff();
-        loop {
-            match self.outbox.publish(messages).await {
-                Ok(_) => return true,
-                Err(e @ StoreError::Unavailable(_)) => {
-                    tracing::warn!(entry_id = id, error = %e, "recording the job result failed; retrying");
-                    tokio::time::sleep(crate::retry::next(&mut backoff)).await;
-                }
-                Err(e) => {
-                    tracing::error!(entry_id = id, error = %e, "recording the job result failed; the entry stays pending and will be retried");
-                    return false;
-                }
-            }
+        let recorded = crate::retry::while_transient(
+            || self.outbox.publish(messages),
+            |e| matches!(e, StoreError::Unavailable(_)),
+            |e| tracing::warn!(entry_id = id, error = %e, "recording the job result failed; retrying"),
+        )
+        .await;
+        if let Err(e) = &recorded {
+            tracing::error!(entry_id = id, error = %e, "recording the job result failed; the entry stays pending and will be retried");
         }
+        recorded.is_ok()
     }
 
     fn dead_letter(

@@ -310,21 +310,15 @@ impl RelayBatch {
         .await?)
     }
 
-    /// Marks `delivered` and releases the delivery lock; returns how many
-    /// rows are parked.
-    pub async fn finish(mut self, delivered: &[i64]) -> Result<i64, StoreError> {
+    /// Marks `delivered` and releases the delivery lock.
+    pub async fn finish(mut self, delivered: &[i64]) -> Result<(), StoreError> {
         if !delivered.is_empty() {
             sqlx::query("UPDATE outbox SET delivered_at = now() WHERE id = ANY($1)")
                 .bind(delivered)
                 .execute(&mut *self.tx)
                 .await?;
         }
-        let parked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL AND delivered_at IS NULL",
-        )
-        .fetch_one(&mut *self.tx)
-        .await?;
         self.tx.commit().await?;
-        Ok(parked)
+        Ok(())
     }
 }
