@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::Database;
-use crate::adapters::redis::RedisMaster;
+use crate::adapters::redis::{slots, RedisMaster, Topology};
 use crate::adapters::{LeaseStore, RedisClient};
 use crate::config::{CommonConfig, Env, JobConfig, LifecycleConfig, RedisConfig, StateConfig};
 use crate::liveness::Liveness;
@@ -63,6 +63,18 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
     .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
     db.migrate().await.context("running database migrations")?;
     let redis = connect_redis(&config.redis).await?;
+    if redis.topology() == Topology::Cluster {
+        let s = &config.streams;
+        slots::refuse_cluster_unsafe([
+            ("RTMANAGER_JOB_RESULTS_STREAM", s.job_results.as_str()),
+            ("RTMANAGER_HEALTH_EVENTS_STREAM", s.health_events.as_str()),
+            (
+                "RTMANAGER_NOTIFICATION_INTENTS_STREAM",
+                s.notification_intents.as_str(),
+            ),
+        ])
+        .map_err(anyhow::Error::msg)?;
+    }
     let engine = DockerEngine::connect(&config.docker.host).with_context(|| {
         format!(
             "connecting to Docker at {} (RTMANAGER_DOCKER_HOST)",

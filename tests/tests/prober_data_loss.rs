@@ -126,3 +126,43 @@ async fn a_streak_lost_while_the_prober_was_down_is_recovered_from_the_snapshot(
     assert!(prior >= 7, "prior_failure_count {prior}");
     forget_streaks(&env, &[&engine.game]).await;
 }
+
+/// Another prober (an overlapping shard, the one before a restart) commits a
+/// `probe_failed` after this prober's last target refresh, and Redis then
+/// loses the streak: the refresh's snapshot is stale, so the seed must come
+/// from what PostgreSQL holds now, or the recovery goes unreported and the
+/// game's snapshot says `probe_failed` for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streak_lost_after_another_probers_commit_is_seeded_from_postgres_as_it_is_now() {
+    let env = fast_env(&[("RTMANAGER_PROBE_REFRESH_INTERVAL", "1h")]).await;
+    let engine = Engine::start(&env, "lost-stale").await;
+    let prober = RunningProber::spawn(env.config.clone(), &env);
+    let hits = engine.hits().await;
+    env.eventually("healthy probes", Duration::from_secs(10), || async {
+        (engine.hits().await >= hits + 3).then_some(())
+    })
+    .await;
+
+    // The other prober's commit, as it stages it (once per slot), while the
+    // engine failed for it; then Redis loses the streak it had set.
+    let failed = shared::domain::HealthEvent::probe_failed(
+        &engine.game,
+        &engine.container_id,
+        chrono::Utc::now().timestamp_millis(),
+        3,
+        503,
+        "",
+    );
+    let outbox = &env.infra.outbox;
+    let key = failed.probe_transition_key(1);
+    let staged = outbox
+        .publish(&[outbox.health_once(shared::domain::HealthSource::HealthzProber, &failed, &key)])
+        .await
+        .unwrap();
+    assert_eq!(staged, [true]);
+    forget_streaks(&env, &[&engine.game]).await;
+
+    let prior = assert_recovered_once(&env, &engine, prober).await;
+    assert_eq!(prior, 3, "the committed streak's count");
+    forget_streaks(&env, &[&engine.game]).await;
+}

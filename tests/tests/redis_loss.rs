@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use shared::adapters::redis::ConsumerGroup;
 use shared::domain::GameId;
+use system_tests::job_process::JobProcess;
 use system_tests::services::PrivateRedis;
 use system_tests::{Services, TestEnv, ENGINE};
 use tokio_util::sync::CancellationToken;
@@ -151,6 +152,128 @@ async fn a_lost_group_is_recreated_after_the_last_acked_entry() {
     // Read in id order: had the group restarted before the first entry, it
     // would have been taken again before the second was answered.
     assert_eq!(metric(&env, "rtmanager_jobs_consumed_total", &stream), 2);
+    assert_eq!(results_for(&env, &first).await.len(), 1);
+    stop.cancel();
+    starter.await.unwrap().expect("start-job stops gracefully");
+}
+
+/// A group lost while one of its entries is being worked on: recreated from
+/// the last acked id, it hands that entry out again as new, to the consumer
+/// that works on it or to another one. Neither may run it a second time: the
+/// second run finds the game's lease held and would answer `conflict`,
+/// taking the entry's one result from the real run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_in_flight_when_its_group_is_lost_is_answered_once_by_its_run() {
+    let redis = PrivateRedis::start();
+    let env = env_on(&redis, &[]).await;
+    let (stream, group) = (
+        env.config.start_jobs.stream.clone(),
+        env.config.start_jobs.group.clone(),
+    );
+    // A start-job process whose starts hold for 8 s once the engine runs.
+    let held = JobProcess::ready(
+        &env,
+        "start-job",
+        &[],
+        &[
+            ("FAILPOINTS", "start-after-create=sleep(8000)".into()),
+            ("RTMANAGER_CONSUMER_NAME", "held".into()),
+        ],
+    )
+    .await;
+    let game = env.game("inflight");
+    env.xadd(&stream, &start_job_fields(&game)).await;
+    let name = format!("name=galaxy-game-{game}");
+    env.eventually(
+        "the held start's engine",
+        Duration::from_secs(30),
+        || async {
+            (!env
+                .docker(&["ps", "-q", "--filter", &name])
+                .trim()
+                .is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    command(&env, &["XGROUP", "DESTROY", &stream, &group]).await;
+    // A second consumer comes up on the lost group.
+    let stop = CancellationToken::new();
+    let other = tokio::spawn(start_job::run(
+        (&env.config).into(),
+        env.infra.clone(),
+        stop.clone(),
+    ));
+    wait_results(&env, &game, 1, "the start's result").await;
+    env.eventually("the entry acked", Duration::from_secs(60), || async {
+        let pending = command(&env, &["XPENDING", &stream, &group]).await;
+        matches!(pending, redis::Value::Array(ref a) if a[0] == redis::Value::Int(0)).then_some(())
+    })
+    .await;
+    let results = results_for(&env, &game).await;
+    assert_eq!(results.len(), 1, "one result: {results:?}");
+    assert_eq!(
+        results[0]["outcome"],
+        "success",
+        "the real run's answer, not a second run's conflict: {results:?}\n{}",
+        held.output()
+    );
+    stop.cancel();
+    other.await.unwrap().expect("start-job stops gracefully");
+    assert!(held
+        .terminate_within(Duration::from_secs(40))
+        .await
+        .success());
+}
+
+/// The first group ever made follows the start-id setting: `$` skips what
+/// the stream already holds. A group lost after an ack comes back after the
+/// acked entry, not at `$`.
+#[tokio::test]
+async fn the_first_group_follows_the_start_id_and_a_lost_one_the_last_ack() {
+    let redis = PrivateRedis::start();
+    let env = env_on(&redis, &[("RTMANAGER_START_JOBS_GROUP_START_ID", "$")]).await;
+    assert_eq!(env.config.start_jobs.group_start_id, "$");
+    let (stream, group) = (
+        env.config.start_jobs.stream.clone(),
+        env.config.start_jobs.group.clone(),
+    );
+    let old = env.game("beforegroup");
+    env.xadd(&stream, &start_job_fields(&old)).await;
+    let stop = CancellationToken::new();
+    let starter = tokio::spawn(start_job::run(
+        (&env.config).into(),
+        env.infra.clone(),
+        stop.clone(),
+    ));
+    env.eventually("the group", Duration::from_secs(30), || async {
+        let groups = command(&env, &["XINFO", "GROUPS", &stream]).await;
+        matches!(groups, redis::Value::Array(ref a) if !a.is_empty()).then_some(())
+    })
+    .await;
+    let first = env.game("first");
+    env.xadd(&stream, &start_job_fields(&first)).await;
+    wait_results(&env, &first, 1, "the first new entry's result").await;
+    env.eventually("the ack", Duration::from_secs(30), || async {
+        let pending = command(&env, &["XPENDING", &stream, &group]).await;
+        matches!(pending, redis::Value::Array(ref a) if a[0] == redis::Value::Int(0)).then_some(())
+    })
+    .await;
+    command(&env, &["XGROUP", "DESTROY", &stream, &group]).await;
+    // Written while the group is gone: `$` would skip it, the offset keeps it.
+    let during = env.game("duringloss");
+    env.xadd(&stream, &start_job_fields(&during)).await;
+    wait_results(
+        &env,
+        &during,
+        1,
+        "the entry written while the group was gone",
+    )
+    .await;
+    assert!(
+        results_for(&env, &old).await.is_empty(),
+        "an entry older than the first group is never answered"
+    );
     assert_eq!(results_for(&env, &first).await.len(), 1);
     stop.cancel();
     starter.await.unwrap().expect("start-job stops gracefully");

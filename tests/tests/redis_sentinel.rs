@@ -15,11 +15,11 @@ use production::{
     stop_fields, wait_all_use, wait_event, wait_results, FAST_PROBES, LONG_RUNNING,
 };
 
-/// How long after the master died every process must use the new one: the
-/// sentinels' failover (down after 1 s, then the election and promotion),
-/// plus the processes' one-second look at the sentinels, plus slack for a
-/// loaded machine.
-const FOLLOW_BOUND: Duration = Duration::from_secs(5 + 10);
+/// How long after the master died every process must use the new one (the
+/// README's stated bound, 15 s): the sentinels' failover (down after 1 s,
+/// then the election and promotion), plus the processes' one-second look at
+/// the sentinels, plus slack for a loaded 2-core machine running the suite.
+const FOLLOW_BOUND: Duration = SentinelSet::FAILOVER_TIME.saturating_add(Duration::from_secs(10));
 
 async fn env_on(set: &SentinelSet) -> TestEnv {
     let vars = set.vars();

@@ -151,6 +151,27 @@ async fn old_log_rows_go_and_each_games_latest_row_stays() {
     assert_eq!(again, PruneCounts::default());
 }
 
+/// A game's place in the outbox's per-game order, as a commit leaves it.
+async fn game_seq(env: &TestEnv, game: &GameId) {
+    sqlx::query("INSERT INTO outbox_game_seq (game_id, last_seq) VALUES ($1, 3)")
+        .bind(game.as_str())
+        .execute(env.db().pool())
+        .await
+        .unwrap();
+}
+
+/// The game's rows in `game_fences` and `outbox_game_seq`.
+async fn per_game_rows(env: &TestEnv, game: &GameId) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM game_fences WHERE game_id = $1), \
+                (SELECT count(*) FROM outbox_game_seq WHERE game_id = $1)",
+    )
+    .bind(game.as_str())
+    .fetch_one(env.db().pool())
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn removed_records_past_retention_go_with_their_snapshot_and_observations() {
     let env = TestEnv::new().await;
@@ -161,7 +182,11 @@ async fn removed_records_past_retention_go_with_their_snapshot_and_observations(
         record(&env, game, "removed", 31, "").await;
         snapshot(&env, game, 31).await;
         observation(&env, game, &format!("c-{game}"), 31).await;
+        env.db().take_fence(game).await.unwrap();
+        game_seq(&env, game).await;
     }
+    env.db().take_fence(&fresh).await.unwrap();
+    game_seq(&env, &fresh).await;
     record(&env, &fresh, "removed", 29, "").await;
     snapshot(&env, &fresh, 29).await;
     record(&env, &stopped, "stopped", 60, "c-stopped").await;
@@ -190,7 +215,17 @@ async fn removed_records_past_retention_go_with_their_snapshot_and_observations(
     for game in &old {
         assert!(env.db().get_record(game).await.unwrap().is_none());
         assert!(env.snapshot(game).await.is_none());
+        assert_eq!(
+            per_game_rows(&env, game).await,
+            (0, 0),
+            "{game}: fence, sequence"
+        );
     }
+    assert_eq!(
+        per_game_rows(&env, &fresh).await,
+        (1, 1),
+        "kept with the record"
+    );
     assert!(env.snapshot(&orphan).await.is_none());
     for game in [&fresh, &stopped, &running] {
         assert!(env.db().get_record(game).await.unwrap().is_some(), "{game}");

@@ -72,7 +72,7 @@ use crate::target::{Skip, Target, TargetState, Verdict};
 use shared::adapters::http_probe::{
     failure_reason, http_client, http_probe, ProbeClient, ProbeClientError,
 };
-use shared::adapters::{ProbeResult, StreakObservation};
+use shared::adapters::{ProbeResult, StreakObservation, StreakSeed, StreakVerdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProberError {
@@ -382,6 +382,31 @@ impl Prober {
         }
     }
 
+    /// The open `probe_failed` PostgreSQL holds for the game now, for a
+    /// streak Redis does not have. Should PostgreSQL be away, the newer of
+    /// the last target refresh and this task's own commit stands in (up to
+    /// one refresh old: [`TargetState::seed`]).
+    async fn committed_open_failure(
+        &self,
+        target: &Target,
+        state: &TargetState,
+    ) -> Option<(String, i64)> {
+        let fallback = || {
+            state
+                .seed(target)
+                .map(|f| (f.container_id.clone(), f.consecutive_failures))
+        };
+        match self.inner.db.committed_streak(&target.game_id).await {
+            Ok(streak) => streak
+                .open_failure
+                .map(|f| (f.container_id, f.consecutive_failures)),
+            Err(e) => {
+                tracing::warn!(game_id = %target.game_id, error = %e, "reading the committed probe streak failed; seeding from the last target refresh");
+                fallback()
+            }
+        }
+    }
+
     /// Applies the result to the streak and publishes a transition. A
     /// transition still pending from an earlier observation (a prober that
     /// died or stopped before its commit) is committed first, and the result
@@ -406,10 +431,13 @@ impl Prober {
             last_error,
             at_ms: Utc::now().timestamp_millis(),
         };
+        // Read from PostgreSQL only when Redis has no streak for the game.
+        let mut committed: Option<Option<(String, i64)>> = None;
         loop {
-            let seed = state
-                .seed(target)
-                .map(|f| (f.container_id.as_str(), f.consecutive_failures));
+            let seed = match &committed {
+                None => StreakSeed::Ask,
+                Some(open) => StreakSeed::Committed(open.as_ref().map(|(c, n)| (c.as_str(), *n))),
+            };
             let observed = inner
                 .redis
                 .observe_streak(
@@ -428,6 +456,10 @@ impl Prober {
                     return Verdict::NotProbed(Skip::RedisUnavailable);
                 }
             };
+            if verdict == StreakVerdict::Missing {
+                committed = Some(self.committed_open_failure(target, state).await);
+                continue;
+            }
             let (pending, earlier) = match streak::transition(verdict, pending) {
                 Transition::Settled(verdict) => return verdict,
                 Transition::Decided(pending) => (pending, false),

@@ -97,6 +97,9 @@ pub(crate) fn transition(verdict: StreakVerdict, pending: Option<PendingTransiti
         },
         (StreakVerdict::Duplicate, _) => Verdict::Duplicate,
         (StreakVerdict::Skipped, _) => Verdict::Discarded,
+        // The prober answers a missing streak itself (a second observation
+        // seeded from PostgreSQL) and never passes it here.
+        (StreakVerdict::Missing, _) => Verdict::Discarded,
         (verdict, None) => {
             tracing::error!(?verdict, "probe streak transition without its event");
             Verdict::Discarded

@@ -5,7 +5,7 @@
 //! - [`docker`]: the [`crate::ports::ContainerEngine`] on Docker (bollard).
 //! - [`postgres`]: records, operation log, snapshots, outbox, observations,
 //!   reads; the [`postgres::UnitOfWork`] transaction type.
-//! - [`redis`]: leases, intents, consumer groups, delivery, streaks, cursor.
+//! - [`redis`]: leases, consumer groups, delivery, streaks, cursor.
 //! - [`lobby`]: the diagnostic fetch of a game at Lobby.
 //! - [`http_probe`]: the prober's `GET /healthz` client (reqwest).
 //!
@@ -19,7 +19,7 @@ pub mod postgres;
 pub mod redis;
 
 pub use self::redis::delivery::{DeliveryError, StreamTrim};
-pub use self::redis::streaks::{PendingTransition, StreakObservation, StreakVerdict};
+pub use self::redis::streaks::{PendingTransition, StreakObservation, StreakSeed, StreakVerdict};
 pub use self::redis::{ConsumerGroup, Lease, LeaseStore, RedisClient, RedisError, StreamEntry};
 pub use crate::domain::IntentKind;
 pub use http_probe::{ProbeClient, ProbeResult};

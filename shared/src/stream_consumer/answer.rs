@@ -1,5 +1,6 @@
 //! Answering one entry: once (by its result's key), only when its game is
-//! free if it was reclaimed, then acked with its offset kept.
+//! free if it was reclaimed (or read just after its group was recreated),
+//! then acked with its offset kept.
 
 use std::collections::HashMap;
 
@@ -53,12 +54,14 @@ impl<H: JobHandler> StreamConsumer<H> {
             }
             return;
         }
-        if reclaimed {
+        // A reclaimed entry, or a new one just after the group was lost or
+        // made, may still be worked on by its first reader.
+        if reclaimed || self.group_is_new() {
             if let Some(game_id) = self.handler.game_id(fields) {
                 match self.leases.is_held(&game_id).await {
                     Ok(false) => {}
                     Ok(true) => {
-                        tracing::info!(entry_id = id, game_id = %game_id, "reclaimed entry's game is busy; leaving it pending");
+                        tracing::info!(entry_id = id, game_id = %game_id, reclaimed, "entry's game is busy and it may still be worked on; leaving it pending");
                         return;
                     }
                     Err(e) => {

@@ -16,6 +16,11 @@
 //!   (`NOGROUP`: a `FLUSHALL`, a failover to an empty replica) is recreated
 //!   just after it: entry ids are times, so entries written after the loss
 //!   are newer, and one answered before it is skipped by its result's key;
+//!   for `reclaim_idle` after it saw its group lost (or made it), a consumer
+//!   treats new entries as it treats reclaimed ones, since an entry another
+//!   consumer (or itself) was still working on comes back as new: its game's
+//!   lease is held, and a second run would answer `conflict` first and take
+//!   the one result from the real run;
 //! - an entry older than `answer_horizon` (the dedupe keys' retention) is
 //!   never run, since the key that proves an earlier answer may be pruned:
 //!   it goes to the dead-letter stream, unanswered, and is acked. Only a
@@ -154,6 +159,9 @@ pub struct StreamConsumer<H> {
     settings: ConsumerSettings,
     metrics: Metrics,
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// When this consumer last saw its group lost, or made it: new entries
+    /// may be old ones back (see the module doc).
+    group_made_at: Arc<Mutex<Option<tokio::time::Instant>>>,
     /// The consumer loop's tick (`/healthz`).
     heartbeat: Heartbeat,
 }
@@ -178,6 +186,7 @@ impl<H: JobHandler> StreamConsumer<H> {
             settings,
             metrics,
             in_flight: Arc::default(),
+            group_made_at: Arc::default(),
             heartbeat: Heartbeat::detached(),
         }
     }
@@ -278,6 +287,11 @@ impl<H: JobHandler> StreamConsumer<H> {
             };
             backoff = retry::backoff();
             for StreamEntry { id, fields } in entries {
+                if !reclaimed && this.is_in_flight(&id) {
+                    // Delivered again by a recreated group while this
+                    // consumer still works on it: that run acks it.
+                    continue;
+                }
                 let permit = permits.clone().acquire_owned().await?;
                 this.in_flight
                     .lock()
@@ -324,6 +338,14 @@ pub async fn consume<H: JobHandler>(
     settings: ConsumerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if infra.redis.topology() == crate::adapters::redis::Topology::Cluster {
+        let var = format!("the dead-letter stream of {}", settings.stream);
+        crate::adapters::redis::slots::refuse_cluster_unsafe([(
+            var.as_str(),
+            settings.dead_letter_stream.as_str(),
+        )])
+        .map_err(anyhow::Error::msg)?;
+    }
     let consumer = StreamConsumer::new(
         infra.redis.clone(),
         infra.db.clone(),

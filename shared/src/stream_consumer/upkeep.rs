@@ -22,8 +22,15 @@ impl<H: JobHandler> StreamConsumer<H> {
         let from = acked
             .clone()
             .unwrap_or_else(|| self.settings.group_start_id.clone());
+        if lost {
+            self.note_group_made();
+        }
         // Concurrent callers race here; only the one that creates it counts.
-        if self.group.ensure(&from).await? && (lost || acked.is_some()) {
+        let created = self.group.ensure(&from).await?;
+        if created {
+            self.note_group_made();
+        }
+        if created && (lost || acked.is_some()) {
             tracing::warn!(stream = %stream, group = %group, from_id = %from, "consumer group recreated");
             self.metrics
                 .consumer_group_recreations
@@ -65,6 +72,27 @@ impl<H: JobHandler> StreamConsumer<H> {
                 tracing::warn!(error = %e, "removing idle consumers failed");
             }
         }
+    }
+
+    fn note_group_made(&self) {
+        *self.group_made_at.lock().expect("group time poisoned") =
+            Some(tokio::time::Instant::now());
+    }
+
+    /// Whether the group was lost or made within `reclaim_idle`: entries
+    /// read as new may then be ones still being worked on.
+    pub(super) fn group_is_new(&self) -> bool {
+        self.group_made_at
+            .lock()
+            .expect("group time poisoned")
+            .is_some_and(|at| at.elapsed() < self.settings.reclaim_idle)
+    }
+
+    pub(super) fn is_in_flight(&self, id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .expect("in-flight set poisoned")
+            .contains(id)
     }
 
     /// Entries stalled with a crashed consumer, minus those this one works on.

@@ -36,16 +36,17 @@ async fn xrange(env: &TestEnv, stream: &str) -> Option<Vec<Fields>> {
     )
 }
 
-/// What reached Redis on the results and health streams (over one or more
-/// Redis lifetimes).
+/// What reached Redis on the results, health and notification-intent
+/// streams (over one or more Redis lifetimes).
 #[derive(Debug, Default)]
 pub struct Delivered {
     pub results: Vec<Fields>,
     pub health: Vec<Fields>,
+    pub intents: Vec<Fields>,
 }
 
 impl Delivered {
-    /// The two streams as they are now.
+    /// The three streams as they are now.
     pub async fn read(env: &TestEnv) -> Self {
         env.eventually("the results and health streams", RECOVERY, || {
             Self::try_read(env)
@@ -60,12 +61,14 @@ impl Delivered {
         Some(Self {
             results: xrange(env, &streams.job_results).await?,
             health: xrange(env, &streams.health_events).await?,
+            intents: xrange(env, &streams.notification_intents).await?,
         })
     }
 
     pub fn extend(&mut self, other: Self) {
         self.results.extend(other.results);
         self.health.extend(other.health);
+        self.intents.extend(other.intents);
     }
 
     /// Health events per (game, event type).
@@ -81,8 +84,8 @@ impl Delivered {
 }
 
 /// Nothing committed is lost or doubled: the outbox has no pending or parked
-/// row, and its rows of the results and health streams are exactly what
-/// `delivered` holds, each once.
+/// row, and its rows of the results, health and intent streams are exactly
+/// what `delivered` holds, each once.
 pub async fn assert_outbox_delivered_once(env: &TestEnv, delivered: &Delivered) {
     let (pending, parked): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE delivered_at IS NULL), count(*) FILTER (WHERE parked_at IS NOT NULL) FROM outbox",
@@ -95,6 +98,7 @@ pub async fn assert_outbox_delivered_once(env: &TestEnv, delivered: &Delivered) 
     for (stream, entries) in [
         (&streams.job_results, &delivered.results),
         (&streams.health_events, &delivered.health),
+        (&streams.notification_intents, &delivered.intents),
     ] {
         let rows: Vec<RowFields> =
             sqlx::query_scalar("SELECT fields FROM outbox WHERE stream = $1")

@@ -56,32 +56,56 @@ impl Database {
         .await?;
         rows.iter()
             .map(|row| {
-                let status: Option<String> = row.try_get("snapshot_status")?;
-                let occurred_at: Option<chrono::DateTime<chrono::Utc>> =
-                    row.try_get("snapshot_occurred_at")?;
-                let failed = SnapshotStatus::of(EventType::ProbeFailed).as_str();
-                let open_failure = if status.as_deref() == Some(failed) {
-                    let details: Option<sqlx::types::Json<Value>> =
-                        row.try_get("snapshot_details")?;
-                    Some(OpenProbeFailure {
-                        container_id: row
-                            .try_get::<Option<String>, _>("snapshot_container_id")?
-                            .unwrap_or_default(),
-                        consecutive_failures: details
-                            .and_then(|d| d.0["consecutive_failures"].as_i64())
-                            .unwrap_or(0),
-                    })
-                } else {
-                    None
-                };
                 Ok(ProbeTarget {
                     record: record_from_row(row)?,
-                    committed: CommittedStreak {
-                        open_failure,
-                        occurred_at_ms: occurred_at.map_or(0, |t| t.timestamp_millis()),
-                    },
+                    committed: committed_streak(row)?,
                 })
             })
             .collect()
     }
+
+    /// The game's committed probe streak as it is now (whichever prober
+    /// committed it): read when Redis has lost the game's streak, or has
+    /// none yet.
+    pub async fn committed_streak(
+        &self,
+        game_id: &crate::domain::GameId,
+    ) -> Result<CommittedStreak, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.status AS snapshot_status, s.container_id AS snapshot_container_id, \
+                 s.details AS snapshot_details, s.occurred_at AS snapshot_occurred_at \
+             FROM health_snapshots s WHERE s.game_id = $1",
+        )
+        .bind(game_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => committed_streak(&row)?,
+            None => CommittedStreak::default(),
+        })
+    }
+}
+
+/// The `snapshot_*` columns of `row` as a committed streak.
+fn committed_streak(row: &sqlx::postgres::PgRow) -> Result<CommittedStreak, sqlx::Error> {
+    let status: Option<String> = row.try_get("snapshot_status")?;
+    let occurred_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("snapshot_occurred_at")?;
+    let failed = SnapshotStatus::of(EventType::ProbeFailed).as_str();
+    let open_failure = if status.as_deref() == Some(failed) {
+        let details: Option<sqlx::types::Json<Value>> = row.try_get("snapshot_details")?;
+        Some(OpenProbeFailure {
+            container_id: row
+                .try_get::<Option<String>, _>("snapshot_container_id")?
+                .unwrap_or_default(),
+            consecutive_failures: details
+                .and_then(|d| d.0["consecutive_failures"].as_i64())
+                .unwrap_or(0),
+        })
+    } else {
+        None
+    };
+    Ok(CommittedStreak {
+        open_failure,
+        occurred_at_ms: occurred_at.map_or(0, |t| t.timestamp_millis()),
+    })
 }

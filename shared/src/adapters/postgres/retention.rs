@@ -69,7 +69,11 @@ const PRUNE_OPERATION_LOG: &str = "WITH batch AS ( \
 /// one commit: a start that re-creates the game waits on the deleted row and
 /// then inserts afresh, and its new history is not touched). A game's
 /// history is bounded by the operation log's retention, so a batch of
-/// records deletes a bounded number of history rows.
+/// records deletes a bounded number of history rows. The game's fencing
+/// token and outbox sequence go too, or both tables would keep a row per
+/// game ever seen: no lease holder lives the record retention (a day at
+/// least) past the removal, and the sequence goes only with nothing of the
+/// game left to deliver (a game started afresh counts again from 1).
 const PRUNE_REMOVED_RECORDS: &str = "WITH gone AS ( \
          DELETE FROM runtime_records WHERE game_id IN ( \
              SELECT game_id FROM runtime_records WHERE status = 'removed' AND removed_at < $1 \
@@ -83,7 +87,12 @@ const PRUNE_REMOVED_RECORDS: &str = "WITH gone AS ( \
      history AS ( \
          DELETE FROM health_event_history WHERE game_id IN (SELECT game_id FROM gone) RETURNING 1), \
      start_requests AS ( \
-         DELETE FROM start_requests WHERE game_id IN (SELECT game_id FROM gone)) \
+         DELETE FROM start_requests WHERE game_id IN (SELECT game_id FROM gone)), \
+     fences AS ( \
+         DELETE FROM game_fences WHERE game_id IN (SELECT game_id FROM gone)), \
+     sequences AS ( \
+         DELETE FROM outbox_game_seq s WHERE s.game_id IN (SELECT game_id FROM gone) \
+           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.game_id = s.game_id AND o.delivered_at IS NULL)) \
      SELECT (SELECT count(*) FROM gone) AS records, (SELECT count(*) FROM snapshots) AS snapshots, \
          (SELECT count(*) FROM observations) AS observations, \
          (SELECT count(*) FROM history) AS history";

@@ -302,7 +302,9 @@ impl ClusterSeed {
 
 /// The user and password every data node is connected with (the sentinels
 /// have their own). No `CLIENT SETINFO` on connecting: Redis 7.0 does not
-/// know it, and an ACL rule allowing it would be refused there.
+/// know it, and an ACL rule allowing it would be refused there. (A Cluster
+/// client builds its node connections itself and sends it anyway, ignoring
+/// the answer; README "ACL users".)
 fn node_settings(username: &Secret, password: &Secret) -> RedisConnectionInfo {
     let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
     if !username.expose().is_empty() {

@@ -25,6 +25,30 @@ pub fn key_in_slot_of(anchor: &str, prefix: &str, suffix: &str) -> String {
     format!("{prefix}{{{}}}{suffix}", hashed_part(anchor))
 }
 
+/// Whether the delivered marker of `stream` can share its Cluster slot:
+/// not when the part Redis hashes contains a `}` (a name with a `}` and no
+/// hash tag of its own), since the marker's tag would end early.
+pub fn can_share_a_slot(stream: &str) -> bool {
+    !hashed_part(stream).contains('}')
+}
+
+/// On a Cluster, the first of `streams` (variable, name) whose delivery
+/// cannot be made slot-safe, as a start-up error naming its variable.
+pub fn refuse_cluster_unsafe<'a>(
+    streams: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), String> {
+    for (var, name) in streams {
+        if !can_share_a_slot(name) {
+            return Err(format!(
+                "{var} = {name:?}: on a Redis Cluster a stream name with a `}}` needs a hash tag \
+                 of its own (e.g. {{tag}}name), or its delivery marker lands in another slot; \
+                 rename the stream or use a single master"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +61,29 @@ mod tests {
         assert_eq!(hashed_part("foo{{bar}}zap"), "{bar");
         assert_eq!(hashed_part("foo{bar}{zap}"), "bar");
         assert_eq!(hashed_part("no}open{"), "no}open{");
+    }
+
+    #[test]
+    fn only_a_name_whose_hashed_part_has_a_brace_is_refused() {
+        for ok in ["runtime:job_results", "{t}x}y", "a{b}c:dead", "a{b"] {
+            assert!(can_share_a_slot(ok), "{ok}");
+            let marker = key_in_slot_of(ok, "m:", ":1");
+            assert_eq!(hashed_part(&marker), hashed_part(ok), "{ok}");
+        }
+        for bad in ["a}b", "a{}b}", "runtime:x}:dead"] {
+            assert!(!can_share_a_slot(bad), "{bad}");
+            let marker = key_in_slot_of(bad, "m:", ":1");
+            assert_ne!(hashed_part(&marker), hashed_part(bad), "{bad}");
+        }
+        let err = refuse_cluster_unsafe([
+            ("RTMANAGER_JOB_RESULTS_STREAM", "ok"),
+            ("RTMANAGER_HEALTH_EVENTS_STREAM", "h}x"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.starts_with("RTMANAGER_HEALTH_EVENTS_STREAM = \"h}x\""),
+            "{err}"
+        );
     }
 
     #[test]

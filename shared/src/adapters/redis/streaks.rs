@@ -24,15 +24,20 @@ pub fn streak_key(game_id: &GameId) -> String {
 /// `fail`, threshold, slot, TTL seconds, then the seed: the container of a
 /// published `probe_failed` (`''` when none) and its count; then what a
 /// `probe_failed` would carry: the observation time (ms), the last status
-/// and error. The seed stands in for a missing hash (Redis lost it, or it
-/// expired): without it a lost streak would forget its published
-/// `probe_failed`, so a recovery would go unreported and a still failing
-/// engine reported twice. An existing hash is never overridden by it, being
-/// at least as new. Returns `{verdict, count, pending}` where verdict is
+/// and error; then `ask` or `seed`. The seed stands in for a missing hash
+/// (Redis lost it, or it expired, or the game is new): without it a lost
+/// streak would forget its published `probe_failed`, so a recovery would go
+/// unreported and a still failing engine reported twice. With `ask` a
+/// missing hash is not touched and the verdict is `missing`: the caller
+/// reads the seed from PostgreSQL, as committed now (by whichever prober),
+/// and observes again with `seed`. So PostgreSQL is read once per lost or
+/// new streak, never per probe. An existing hash is never overridden by the
+/// seed, being at least as new. Returns `{verdict, count, pending}` where verdict is
 /// `ok`, `recovered` (count = the failures right before), `counted`,
 /// `failed` (count = the streak), `skipped` (lease held: a failure during an
 /// operation is not counted), `duplicate` (this slot, or a later one, was
-/// already observed: by another prober or before a restart) or `pending`.
+/// already observed: by another prober or before a restart), `pending` or
+/// `missing`.
 ///
 /// A `recovered` or `failed` is stored with the streak as its `pending`
 /// transition (JSON: the event's fields and the slot), in the same script,
@@ -57,12 +62,17 @@ if s[6] then
   return {'pending', fails, s[6]}
 end
 local seeded = false
-if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
-  seeded = true
-  cid = ARGV[6]
-  fails = tonumber(ARGV[7]) or 0
-  published = true
-  failed_for = ARGV[6]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[11] == 'ask' then
+    return {'missing', 0, ''}
+  end
+  if ARGV[6] ~= '' then
+    seeded = true
+    cid = ARGV[6]
+    fails = tonumber(ARGV[7]) or 0
+    published = true
+    failed_for = ARGV[6]
+  end
 end
 local function pending(event_type, count)
   local p = cjson.encode({event_type = event_type, container_id = ARGV[1],
@@ -138,6 +148,19 @@ pub enum StreakVerdict {
     /// Not applied: an earlier transition is pending; commit it, then
     /// observe again.
     Pending,
+    /// Not applied: Redis has no streak for the game; observe again with
+    /// the seed PostgreSQL committed ([`StreakSeed::Committed`]).
+    Missing,
+}
+
+/// What a missing streak starts from (see `OBSERVE_LUA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreakSeed<'a> {
+    /// Not read yet: a missing streak answers [`StreakVerdict::Missing`].
+    Ask,
+    /// As PostgreSQL committed it: the container and count of an open
+    /// `probe_failed`, or none.
+    Committed(Option<(&'a str, i64)>),
 }
 
 /// What a probe observed, as [`RedisClient::observe_streak`] takes it.
@@ -209,10 +232,9 @@ impl PendingTransition {
 
 impl RedisClient {
     /// Applies one probe observation in `slot` to the game's streak.
-    /// `seed`, the `(container, count)` of a published `probe_failed` as
-    /// PostgreSQL committed it, is the streak when Redis has none (see
-    /// `OBSERVE_LUA`). With `Recovered` and `Failed` comes the transition
-    /// just stored as pending, with `Pending` the one found pending.
+    /// `seed` is the streak when Redis has none (see `OBSERVE_LUA`). With
+    /// `Recovered` and `Failed` comes the transition just stored as
+    /// pending, with `Pending` the one found pending.
     pub async fn observe_streak(
         &self,
         game_id: &GameId,
@@ -220,8 +242,12 @@ impl RedisClient {
         threshold: u32,
         slot: u64,
         ttl: Duration,
-        seed: Option<(&str, i64)>,
+        seed: StreakSeed<'_>,
     ) -> Result<(StreakVerdict, Option<PendingTransition>), RedisError> {
+        let (ask, seed) = match seed {
+            StreakSeed::Ask => ("ask", None),
+            StreakSeed::Committed(seed) => ("seed", seed),
+        };
         let (verdict, count, pending): (String, i64, String) = Script::new(OBSERVE_LUA)
             .key(streak_key(game_id))
             .key(lease_key(game_id))
@@ -235,6 +261,7 @@ impl RedisClient {
             .arg(observation.at_ms)
             .arg(observation.last_status)
             .arg(observation.last_error)
+            .arg(ask)
             .invoke_async(&mut self.manager())
             .await?;
         let verdict = match verdict.as_str() {
@@ -251,6 +278,7 @@ impl RedisClient {
             "skipped" => StreakVerdict::Skipped,
             "duplicate" => StreakVerdict::Duplicate,
             "pending" => StreakVerdict::Pending,
+            "missing" => StreakVerdict::Missing,
             other => {
                 return Err(RedisError::new(format!(
                     "unexpected streak verdict {other:?}"
