@@ -249,4 +249,16 @@ async fn published_streams_are_trimmed_only_when_asked_and_never_below_the_minim
         300,
         "nothing younger than the minimum age is trimmed"
     );
+    // A minimum age every entry is past: the cap alone decides, and the
+    // age never trims below it.
+    let old = TestEnv::with(&[
+        ("RTMANAGER_STREAM_MAXLEN", "150"),
+        ("RTMANAGER_STREAM_MIN_AGE", "1ms"),
+    ])
+    .await;
+    let len = publish_probe_events(&old, 300).await;
+    assert!(
+        (150..300).contains(&len),
+        "trimmed to the cap, not below: {len}"
+    );
 }

@@ -15,8 +15,9 @@ use super::{RedisClient, RedisError};
 ///
 /// Trimming (opt-in, after the entry is written): once the stream holds more
 /// than `ARGV[2]` entries, `MAXLEN ~` that many, or, with a minimum age,
-/// `MINID ~` the age's cutoff (`ARGV[3]`, a stream id in ms), so no entry
-/// younger than the minimum age is ever trimmed.
+/// `MINID ~` the older of the cap's first kept entry and the age's cutoff
+/// (`ARGV[3]`, a stream id in ms): never below the cap, and no entry younger
+/// than the minimum age is ever trimmed.
 const DELIVER_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
@@ -26,11 +27,23 @@ for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[2], '*', unpack(args))
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 local maxlen = tonumber(ARGV[2])
-if maxlen > 0 and redis.call('XLEN', KEYS[2]) > maxlen then
+local len = maxlen > 0 and redis.call('XLEN', KEYS[2]) or 0
+if len > maxlen then
   if ARGV[3] == '0' then
     redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', maxlen)
   else
-    redis.call('XTRIM', KEYS[2], 'MINID', '~', ARGV[3])
+    -- Down to the cap, never below it and never an entry younger than the
+    -- minimum age: up to the first entry the cap keeps or the age's cutoff,
+    -- whichever is older. At most 1000 entries a call, so a stream far over
+    -- a newly set cap is trimmed over several appends, not in one long call.
+    local excess = math.min(len - maxlen, 1000)
+    local kept = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess + 1)
+    local first = kept[#kept][1]
+    local cut = ARGV[3]
+    if tonumber(string.match(first, '^(%d+)')) < tonumber(cut) then
+      cut = first
+    end
+    redis.call('XTRIM', KEYS[2], 'MINID', '~', cut)
   end
 end
 return id"#;
