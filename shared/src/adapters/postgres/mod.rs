@@ -45,7 +45,15 @@ pub use retention::PruneCounts;
 pub use unit_of_work::UnitOfWork;
 
 /// Migrations embedded at build time from the workspace's `migrations/`.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+///
+/// Versions applied that this binary does not know are ignored, not refused:
+/// during a rolling upgrade the previous release runs against the schema the
+/// new release's migrate step made, which only adds (expand/contract).
+pub static MIGRATOR: sqlx::migrate::Migrator = {
+    let mut migrator = sqlx::migrate!("../migrations");
+    migrator.ignore_missing = true;
+    migrator
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
