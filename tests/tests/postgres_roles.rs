@@ -170,8 +170,8 @@ async fn the_jobs_run_as_a_dml_only_role_once_the_owner_has_migrated() {
         .await
         .unwrap();
     assert_eq!(shown.status(), 200);
-    let body: serde_json::Value = shown.json().await.unwrap();
-    assert_eq!(body["status"], "running", "{body}");
+    let body: serde_json::Value = serde_json::from_str(&shown.text().await.unwrap()).unwrap();
+    assert_eq!(body["record"]["status"], "running", "{body}");
 
     env.xadd(
         &env.config.stop_jobs.stream,

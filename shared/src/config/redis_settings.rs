@@ -379,6 +379,91 @@ mod tests {
     }
 
     #[test]
+    fn passwords_come_from_files_without_their_line_break() {
+        let dir = std::env::temp_dir().join(format!("rtm-pwfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pw, spw) = (dir.join("redis"), dir.join("sentinel"));
+        std::fs::write(&pw, "file-secret-1\n").unwrap();
+        std::fs::write(&spw, "file-secret-2").unwrap();
+        let c = redis(&[
+            ("REDIS_SENTINEL_ADDRS", "s1:26379"),
+            ("REDIS_SENTINEL_MASTER", "galaxy"),
+            ("REDIS_PASSWORD_FILE", pw.to_str().unwrap()),
+            ("REDIS_SENTINEL_PASSWORD_FILE", spw.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(c.password.expose(), "file-secret-1");
+        assert_eq!(
+            c.sentinel.as_ref().unwrap().password.expose(),
+            "file-secret-2"
+        );
+        assert!(!format!("{c:?}").contains("file-secret"));
+
+        let both = redis(&[
+            ("REDIS_MASTER_ADDR", "redis:6379"),
+            ("REDIS_PASSWORD", "pw"),
+            ("REDIS_PASSWORD_FILE", pw.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        assert!(
+            both.contains("RTMANAGER_REDIS_PASSWORD_FILE")
+                && both.contains("RTMANAGER_REDIS_PASSWORD "),
+            "{both}"
+        );
+        let missing = dir.join("absent");
+        let unreadable = redis(&[
+            ("REDIS_MASTER_ADDR", "redis:6379"),
+            ("REDIS_PASSWORD_FILE", missing.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        assert!(
+            unreadable.contains("RTMANAGER_REDIS_PASSWORD_FILE")
+                && unreadable.contains(missing.to_str().unwrap()),
+            "{unreadable}"
+        );
+        // An ACL user with its password in a file is complete.
+        assert!(redis(&[
+            ("REDIS_MASTER_ADDR", "redis:6379"),
+            ("REDIS_USERNAME", "rtm"),
+            ("REDIS_PASSWORD_FILE", pw.to_str().unwrap()),
+        ])
+        .is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_reads_its_ca_file_at_start_up() {
+        let plain = redis(&[("REDIS_MASTER_ADDR", "redis:6379")]).unwrap();
+        assert!(plain.tls.is_none());
+        let roots = redis(&[("REDIS_MASTER_ADDR", "redis:6379"), ("REDIS_TLS", "true")]).unwrap();
+        assert!(roots.tls.unwrap().ca_pem.is_none());
+        for (vars, named) in [
+            (
+                &[
+                    ("REDIS_MASTER_ADDR", "redis:6379"),
+                    ("REDIS_TLS_CA_FILE", "/x"),
+                ][..],
+                "RTMANAGER_REDIS_TLS_CA_FILE",
+            ),
+            (
+                &[
+                    ("REDIS_MASTER_ADDR", "redis:6379"),
+                    ("REDIS_TLS", "true"),
+                    ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+                ][..],
+                "RTMANAGER_REDIS_TLS_CA_FILE",
+            ),
+            (
+                &[("REDIS_MASTER_ADDR", "redis:6379"), ("REDIS_TLS", "yes")][..],
+                "RTMANAGER_REDIS_TLS",
+            ),
+        ] {
+            let err = redis(vars).unwrap_err();
+            assert!(err.contains(named), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
     fn addresses_are_host_and_port() {
         assert_eq!(split_host_port("redis:6379"), Some(("redis".into(), 6379)));
         assert_eq!(split_host_port("[::1]:6380"), Some(("::1".into(), 6380)));
