@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::lobby::LobbyClient;
-use crate::adapters::postgres::Database;
+use crate::adapters::postgres::{Database, MigrateError};
 use crate::adapters::redis::{slots, RedisMaster, Topology};
 use crate::adapters::{LeaseStore, RedisClient};
-use crate::config::{CommonConfig, Env, JobConfig, LifecycleConfig, RedisConfig, StateConfig};
+use crate::config::{
+    CommonConfig, Env, JobConfig, LifecycleConfig, MigrationMode, RedisConfig, StateConfig,
+};
 use crate::liveness::Liveness;
 use crate::operations::{OperationDeps, Operations};
 use crate::outbox::Outbox;
@@ -61,7 +63,7 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
     )
     .await
     .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
-    db.migrate().await.context("running database migrations")?;
+    prepare_schema(&db, config.postgres.migrations).await?;
     let redis = connect_redis(&config.redis).await?;
     if redis.topology() == Topology::Cluster {
         let s = &config.streams;
@@ -123,6 +125,46 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
     })
 }
 
+/// `RTMANAGER_POSTGRES_MIGRATIONS`: `auto` runs the pending migrations,
+/// `off` only checks that none is pending. Either way a schema newer than
+/// this binary (a later release migrated it) is accepted and logged: the
+/// migrations only ever add what an older release ignores.
+pub async fn prepare_schema(db: &Database, mode: MigrationMode) -> anyhow::Result<()> {
+    let state = match mode {
+        MigrationMode::Auto => db.migrate().await.map_err(|e| match e {
+            MigrateError::PermissionDenied(why) => anyhow::anyhow!(
+                "running database migrations: the role of RTMANAGER_POSTGRES_PRIMARY_DSN may                  not change the schema ({why}); run `rest-gateway migrate` as the schema's                  owner and set RTMANAGER_POSTGRES_MIGRATIONS=off for this role"
+            ),
+            MigrateError::Failed(why) => anyhow::anyhow!("running database migrations: {why}"),
+        })?,
+        MigrationMode::Off => {
+            let state = db
+                .migration_state()
+                .await
+                .context("checking database migrations (RTMANAGER_POSTGRES_MIGRATIONS=off)")?;
+            if !state.pending.is_empty() {
+                let missing: Vec<String> = state
+                    .pending
+                    .iter()
+                    .map(|(version, name)| format!("{version} ({name})"))
+                    .collect();
+                anyhow::bail!(
+                    "RTMANAGER_POSTGRES_MIGRATIONS=off, and the schema lacks migration(s) {}:                      run `rest-gateway migrate` with the owner's RTMANAGER_POSTGRES_PRIMARY_DSN                      first",
+                    missing.join(", ")
+                );
+            }
+            state
+        }
+    };
+    if !state.newer.is_empty() {
+        tracing::info!(
+            versions = ?state.newer,
+            "the schema is newer than this binary (migrations it does not know are applied);              running against it"
+        );
+    }
+    Ok(())
+}
+
 /// Connects Redis as the settings say and pings it; an error names the
 /// variables that told where Redis is.
 pub async fn connect_redis(config: &RedisConfig) -> anyhow::Result<RedisClient> {
@@ -133,6 +175,19 @@ pub async fn connect_redis(config: &RedisConfig) -> anyhow::Result<RedisClient> 
             s.master
         ),
         None => format!("{} (RTMANAGER_REDIS_MASTER_ADDR)", config.addr),
+    };
+    let vars = match &config.tls {
+        None => vars,
+        Some(tls) => match &tls.ca_file {
+            Some(file) => format!(
+                "{vars} over TLS (RTMANAGER_REDIS_TLS), trusting the CA of {file} \
+                 (RTMANAGER_REDIS_TLS_CA_FILE)"
+            ),
+            None => format!(
+                "{vars} over TLS (RTMANAGER_REDIS_TLS), trusting the compiled-in web roots \
+                 (RTMANAGER_REDIS_TLS_CA_FILE unset)"
+            ),
+        },
     };
     let redis = RedisClient::open(config)
         .await

@@ -127,6 +127,13 @@ pub trait ContainerEngine: Send + Sync + 'static {
     /// Makes the image present according to the policy.
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), EngineError>;
     async fn inspect_image(&self, image: &str) -> Result<ImageInfo, EngineError>;
+    /// Ids of every container (running or stopped, rtmanager's or not) made
+    /// from the image with id `image_id`.
+    async fn containers_of_image(&self, image_id: &str) -> Result<Vec<String>, EngineError>;
+    /// Removes the image (or only this tag, when the image has others);
+    /// never forced, so the engine refuses (`Conflict`) while a container
+    /// uses it. `NotFound` when there is no such image.
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError>;
     /// Inspect by id or name; `Ok(None)` when there is no such container.
     async fn inspect_container(
         &self,

@@ -94,6 +94,12 @@ impl ContainerEngine for HeldInspectEngine {
     async fn inspect_image(&self, image: &str) -> Result<ImageInfo, EngineError> {
         self.docker.inspect_image(image).await
     }
+    async fn containers_of_image(&self, image_id: &str) -> Result<Vec<String>, EngineError> {
+        self.docker.containers_of_image(image_id).await
+    }
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        self.docker.remove_image(image).await
+    }
     async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
         let answer = self.docker.inspect_container(id).await;
         if let Some(hold) = self.take_hold(id) {

@@ -24,11 +24,23 @@ impl JobProcess {
         extra: &[(&str, String)],
         args: &[&str],
     ) -> Self {
+        Self::spawn_binary(job, &crate::job_binary(job), vars, extra, args)
+    }
+
+    /// [`Self::spawn`] of the binary at `binary` (another build of `job`:
+    /// the upgrade test runs the previous release's).
+    pub fn spawn_binary(
+        job: &str,
+        binary: &std::path::Path,
+        vars: &[(String, String)],
+        extra: &[(&str, String)],
+        args: &[&str],
+    ) -> Self {
         let port = crate::free_port();
         let metrics_addr = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("rtm-{job}-{port}.log"));
         let out = std::fs::File::create(&log).expect("job log file");
-        let child = Command::new(crate::job_binary(job))
+        let child = Command::new(binary)
             .args(args)
             .env_clear()
             .envs(vars.iter().cloned())
@@ -126,7 +138,12 @@ impl JobProcess {
         args: &[&str],
         extra: &[(&str, String)],
     ) -> Self {
-        let process = Self::spawn(job, &env.vars, extra, args);
+        Self::until_healthy(env, Self::spawn(job, &env.vars, extra, args)).await
+    }
+
+    /// Returns `process` once its `/healthz` answers.
+    pub async fn until_healthy(env: &crate::TestEnv, process: Self) -> Self {
+        let job = process.job.clone();
         let health = format!("http://{}/healthz", process.metrics_addr);
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         env.eventually(&format!("{job} up"), Duration::from_secs(60), || async {

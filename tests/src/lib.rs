@@ -33,6 +33,7 @@ pub mod job_process;
 pub mod monitoring;
 pub mod redis_topologies;
 pub mod services;
+pub mod tls;
 
 pub const ENGINE: &str = "galaxy-test/engine:1.0.0";
 

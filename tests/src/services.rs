@@ -60,6 +60,9 @@ pub struct PrivateRedis {
     port: u16,
     dir: PathBuf,
     persistence: Persistence,
+    /// TLS only (`--port 0 --tls-port`): the server's certificate and key,
+    /// and the CA that signed them (for `redis-cli`).
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -74,11 +77,26 @@ impl PrivateRedis {
         Self::launch_new(Persistence::AppendOnly)
     }
 
+    /// Serving TLS only, with `ca`'s server certificate; clients are not
+    /// asked for one (`--tls-auth-clients no`).
+    pub fn with_tls(ca: &crate::tls::TestCa) -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            dir: fresh_dir("redis"),
+            persistence: Persistence::None,
+            tls: Some((ca.server_cert(), ca.server_key(), ca.ca_cert())),
+            child: None,
+        };
+        redis.start_again();
+        redis
+    }
+
     fn launch_new(persistence: Persistence) -> Self {
         let mut redis = Self {
             port: free_port(),
             dir: fresh_dir("redis"),
             persistence,
+            tls: None,
             child: None,
         };
         redis.start_again();
@@ -102,8 +120,20 @@ impl PrivateRedis {
             Persistence::None => ["--appendonly", "no"],
             Persistence::AppendOnly => ["--appendonly", "yes"],
         };
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => drop(cmd.args(["--port", &self.port.to_string()])),
+            Some((cert, key, _)) => drop(
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(cert)
+                    .arg("--tls-key-file")
+                    .arg(key)
+                    .args(["--tls-auth-clients", "no"]),
+            ),
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(appendonly)
             .args(["--appendfsync", "always"])
@@ -146,9 +176,12 @@ impl PrivateRedis {
 
     /// `redis-cli` against this server; its output, trimmed (errors too).
     pub fn cli(&self, args: &[&str]) -> String {
-        Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some((_, _, ca)) = &self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
+        }
+        cmd.args(args)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default()
@@ -170,29 +203,55 @@ pub struct PrivatePostgres {
     dir: PathBuf,
     bin: PathBuf,
     password: Option<String>,
+    /// `ssl=on` with these certificate and key files (copies the server
+    /// owns, in its directory).
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Self {
-        Self::launch(None)
+        Self::launch(None, None)
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// TCP connections must authenticate (SCRAM) as `postgres` with
     /// `password`, as in production; [`url`](Self::url) carries it.
     pub fn with_password(password: &str) -> Self {
-        Self::launch(Some(password))
+        Self::launch(Some(password), None)
     }
 
-    fn launch(password: Option<&str>) -> Self {
+    /// `ssl=on` with `ca`'s server certificate (plain connections are still
+    /// accepted: the client's `sslmode` decides).
+    pub fn with_tls(ca: &crate::tls::TestCa) -> Self {
+        Self::launch(None, Some(ca))
+    }
+
+    fn launch(password: Option<&str>, ca: Option<&crate::tls::TestCa>) -> Self {
+        let dir = fresh_dir("pg");
+        let tls = ca.map(|ca| {
+            let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::copy(ca.server_cert(), &cert).expect("copy the server certificate");
+            std::fs::copy(ca.server_key(), &key).expect("copy the server key");
+            // PostgreSQL refuses a key others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the server key");
+            (cert, key)
+        });
         let pg = Self {
             port: free_port(),
-            dir: fresh_dir("pg"),
+            dir,
             bin: pg_bindir(),
             password: password.map(str::to_owned),
+            tls,
         };
         if running_as_root() {
             let chowned = Command::new("chown")
-                .arg("postgres:postgres")
+                .args(["-R", "postgres:postgres"])
                 .arg(&pg.dir)
                 .status()
                 .is_ok_and(|s| s.success());
@@ -260,11 +319,18 @@ impl PrivatePostgres {
 
     /// Starts the cluster (again), on the same port and data.
     pub fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port,
             self.dir.display()
         );
+        if let Some((cert, key)) = &self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+        }
         self.pg_ctl(&[
             "-l",
             &self.log().display().to_string(),

@@ -499,6 +499,12 @@ impl ContainerEngine for DockerWithOneStalledInspect {
     async fn inspect_image(&self, image: &str) -> Result<ImageInfo, EngineError> {
         self.docker.inspect_image(image).await
     }
+    async fn containers_of_image(&self, image_id: &str) -> Result<Vec<String>, EngineError> {
+        self.docker.containers_of_image(image_id).await
+    }
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        self.docker.remove_image(image).await
+    }
     async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
         self.inspected.lock().unwrap().push(id.to_owned());
         if id == self.stalled {

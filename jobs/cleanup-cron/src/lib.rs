@@ -8,6 +8,13 @@
 //! their snapshots and observations, stop tombstones; in batches of
 //! [`PRUNE_BATCH`] rows per statement.
 //!
+//! Then engine images left behind by patches ([`remove_unused_images`]): an
+//! image a managed game used that no container (of any owner, running or
+//! not) is made from and no record names as current is noted as unused in
+//! `unused_engine_images`; once it has stayed so for
+//! `RTMANAGER_IMAGE_RETENTION` it is removed (never forced), with a log line
+//! and `rtmanager_cleanup_images_removed_total`.
+//!
 //! Every pass, one-shot or not, is recorded in `cron_passes` (start, end,
 //! outcome, counts), which the gateway's `/metrics` reads back, so an
 //! overdue or failing pass can alert. With `--every` the process also
@@ -17,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +35,7 @@ use shared::config::{CleanupConfig, LifecycleConfig, RetentionConfig, StateConfi
 use shared::domain::{CronJob, CronPass, ErrorCode, OpSource, Outcome};
 use shared::liveness::Heartbeat;
 use shared::operations::{OperationRequest, Operations};
+use shared::ports::EngineError;
 use shared::telemetry::MetricGroup;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +64,10 @@ pub struct PassReport {
     pub failed: Vec<(String, String)>,
     /// Rows pruned from the history tables.
     pub pruned: PruneCounts,
+    /// Engine images removed, by reference.
+    pub images_removed: Vec<String>,
+    /// Images whose removal failed, with why (retried next pass).
+    pub images_failed: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +84,8 @@ pub struct CleanupMetrics {
     pub removed: Counter,
     /// Games whose cleanup failed (each logged; retried next pass).
     pub failed: Counter,
+    /// Unused engine images removed.
+    pub images_removed: Counter,
 }
 
 impl MetricGroup for CleanupMetrics {
@@ -79,6 +94,7 @@ impl MetricGroup for CleanupMetrics {
             passes: Family::default(),
             removed: Counter::default(),
             failed: Counter::default(),
+            images_removed: Counter::default(),
         };
         registry.register(
             "cleanup_passes",
@@ -94,6 +110,11 @@ impl MetricGroup for CleanupMetrics {
             "cleanup_containers_failed",
             "Expired runtimes whose cleanup failed",
             m.failed.clone(),
+        );
+        registry.register(
+            "cleanup_images_removed",
+            "Engine images of managed games removed after RTMANAGER_IMAGE_RETENTION unused",
+            m.images_removed.clone(),
         );
         m
     }
@@ -114,6 +135,8 @@ impl CleanupMetrics {
         if let Ok(report) = outcome {
             self.removed.inc_by(report.cleaned.len() as u64);
             self.failed.inc_by(report.failed.len() as u64);
+            self.images_removed
+                .inc_by(report.images_removed.len() as u64);
         }
     }
 }
@@ -125,6 +148,8 @@ impl PassReport {
             ("removed", self.cleaned.len() as u64),
             ("absorbed", self.absorbed.len() as u64),
             ("failed", self.failed.len() as u64),
+            ("images_removed", self.images_removed.len() as u64),
+            ("images_failed", self.images_failed.len() as u64),
             ("pruned_operations", self.pruned.operation_log),
             ("pruned_removed_records", self.pruned.removed_records),
             ("pruned_snapshots", self.pruned.health_snapshots),
@@ -224,6 +249,10 @@ async fn pass_ticking(
             )),
         }
     }
+    heartbeat
+        .idle(remove_unused_images(infra, config, &mut report))
+        .await
+        .context("remove unused engine images")?;
     // Each statement is bounded by its batch; a large backlog takes many of
     // them, which is work going on, not a stall.
     let pruned = match heartbeat
@@ -247,6 +276,8 @@ async fn pass_ticking(
         cleaned = report.cleaned.len(),
         absorbed = report.absorbed.len(),
         failed = report.failed.len(),
+        images_removed = report.images_removed.len(),
+        images_failed = report.images_failed.len(),
         pruned_operations = pruned.operation_log,
         pruned_removed_records = pruned.removed_records,
         pruned_snapshots = pruned.health_snapshots,
@@ -257,6 +288,67 @@ async fn pass_ticking(
         "cleanup pass done"
     );
     Ok(report)
+}
+
+/// Notes the images of managed games that nothing uses now, and removes
+/// those unused for longer than `RTMANAGER_IMAGE_RETENTION`. "Unused since"
+/// is when a pass first saw the image unused, so an image goes between one
+/// retention and one retention plus one pass interval after its last
+/// container. An image used again is forgotten, and its clock starts over.
+/// A failing removal is reported and tried again next pass; PostgreSQL or
+/// Docker away fails the pass.
+pub async fn remove_unused_images(
+    infra: &Infra,
+    config: &CleanupCronConfig,
+    report: &mut PassReport,
+) -> anyhow::Result<()> {
+    let retention = chrono::Duration::from_std(config.cleanup.image_retention)
+        .context("RTMANAGER_IMAGE_RETENTION")?;
+    let now = chrono::Utc::now();
+    for image in infra.db.engine_images().await? {
+        if image.current {
+            // A record still names it: a restart or a re-patch needs it.
+            if image.unused_since.is_some() {
+                infra.db.forget_unused_image(&image.image_ref).await?;
+            }
+            continue;
+        }
+        let id = match infra.engine.inspect_image(&image.image_ref).await {
+            Ok(info) => info.id,
+            Err(EngineError::NotFound(_)) => {
+                // Gone already (removed by hand, or by an earlier pass).
+                if image.unused_since.is_some() {
+                    infra.db.forget_unused_image(&image.image_ref).await?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let users = infra.engine.containers_of_image(&id).await?;
+        match (users.is_empty(), image.unused_since) {
+            (false, None) => {}
+            (false, Some(_)) => infra.db.forget_unused_image(&image.image_ref).await?,
+            (true, None) => infra.db.mark_image_unused(&image.image_ref).await?,
+            (true, Some(since)) if now - since < retention => {}
+            (true, Some(since)) => match infra.engine.remove_image(&image.image_ref).await {
+                Ok(()) | Err(EngineError::NotFound(_)) => {
+                    infra.db.forget_unused_image(&image.image_ref).await?;
+                    tracing::info!(
+                        image = %image.image_ref,
+                        image_id = %id,
+                        unused_since = %since.to_rfc3339(),
+                        "engine image removed: unused longer than RTMANAGER_IMAGE_RETENTION"
+                    );
+                    report.images_removed.push(image.image_ref);
+                }
+                Err(e) => {
+                    tracing::warn!(image = %image.image_ref, error = %e, "removing an unused engine image failed; retrying next pass");
+                    report.images_failed.push((image.image_ref, e.to_string()));
+                }
+            },
+        }
+    }
+    Ok(())
 }
 
 fn chrono_ms() -> u128 {

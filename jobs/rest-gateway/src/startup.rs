@@ -15,7 +15,7 @@ use shared::config::{Env, JobConfig};
 use tokio::net::TcpListener;
 
 use shared::adapters::postgres::{Database, Redrive};
-use shared::config::{PostgresConfig, ProcessConfig};
+use shared::config::{MigrationMode, PostgresConfig, ProcessConfig};
 
 use crate::settings::{RestGatewayConfig, SyncFileSdConfig};
 
@@ -28,6 +28,7 @@ Usage: rest-gateway                       serve the internal REST API on RTMANAG
                                           write the monitoring targets for Prometheus file_sd, once
                                           (--textfile: also the sync's metrics, node_exporter textfile format)
        rest-gateway redrive-outbox --all|--id N  release parked outbox rows to the relay (after fixing Redis)
+       rest-gateway migrate               apply the database migrations (as the schema's owner role) and exit
        rest-gateway --help
 ";
 
@@ -42,6 +43,9 @@ pub enum Command {
     },
     /// `redrive-outbox --all|--id N`: parked rows go back to the relays.
     RedriveOutbox(Redrive),
+    /// `migrate`: the deploy step that applies the migrations with the
+    /// owner's DSN, for jobs running with `RTMANAGER_POSTGRES_MIGRATIONS=off`.
+    Migrate,
     Help,
 }
 
@@ -52,6 +56,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Comm
     match args.as_slice() {
         [] => Ok(Command::Serve),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
+        ["migrate"] => Ok(Command::Migrate),
         ["sync-file-sd", rest @ ..] => sync_file_sd_args(rest),
         ["redrive-outbox", "--all"] => Ok(Command::RedriveOutbox(Redrive::All)),
         ["redrive-outbox", "--id", id] => match id.parse() {
@@ -98,6 +103,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     if let Command::RedriveOutbox(which) = command {
         return redrive_outbox(&env, which).await;
     }
+    if command == Command::Migrate {
+        return migrate(&env).await;
+    }
     let config: RestGatewayConfig = shared::bootstrap::settings()?;
     let auth = Auth::from_config(&config.gateway).context("API authentication")?;
     let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
@@ -112,6 +120,31 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let metrics_listener = shared::telemetry::bind_metrics(metrics_addr).await?;
     crate::serve(config, infra, listener, metrics_listener, auth, shutdown).await?;
     tracing::info!("rest-gateway stopped");
+    Ok(())
+}
+
+/// `migrate`: applies the pending migrations with RTMANAGER_POSTGRES_PRIMARY_DSN
+/// (whatever RTMANAGER_POSTGRES_MIGRATIONS says: this is the step that runs
+/// them) and prints what the schema now holds.
+async fn migrate(env: &Env) -> anyhow::Result<()> {
+    let process: ProcessConfig = env.section()?;
+    let postgres: PostgresConfig = env.section()?;
+    shared::telemetry::init_logging(env!("CARGO_PKG_NAME"), &process.log_level);
+    let db = Database::connect(postgres.dsn.expose(), 1)
+        .await
+        .context("connecting to RTMANAGER_POSTGRES_PRIMARY_DSN")?;
+    let before = db
+        .migration_state()
+        .await
+        .context("reading the applied migrations")?;
+    shared::bootstrap::prepare_schema(&db, MigrationMode::Auto).await?;
+    let applied: Vec<i64> = before.pending.iter().map(|(v, _)| *v).collect();
+    tracing::info!(applied = ?applied, "database migrations applied");
+    println!(
+        "applied {} migration(s): {applied:?}; the schema is current",
+        applied.len()
+    );
+    db.close().await;
     Ok(())
 }
 
@@ -145,6 +178,7 @@ mod tests {
     fn arguments_select_serve_sync_or_help() {
         assert_eq!(args(&[]).unwrap(), Command::Serve);
         assert_eq!(args(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(args(&["migrate"]).unwrap(), Command::Migrate);
         assert_eq!(
             args(&["sync-file-sd", "--out", "/t/x.json"]).unwrap(),
             Command::SyncFileSd {
@@ -184,6 +218,7 @@ mod tests {
             &["serve", "x"],
             &["redrive-outbox"],
             &["redrive-outbox", "--id", "x"],
+            &["migrate", "now"],
         ] {
             assert!(args(bad).is_err(), "{bad:?}");
         }

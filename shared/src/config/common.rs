@@ -72,6 +72,22 @@ pub struct PostgresConfig {
     /// The primary's URL (a Go-style `?search_path=` is accepted).
     pub dsn: Secret,
     pub max_connections: u32,
+    /// `RTMANAGER_POSTGRES_MIGRATIONS`: whether a job migrates at start-up.
+    pub migrations: MigrationMode,
+}
+
+/// What a job does about the schema at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationMode {
+    /// Run pending migrations (the role must own the schema): simple and
+    /// demo setups, and the Go service's behaviour.
+    #[default]
+    Auto,
+    /// Run none; refuse to start while one this binary knows is not applied
+    /// (`rest-gateway migrate`, as the owner role, applies them). For a
+    /// least-privilege role that cannot do DDL.
+    Off,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +95,8 @@ pub struct PostgresEnv {
     postgres_primary_dsn: Secret,
     #[serde(default = "d::pg_max_connections")]
     postgres_max_connections: u32,
+    #[serde(default)]
+    postgres_migrations: MigrationMode,
 }
 
 impl Section for PostgresConfig {
@@ -97,6 +115,7 @@ impl Section for PostgresConfig {
         Ok(Self {
             dsn: raw.postgres_primary_dsn,
             max_connections: raw.postgres_max_connections,
+            migrations: raw.postgres_migrations,
         })
     }
 }

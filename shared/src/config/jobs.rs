@@ -187,6 +187,10 @@ pub struct CleanupConfig {
     pub interval: Duration,
     /// A runtime stopped longer than this has its container removed.
     pub retention: Duration,
+    /// `RTMANAGER_IMAGE_RETENTION`: an image of a managed game unused this
+    /// long (no container made from it, no record naming it as current) is
+    /// removed.
+    pub image_retention: Duration,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +199,8 @@ pub struct CleanupEnv {
     cleanup_interval: Duration,
     #[serde(default = "d::container_retention_days")]
     container_retention_days: u64,
+    #[serde(default = "d::image_retention", with = "humantime_serde")]
+    image_retention: Duration,
 }
 
 impl Section for CleanupConfig {
@@ -206,12 +212,14 @@ impl Section for CleanupConfig {
                 "CONTAINER_RETENTION_DAYS",
                 raw.container_retention_days.into(),
             ),
+            ("IMAGE_RETENTION", raw.image_retention.into()),
         ])?;
         // In range, so no overflow: at most 36 500 days.
         let retention = Duration::from_secs(raw.container_retention_days * 24 * 3600);
         Ok(Self {
             interval: raw.cleanup_interval,
             retention,
+            image_retention: raw.image_retention,
         })
     }
 }
@@ -219,6 +227,9 @@ impl Section for CleanupConfig {
 mod d {
     use std::time::Duration;
 
+    pub fn image_retention() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
     pub fn inspect_interval() -> Duration {
         Duration::from_secs(30)
     }

@@ -32,12 +32,14 @@ pub mod ranges;
 pub mod redis_settings;
 pub mod retention;
 
-pub use common::{CommonConfig, DockerConfig, PostgresConfig, ProcessConfig, StreamsConfig};
+pub use common::{
+    CommonConfig, DockerConfig, MigrationMode, PostgresConfig, ProcessConfig, StreamsConfig,
+};
 pub use consumers::ConsumerConfig;
 pub use gateway::{AuthMode, GatewayConfig};
 pub use jobs::{AddressMode, CleanupConfig, InspectConfig, ProbeConfig};
 pub use lifecycle::{LifecycleConfig, StateConfig};
-pub use redis_settings::{split_host_port, RedisConfig, SentinelConfig};
+pub use redis_settings::{split_host_port, RedisConfig, RedisTls, SentinelConfig};
 pub use retention::RetentionConfig;
 
 pub const PREFIX: &str = "RTMANAGER_";

@@ -106,6 +106,9 @@ pub const RANGES: &[(&str, Range)] = &[
     // cleanup
     ("CLEANUP_INTERVAL", Span(secs(1), secs(7 * DAY))),
     ("CONTAINER_RETENTION_DAYS", Count(0, 36_500)),
+    // An image can be pulled again; a minute keeps one a start is about to
+    // use from going between its pull and its container's creation.
+    ("IMAGE_RETENTION", Span(secs(MINUTE), MAX_RETENTION)),
     // retention
     ("OPERATION_LOG_RETENTION", Span(secs(HOUR), MAX_RETENTION)),
     ("REMOVED_RECORD_RETENTION", Span(secs(HOUR), MAX_RETENTION)),

@@ -21,6 +21,28 @@ pub struct RedisConfig {
     pub password: Secret,
     /// TTL of the per-game lease (`RTMANAGER_GAME_LEASE_TTL_SECONDS`).
     pub lease_ttl: Duration,
+    /// TLS to the master, the Cluster nodes and the sentinels
+    /// (`RTMANAGER_REDIS_TLS`); `None`: plain TCP, as the Go service.
+    pub tls: Option<RedisTls>,
+}
+
+/// How Redis connections are secured when `RTMANAGER_REDIS_TLS=true`.
+#[derive(Clone)]
+pub struct RedisTls {
+    /// `RTMANAGER_REDIS_TLS_CA_FILE`, as given (for messages).
+    pub ca_file: Option<String>,
+    /// The PEM of the CA(s) to trust, read at start-up from `ca_file`. `None`:
+    /// the Mozilla roots compiled in (webpki-roots), since the scratch image
+    /// has no system store.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sentinels that name the master (`RTMANAGER_REDIS_SENTINEL_*`).
@@ -45,16 +67,37 @@ pub struct RedisEnv {
     #[serde(default)]
     redis_sentinel_password: Secret,
     #[serde(default)]
+    redis_sentinel_password_file: String,
+    #[serde(default)]
     redis_username: Secret,
     #[serde(default)]
     redis_password: Secret,
+    #[serde(default)]
+    redis_password_file: String,
     #[serde(default = "default_game_lease_ttl_seconds")]
     game_lease_ttl_seconds: u64,
+    #[serde(default)]
+    redis_tls: bool,
+    #[serde(default)]
+    redis_tls_ca_file: String,
 }
 
 impl Section for RedisConfig {
     type Raw = RedisEnv;
-    fn from_raw(raw: RedisEnv) -> Result<Self, ConfigError> {
+    fn from_raw(mut raw: RedisEnv) -> Result<Self, ConfigError> {
+        raw.redis_password = secret_or_file(
+            &raw.redis_password,
+            "REDIS_PASSWORD",
+            &raw.redis_password_file,
+            "REDIS_PASSWORD_FILE",
+        )?;
+        raw.redis_sentinel_password = secret_or_file(
+            &raw.redis_sentinel_password,
+            "REDIS_SENTINEL_PASSWORD",
+            &raw.redis_sentinel_password_file,
+            "REDIS_SENTINEL_PASSWORD_FILE",
+        )?;
+        let tls = tls_config(&raw)?;
         let sentinel = sentinel_config(&raw)?;
         match (&sentinel, raw.redis_master_addr.is_empty()) {
             (None, true) => {
@@ -94,8 +137,75 @@ impl Section for RedisConfig {
             username: raw.redis_username,
             password: raw.redis_password,
             lease_ttl: Duration::from_secs(raw.game_lease_ttl_seconds),
+            tls,
         })
     }
+}
+
+/// A secret given as itself (`var`) or as a file holding it (`file_var`,
+/// the way compose and Kubernetes mount secrets); the file's trailing line
+/// break is not part of it. Both set is refused: which one wins would be a
+/// guess. An error names the variable and the path, never the content.
+fn secret_or_file(
+    value: &Secret,
+    var: &str,
+    path: &str,
+    file_var: &str,
+) -> Result<Secret, ConfigError> {
+    let path = path.trim();
+    if path.is_empty() {
+        return Ok(value.clone());
+    }
+    if !value.expose().is_empty() {
+        return Err(ConfigError::var(
+            file_var,
+            format!(
+                "and {}{var} are both set: set one or the other",
+                super::PREFIX
+            ),
+        ));
+    }
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::var(file_var, format!("cannot read {path:?}: {e}")))?;
+    let secret = content.strip_suffix('\n').unwrap_or(&content);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        return Err(ConfigError::var(file_var, format!("{path:?} is empty")));
+    }
+    Ok(Secret::new(secret))
+}
+
+/// `RTMANAGER_REDIS_TLS` and its CA file, read now so a missing or unreadable
+/// file stops the process at start-up, naming the variable.
+fn tls_config(raw: &RedisEnv) -> Result<Option<RedisTls>, ConfigError> {
+    let path = raw.redis_tls_ca_file.trim();
+    if !raw.redis_tls {
+        if !path.is_empty() {
+            return Err(ConfigError::var(
+                "REDIS_TLS_CA_FILE",
+                "only applies with RTMANAGER_REDIS_TLS=true",
+            ));
+        }
+        return Ok(None);
+    }
+    if path.is_empty() {
+        return Ok(Some(RedisTls {
+            ca_file: None,
+            ca_pem: None,
+        }));
+    }
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::var("REDIS_TLS_CA_FILE", format!("cannot read {path:?}: {e}")))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(ConfigError::var(
+            "REDIS_TLS_CA_FILE",
+            format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        ));
+    }
+    Ok(Some(RedisTls {
+        ca_file: Some(path.to_owned()),
+        ca_pem: Some(pem),
+    }))
 }
 
 /// The sentinel settings: both names or neither, each address `host:port`.
@@ -265,6 +375,91 @@ mod tests {
         let printed = format!("{c:?}");
         for secret in ["sentinel-pw", "rtm-user-name", "redis-pw"] {
             assert!(!printed.contains(secret), "{printed}");
+        }
+    }
+
+    #[test]
+    fn passwords_come_from_files_without_their_line_break() {
+        let dir = std::env::temp_dir().join(format!("rtm-pwfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pw, spw) = (dir.join("redis"), dir.join("sentinel"));
+        std::fs::write(&pw, "file-secret-1\n").unwrap();
+        std::fs::write(&spw, "file-secret-2").unwrap();
+        let c = redis(&[
+            ("REDIS_SENTINEL_ADDRS", "s1:26379"),
+            ("REDIS_SENTINEL_MASTER", "galaxy"),
+            ("REDIS_PASSWORD_FILE", pw.to_str().unwrap()),
+            ("REDIS_SENTINEL_PASSWORD_FILE", spw.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(c.password.expose(), "file-secret-1");
+        assert_eq!(
+            c.sentinel.as_ref().unwrap().password.expose(),
+            "file-secret-2"
+        );
+        assert!(!format!("{c:?}").contains("file-secret"));
+
+        let both = redis(&[
+            ("REDIS_MASTER_ADDR", "redis:6379"),
+            ("REDIS_PASSWORD", "pw"),
+            ("REDIS_PASSWORD_FILE", pw.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        assert!(
+            both.contains("RTMANAGER_REDIS_PASSWORD_FILE")
+                && both.contains("RTMANAGER_REDIS_PASSWORD "),
+            "{both}"
+        );
+        let missing = dir.join("absent");
+        let unreadable = redis(&[
+            ("REDIS_MASTER_ADDR", "redis:6379"),
+            ("REDIS_PASSWORD_FILE", missing.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        assert!(
+            unreadable.contains("RTMANAGER_REDIS_PASSWORD_FILE")
+                && unreadable.contains(missing.to_str().unwrap()),
+            "{unreadable}"
+        );
+        // An ACL user with its password in a file is complete.
+        assert!(redis(&[
+            ("REDIS_MASTER_ADDR", "redis:6379"),
+            ("REDIS_USERNAME", "rtm"),
+            ("REDIS_PASSWORD_FILE", pw.to_str().unwrap()),
+        ])
+        .is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_reads_its_ca_file_at_start_up() {
+        let plain = redis(&[("REDIS_MASTER_ADDR", "redis:6379")]).unwrap();
+        assert!(plain.tls.is_none());
+        let roots = redis(&[("REDIS_MASTER_ADDR", "redis:6379"), ("REDIS_TLS", "true")]).unwrap();
+        assert!(roots.tls.unwrap().ca_pem.is_none());
+        for (vars, named) in [
+            (
+                &[
+                    ("REDIS_MASTER_ADDR", "redis:6379"),
+                    ("REDIS_TLS_CA_FILE", "/x"),
+                ][..],
+                "RTMANAGER_REDIS_TLS_CA_FILE",
+            ),
+            (
+                &[
+                    ("REDIS_MASTER_ADDR", "redis:6379"),
+                    ("REDIS_TLS", "true"),
+                    ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+                ][..],
+                "RTMANAGER_REDIS_TLS_CA_FILE",
+            ),
+            (
+                &[("REDIS_MASTER_ADDR", "redis:6379"), ("REDIS_TLS", "yes")][..],
+                "RTMANAGER_REDIS_TLS",
+            ),
+        ] {
+            let err = redis(vars).unwrap_err();
+            assert!(err.contains(named), "{vars:?}: {err}");
         }
     }
 

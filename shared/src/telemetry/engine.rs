@@ -82,6 +82,19 @@ impl ContainerEngine for MeteredEngine {
             .await
     }
 
+    async fn containers_of_image(&self, image_id: &str) -> Result<Vec<String>, EngineError> {
+        self.timed(
+            "containers_of_image",
+            self.inner.containers_of_image(image_id),
+        )
+        .await
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        self.timed("remove_image", self.inner.remove_image(image))
+            .await
+    }
+
     async fn inspect_container(
         &self,
         id_or_name: &str,

@@ -131,6 +131,33 @@ impl ContainerEngine for DockerEngine {
         })
     }
 
+    async fn containers_of_image(&self, image_id: &str) -> Result<Vec<String>, EngineError> {
+        // Every container, not only rtmanager's: an image another container
+        // was made from is in use whoever made it.
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(map_error)?;
+        Ok(listed
+            .into_iter()
+            .filter(|c| c.image_id.as_deref() == Some(image_id))
+            .filter_map(|c| c.id)
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(false)
+            .build();
+        self.docker
+            .remove_image(image, Some(options), None)
+            .await
+            .map(drop)
+            .map_err(map_error)
+    }
+
     async fn inspect_container(
         &self,
         id_or_name: &str,

@@ -9,6 +9,8 @@
 //!   [`reads`]: the queries, by table (reads: the gateway's and discovery's);
 //!   [`probe_targets`]: the prober's targets with their committed streaks.
 //! - [`retention`]: cleanup-cron's pruning of the history tables.
+//! - [`engine_images`]: the images of managed games, and since when each
+//!   has been unused (cleanup-cron removes them after a retention).
 //! - [`cron_passes`]: the passes of the cron jobs, for the gateway's `/metrics`.
 //!
 //! Queries are checked at run time (no live database at build time). The
@@ -22,6 +24,7 @@ use sqlx::PgPool;
 use crate::domain::ErrorCode;
 
 pub mod cron_passes;
+pub mod engine_images;
 pub mod fences;
 pub mod health_history;
 pub mod intents;
@@ -36,6 +39,7 @@ pub mod snapshots;
 pub mod stream_offsets;
 mod unit_of_work;
 
+pub use engine_images::EngineImage;
 pub use fences::Fence;
 pub use intents::IntentStore;
 pub use outbox::{OutboxBacklog, PendingRow, Redrive, RelayBatch};
@@ -45,7 +49,37 @@ pub use retention::PruneCounts;
 pub use unit_of_work::UnitOfWork;
 
 /// Migrations embedded at build time from the workspace's `migrations/`.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+///
+/// Versions applied that this binary does not know are ignored, not refused:
+/// during a rolling upgrade the previous release runs against the schema the
+/// new release's migrate step made, which only adds (expand/contract, see the
+/// README's Upgrades). [`Database::migration_state`] reports them.
+pub static MIGRATOR: sqlx::migrate::Migrator = {
+    let mut migrator = sqlx::migrate!("../migrations");
+    migrator.ignore_missing = true;
+    migrator
+};
+
+/// Where the schema stands against the migrations this binary embeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationState {
+    /// Embedded migrations not (successfully) applied: `(version, description)`.
+    pub pending: Vec<(i64, String)>,
+    /// Versions applied that this binary does not know: a newer release
+    /// migrated the schema.
+    pub newer: Vec<i64>,
+}
+
+/// Why migrations could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The role may not create or alter objects (SQLSTATE 42501): a
+    /// least-privilege role, whose migrations an owner runs.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Failed(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -128,12 +162,59 @@ impl Database {
         Ok(Self { pool })
     }
 
-    /// Applies pending migrations; an already-applied migration is a success.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
+    /// Applies pending migrations; an already-applied migration is a success,
+    /// and so is one applied that this binary does not know (a newer
+    /// release's). Returns the state after the run.
+    pub async fn migrate(&self) -> Result<MigrationState, MigrateError> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| {
+            let denied = match &e {
+                sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))
+                | sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::Database(db), _) => {
+                    db.code().as_deref() == Some("42501")
+                }
+                _ => false,
+            };
+            if denied {
+                MigrateError::PermissionDenied(e.to_string())
+            } else {
+                MigrateError::Failed(e.to_string())
+            }
+        })?;
+        self.migration_state()
             .await
-            .map_err(|e| StoreError::Query(format!("migrations: {e}")))
+            .map_err(|e| MigrateError::Failed(e.to_string()))
+    }
+
+    /// Which embedded migrations are not applied, and which applied ones this
+    /// binary does not know. Reads only `_sqlx_migrations` (a role with DML
+    /// rights suffices); no such table means nothing is applied.
+    pub async fn migration_state(&self) -> Result<MigrationState, StoreError> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(applied) => applied,
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
+        let known: std::collections::HashSet<i64> = MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect();
+        let applied_set: std::collections::HashSet<i64> = applied.iter().copied().collect();
+        let pending = MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .filter(|m| !applied_set.contains(&m.version))
+            .map(|m| (m.version, m.description.to_string()))
+            .collect();
+        let mut newer: Vec<i64> = applied.into_iter().filter(|v| !known.contains(v)).collect();
+        newer.sort_unstable();
+        Ok(MigrationState { pending, newer })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

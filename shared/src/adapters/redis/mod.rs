@@ -22,11 +22,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    RedisConnectionInfo,
+    RedisConnectionInfo, TlsCertificates,
 };
 use tokio::sync::watch;
 
-use crate::config::{split_host_port, RedisConfig, Secret};
+use crate::config::{split_host_port, RedisConfig, RedisTls, Secret};
 use crate::domain::ErrorCode;
 
 pub mod connection;
@@ -135,6 +135,77 @@ enum Dedicated {
 struct ClusterSeed {
     seed: ConnectionInfo,
     settings: RedisConnectionInfo,
+    transport: Transport,
+}
+
+/// How every connection to a Redis server (data node or sentinel) is made:
+/// plain TCP, or TLS (`rediss`) trusting the configured CA, else the Mozilla
+/// roots compiled in (webpki-roots: the scratch image has no system store).
+/// The server's name is always checked against its certificate.
+#[derive(Clone, Default)]
+pub(super) enum Transport {
+    #[default]
+    Plain,
+    Tls {
+        ca_pem: Option<Arc<Vec<u8>>>,
+    },
+}
+
+impl Transport {
+    fn from_config(tls: Option<&RedisTls>) -> Self {
+        match tls {
+            None => Self::Plain,
+            Some(tls) => {
+                // rustls needs a process-wide provider; ring is the only one
+                // compiled in. An error means one is installed already.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Self::Tls {
+                    ca_pem: tls.ca_pem.clone().map(Arc::new),
+                }
+            }
+        }
+    }
+
+    fn addr(&self, host: &str, port: u16) -> ConnectionAddr {
+        match self {
+            Self::Plain => ConnectionAddr::Tcp(host.to_owned(), port),
+            Self::Tls { .. } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+        }
+    }
+
+    fn certificates(&self) -> Option<TlsCertificates> {
+        match self {
+            Self::Tls {
+                ca_pem: Some(pem), ..
+            } => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A client for the server at `host:port`, authenticating with `settings`.
+    pub(super) fn client(
+        &self,
+        host: &str,
+        port: u16,
+        settings: &RedisConnectionInfo,
+    ) -> Result<Client, redis::RedisError> {
+        let info = self
+            .addr(host, port)
+            .into_connection_info()?
+            .set_redis_settings(settings.clone());
+        match self.certificates() {
+            Some(certs) => Client::build_with_tls(info, certs),
+            None => Client::open(info),
+        }
+    }
 }
 
 impl RedisClient {
@@ -144,18 +215,19 @@ impl RedisClient {
         let (host, port) = split_host_port(addr)
             .ok_or_else(|| RedisError::new(format!("bad address {addr:?}: expected host:port")))?;
         let settings = node_settings(&Secret::default(), password);
-        Self::connect_addr(&host, port, settings).await
+        Self::connect_addr(&host, port, settings, Transport::Plain).await
     }
 
     /// Connects as the settings say: through the sentinels when they are
     /// set, else to the master address (a Cluster when that node is one).
     pub async fn open(config: &RedisConfig) -> Result<Self, RedisError> {
         let settings = node_settings(&config.username, &config.password);
+        let transport = Transport::from_config(config.tls.as_ref());
         match &config.sentinel {
             Some(sentinel) => {
                 let (tx, rx) = watch::channel(None);
                 let tx = Arc::new(tx);
-                let follower = MasterFollower::start(sentinel, settings, (*tx).clone())
+                let follower = MasterFollower::start(sentinel, settings, transport, (*tx).clone())
                     .await
                     .map_err(|e| {
                         RedisError::new(format!(
@@ -175,7 +247,7 @@ impl RedisClient {
                 let (host, port) = split_host_port(&config.addr).ok_or_else(|| {
                     RedisError::new(format!("bad address {:?}: expected host:port", config.addr))
                 })?;
-                Self::connect_addr(&host, port, settings).await
+                Self::connect_addr(&host, port, settings, transport).await
             }
         }
     }
@@ -184,12 +256,16 @@ impl RedisClient {
         host: &str,
         port: u16,
         settings: RedisConnectionInfo,
+        transport: Transport,
     ) -> Result<Self, RedisError> {
-        let info = node_info(host, port, &settings)?;
-        let client = Client::open(info.clone())?;
+        let client = transport.client(host, port, &settings)?;
         let addr = display_addr(host, port);
         if is_cluster_node(&client).await? {
-            return Self::connect_cluster(addr, info, settings).await;
+            let info = transport
+                .addr(host, port)
+                .into_connection_info()?
+                .set_redis_settings(settings.clone());
+            return Self::connect_cluster(addr, info, settings, transport).await;
         }
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(COMMAND_TIMEOUT))
@@ -213,8 +289,13 @@ impl RedisClient {
         addr: String,
         seed: ConnectionInfo,
         settings: RedisConnectionInfo,
+        transport: Transport,
     ) -> Result<Self, RedisError> {
-        let parts = ClusterSeed { seed, settings };
+        let parts = ClusterSeed {
+            seed,
+            settings,
+            transport,
+        };
         let conn = parts.connect(COMMAND_TIMEOUT).await?;
         let (tx, rx) = watch::channel(Some(RedisMaster {
             topology: Topology::Cluster,
@@ -296,6 +377,9 @@ impl ClusterSeed {
         if let Some(password) = self.settings.password() {
             builder = builder.password(password);
         }
+        if let Some(certs) = self.transport.certificates() {
+            builder = builder.certs(certs);
+        }
         Ok(builder.build()?.get_async_connection().await?)
     }
 }
@@ -314,16 +398,6 @@ fn node_settings(username: &Secret, password: &Secret) -> RedisConnectionInfo {
         settings = settings.set_password(password.expose());
     }
     settings
-}
-
-fn node_info(
-    host: &str,
-    port: u16,
-    settings: &RedisConnectionInfo,
-) -> Result<ConnectionInfo, redis::RedisError> {
-    Ok(ConnectionAddr::Tcp(host.to_owned(), port)
-        .into_connection_info()?
-        .set_redis_settings(settings.clone()))
 }
 
 /// `host:port`, bracketing an IPv6 host.

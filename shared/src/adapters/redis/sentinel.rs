@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisResult};
+use redis::{AsyncConnectionConfig, Client, RedisResult};
 use redis::{ErrorKind, RedisConnectionInfo};
 use tokio::sync::watch;
 
 use super::connection::master_may_have_moved;
-use super::{display_addr, node_info, RedisMaster, Topology, COMMAND_TIMEOUT};
+use super::{display_addr, RedisMaster, Topology, Transport, COMMAND_TIMEOUT};
 use crate::config::{split_host_port, SentinelConfig};
 
 /// How often the watcher asks the sentinels whether the master moved.
@@ -33,6 +33,8 @@ pub(super) struct MasterFollower {
     master_name: String,
     sentinel_settings: RedisConnectionInfo,
     node_settings: RedisConnectionInfo,
+    /// TLS or not, to the sentinels and the master alike.
+    transport: Transport,
     state: Mutex<State>,
     /// Held while the master is being searched for, so concurrent commands
     /// wait for one search instead of each starting their own; it also holds
@@ -78,6 +80,7 @@ impl MasterFollower {
     pub(super) async fn start(
         config: &SentinelConfig,
         node_settings: RedisConnectionInfo,
+        transport: Transport,
         master_tx: watch::Sender<Option<RedisMaster>>,
     ) -> RedisResult<Arc<Self>> {
         let sentinels = config
@@ -98,6 +101,7 @@ impl MasterFollower {
             master_name: config.master.clone(),
             sentinel_settings,
             node_settings,
+            transport,
             state: Mutex::default(),
             master_tx,
         });
@@ -232,10 +236,9 @@ impl MasterFollower {
             Some(conn) => conn,
             empty => {
                 let (host, port) = self.sentinels[i].clone();
-                let info = ConnectionAddr::Tcp(host, port)
-                    .into_connection_info()?
-                    .set_redis_settings(self.sentinel_settings.clone());
-                let conn = Client::open(info)?
+                let conn = self
+                    .transport
+                    .client(&host, port, &self.sentinel_settings)?
                     .get_multiplexed_async_connection_with_config(&connection_config(
                         COMMAND_TIMEOUT,
                     ))
@@ -257,7 +260,7 @@ impl MasterFollower {
     /// Connects to `addr` and checks it is a master, not a replica.
     async fn open_master(&self, (host, port): &(String, u16)) -> RedisResult<Master> {
         let addr = display_addr(host, *port);
-        let client = Client::open(node_info(host, *port, &self.node_settings)?)?;
+        let client: Client = self.transport.client(host, *port, &self.node_settings)?;
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&connection_config(COMMAND_TIMEOUT))
             .await?;
