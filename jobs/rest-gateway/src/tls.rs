@@ -172,7 +172,7 @@ fn read_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cert_err(pem_why(&e, "certificate")))?;
     if chain.is_empty() {
-        return Err(cert_err("no PEM CERTIFICATE in it".into()));
+        return Err(cert_err("no PEM certificate in it".into()));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Key {
         path: files.key.clone(),
