@@ -30,9 +30,10 @@ pub struct ServerPair {
 impl TestCa {
     pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("rtmanager test CA {name}"));
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("rtmanager test CA {name}"),
+        );
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().expect("CA key");
         Self {
@@ -51,7 +52,9 @@ impl TestCa {
         let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("server params");
         let key = KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &self.issuer).expect("server certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("server certificate");
         let pair = ServerPair {
             cert: dir.join(format!("{name}.crt")),
             key: dir.join(format!("{name}.key")),

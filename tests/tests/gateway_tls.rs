@@ -71,12 +71,16 @@ async fn with_a_certificate_the_api_is_https_only_and_sighup_serves_a_new_one() 
     let without = https::get(&addr, &ca.pem(), ROUTE, None).await.unwrap();
     assert_eq!(without.status, 401, "{without:?}");
     // The open probes are HTTPS on the API port too.
-    let health = https::get(&addr, &ca.pem(), "/healthz", None).await.unwrap();
+    let health = https::get(&addr, &ca.pem(), "/healthz", None)
+        .await
+        .unwrap();
     assert_eq!(health.status, 200, "{health:?}");
 
     // Plain HTTP to the TLS port gets no HTTP answer, and a client that
     // trusts another CA does not get through the handshake.
-    let plain = https::plain_http_get(&addr, ROUTE).await.unwrap_or_default();
+    let plain = https::plain_http_get(&addr, ROUTE)
+        .await
+        .unwrap_or_default();
     assert!(
         !plain.starts_with(b"HTTP/"),
         "plain HTTP answered: {}",
@@ -90,7 +94,9 @@ async fn with_a_certificate_the_api_is_https_only_and_sighup_serves_a_new_one() 
     );
 
     assert_eq!(
-        metric(&gateway, "rtmanager_api_tls_disabled").await.as_deref(),
+        metric(&gateway, "rtmanager_api_tls_disabled")
+            .await
+            .as_deref(),
         Some("0")
     );
     assert!(!gateway.output().contains("serves plain HTTP"));
@@ -103,7 +109,9 @@ async fn with_a_certificate_the_api_is_https_only_and_sighup_serves_a_new_one() 
     gateway.signal("HUP");
     let served = env
         .eventually("the new certificate served", DEADLINE, || async {
-            let answer = https::get(&addr, &ca.pem(), ROUTE, Some(TOKEN)).await.ok()?;
+            let answer = https::get(&addr, &ca.pem(), ROUTE, Some(TOKEN))
+                .await
+                .ok()?;
             (answer.server_cert == second.der).then_some(answer)
         })
         .await;
@@ -111,15 +119,20 @@ async fn with_a_certificate_the_api_is_https_only_and_sighup_serves_a_new_one() 
 
     // A bad key at SIGHUP: logged and counted; the certificate in force
     // stays.
-    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
-        .unwrap();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     gateway.signal("HUP");
     env.eventually("the failed reload counted", DEADLINE, || async {
         let failures = metric(&gateway, "rtmanager_api_tls_reload_failures_total").await?;
         (failures == "1").then_some(())
     })
     .await;
-    let after = https::get(&addr, &ca.pem(), ROUTE, Some(TOKEN)).await.unwrap();
+    let after = https::get(&addr, &ca.pem(), ROUTE, Some(TOKEN))
+        .await
+        .unwrap();
     assert_eq!((after.status, &after.server_cert), (200, &second.der));
     let (status, output) = gateway.stop_with_output().await;
     assert!(status.success(), "{status:?}\n{output}");
@@ -159,7 +172,8 @@ async fn one_tls_file_without_the_other_or_a_bad_file_stops_the_gateway_naming_i
             vec![KEY_VAR, "does not match"],
         ),
     ] {
-        let gateway = JobProcess::spawn("rest-gateway", &env.vars, &gateway_vars(&addr, &more), &[]);
+        let gateway =
+            JobProcess::spawn("rest-gateway", &env.vars, &gateway_vars(&addr, &more), &[]);
         let (status, output) = gateway.exits_within(DEADLINE).await;
         assert!(!status.success(), "{more:?}: {status:?}\n{output}");
         for name in &names {
@@ -183,7 +197,9 @@ async fn without_tls_files_the_api_is_plain_http_with_a_warning_and_a_metric() {
         .expect("plain HTTP answers");
     assert_eq!(answer.status(), 200);
     assert_eq!(
-        metric(&gateway, "rtmanager_api_tls_disabled").await.as_deref(),
+        metric(&gateway, "rtmanager_api_tls_disabled")
+            .await
+            .as_deref(),
         Some("1")
     );
     let (status, output) = gateway.stop_with_output().await;
@@ -193,5 +209,8 @@ async fn without_tls_files_the_api_is_plain_http_with_a_warning_and_a_metric() {
         .find(|l| l.contains("the API serves plain HTTP"))
         .unwrap_or_else(|| panic!("no warning in\n{output}"));
     assert!(warning.contains("\"WARN\""), "{warning}");
-    assert!(warning.contains(CERT_VAR) && warning.contains(KEY_VAR), "{warning}");
+    assert!(
+        warning.contains(CERT_VAR) && warning.contains(KEY_VAR),
+        "{warning}"
+    );
 }

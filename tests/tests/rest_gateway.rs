@@ -898,12 +898,18 @@ async fn the_gateway_refuses_to_start_with_a_short_or_placeholder_token_naming_t
         (
             format!("# ops\n{FILE_1}\nshort-token-0123456789\n"),
             "",
-            format!("RTMANAGER_API_TOKENS_FILE {}: token on line 3 is shorter than 32", path.display()),
+            format!(
+                "RTMANAGER_API_TOKENS_FILE {}: token on line 3 is shorter than 32",
+                path.display()
+            ),
         ),
         (
             format!("{FILE_1}\n{placeholder}-0123456789abcdef\n"),
             "",
-            format!("RTMANAGER_API_TOKENS_FILE {}: token on line 2 is a placeholder", path.display()),
+            format!(
+                "RTMANAGER_API_TOKENS_FILE {}: token on line 2 is a placeholder",
+                path.display()
+            ),
         ),
         (
             format!("{FILE_1}\n"),
@@ -922,14 +928,16 @@ async fn the_gateway_refuses_to_start_with_a_short_or_placeholder_token_naming_t
         config.gateway.api_tokens = Secret::new(variable);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = rest_gateway::run(
+        let started = rest_gateway::run(
             (&config).into(),
             env.infra.clone(),
             listener,
             CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+        );
+        let err = tokio::time::timeout(Duration::from_secs(30), started)
+            .await
+            .unwrap_or_else(|_| panic!("{names}: the gateway serves instead of refusing to start"))
+            .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains(&names), "{msg}");
         for secret in ["short-token", placeholder, "change-me-admin", "demo-token"] {
@@ -983,9 +991,16 @@ async fn the_tokens_file_is_reloaded_and_a_bad_reload_keeps_the_old_tokens() {
 
     // A weak token, a world-readable or a vanished file is refused; the
     // old set stays.
-    std::fs::write(&path, format!("{FILE_3}\nCHANGE-ME-admin-token-0123456789abcdef\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{FILE_3}\nCHANGE-ME-admin-token-0123456789abcdef\n"),
+    )
+    .unwrap();
     let weak = auth.reload().unwrap_err().to_string();
-    assert!(weak.contains("on line 2 is a placeholder") && !weak.contains("CHANGE-ME-admin"), "{weak}");
+    assert!(
+        weak.contains("on line 2 is a placeholder") && !weak.contains("CHANGE-ME-admin"),
+        "{weak}"
+    );
     std::fs::write(&path, format!("{FILE_3}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
     assert!(auth.reload().is_err());

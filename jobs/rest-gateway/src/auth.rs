@@ -120,7 +120,9 @@ impl std::fmt::Display for Weakness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::TooShort => "shorter than 32 characters",
-            Self::Placeholder => "a placeholder of the shipped examples (CHANGE-ME..., REPLACE-ME...)",
+            Self::Placeholder => {
+                "a placeholder of the shipped examples (CHANGE-ME..., REPLACE-ME...)"
+            }
         })
     }
 }
@@ -151,7 +153,11 @@ fn weakness(token: &[u8]) -> Option<Weakness> {
 
 /// A configured token, checked: well-formed, then strong enough; an error
 /// names `source_name` and `position`, never the token.
-fn configured_token(raw: &str, source_name: impl Fn() -> String, position: String) -> Result<Token, AuthError> {
+fn configured_token(
+    raw: &str,
+    source_name: impl Fn() -> String,
+    position: String,
+) -> Result<Token, AuthError> {
     if !is_b64token(raw.as_bytes()) {
         return Err(AuthError::BadToken {
             source_name: source_name(),
@@ -469,7 +475,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2") && !err.contains("cret"), "{err}");
-        let err = parse_env_tokens(&format!("{A}, b c")).unwrap_err().to_string();
+        let err = parse_env_tokens(&format!("{A}, b c"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("number 2") && !err.contains("b c"), "{err}");
         assert!(!format!("{:?}", tokens(&["s3cret"])).contains("s3cret"));
     }
@@ -481,10 +489,19 @@ mod tests {
         let path = Path::new("/run/tokens");
         let short = "0123456789abcdef0123456789abcde"; // 31
         let exact = "0123456789abcdef0123456789abcdef"; // 32
-        assert_eq!(parse_file_tokens(&format!("{exact}\n"), path).unwrap().len(), 1);
+        assert_eq!(
+            parse_file_tokens(&format!("{exact}\n"), path)
+                .unwrap()
+                .len(),
+            1
+        );
         for (text, line, weakness) in [
             (format!("{A}\n\n{short}\n"), 3, Weakness::TooShort),
-            (format!("# tokens\nCHANGE-ME-game-master-token-0123456789\n"), 2, Weakness::Placeholder),
+            (
+                format!("# tokens\nCHANGE-ME-game-master-token-0123456789\n"),
+                2,
+                Weakness::Placeholder,
+            ),
             (format!("change_me_{exact}\n"), 1, Weakness::Placeholder),
             (format!("{A}\nReplaceMe{exact}\n"), 2, Weakness::Placeholder),
             ("t0ken-a\n".to_owned(), 1, Weakness::TooShort),

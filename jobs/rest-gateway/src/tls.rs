@@ -300,21 +300,30 @@ mod tests {
             key: good.key.clone(),
         };
         let msg = message(&missing);
-        assert!(msg.starts_with(CERT_VAR) && msg.contains("nothing.crt"), "{msg}");
+        assert!(
+            msg.starts_with(CERT_VAR) && msg.contains("nothing.crt"),
+            "{msg}"
+        );
 
         let swapped = TlsFiles {
             cert: good.key.clone(),
             key: good.cert.clone(),
         };
         let msg = message(&swapped);
-        assert!(msg.starts_with(CERT_VAR) && msg.contains("no PEM certificate"), "{msg}");
+        assert!(
+            msg.starts_with(CERT_VAR) && msg.contains("no PEM certificate"),
+            "{msg}"
+        );
 
         let key_is_a_cert = TlsFiles {
             cert: good.cert.clone(),
             key: good.cert.clone(),
         };
         let msg = message(&key_is_a_cert);
-        assert!(msg.starts_with(KEY_VAR) && msg.contains("no PEM private key"), "{msg}");
+        assert!(
+            msg.starts_with(KEY_VAR) && msg.contains("no PEM private key"),
+            "{msg}"
+        );
 
         let mismatched = TlsFiles {
             cert: good.cert.clone(),
@@ -325,7 +334,11 @@ mod tests {
         assert!(msg.contains(KEY_VAR) && msg.contains(CERT_VAR), "{msg}");
 
         let garbage = dir.join("garbage.key");
-        std::fs::write(&garbage, "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            &garbage,
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         let msg = message(&TlsFiles {
             cert: good.cert.clone(),
             key: garbage,

@@ -425,7 +425,8 @@ mod tests {
     fn the_tls_cert_and_key_files_are_set_together_or_not_at_all() {
         let cert = "RTMANAGER_INTERNAL_HTTP_TLS_CERT_FILE";
         let key = "RTMANAGER_INTERNAL_HTTP_TLS_KEY_FILE";
-        let gateway = |extra: &[(&str, &str)]| Env::from_vars(vars(extra)).section::<GatewayConfig>();
+        let gateway =
+            |extra: &[(&str, &str)]| Env::from_vars(vars(extra)).section::<GatewayConfig>();
         assert_eq!(gateway(&[]).unwrap().tls, None);
         assert_eq!(
             gateway(&[(cert, "/run/tls/tls.crt"), (key, "/run/tls/tls.key")])
