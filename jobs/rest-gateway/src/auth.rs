@@ -498,7 +498,7 @@ mod tests {
         for (text, line, weakness) in [
             (format!("{A}\n\n{short}\n"), 3, Weakness::TooShort),
             (
-                format!("# tokens\nCHANGE-ME-game-master-token-0123456789\n"),
+                "# tokens\nCHANGE-ME-game-master-token-0123456789\n".to_owned(),
                 2,
                 Weakness::Placeholder,
             ),
