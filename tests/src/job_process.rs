@@ -104,6 +104,16 @@ impl JobProcess {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Sends `signal` (a `kill` name: `HUP`, `TERM`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running child");
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {}", self.job);
+    }
+
     /// SIGTERM, then waits for the exit.
     pub async fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running child");
@@ -166,7 +176,12 @@ impl JobProcess {
 
     /// Waits for the process to end (by itself: a fail point aborting it;
     /// or after a signal) within `bound`; killed if it does not.
-    pub async fn dies_within(mut self, bound: Duration) -> ExitStatus {
+    pub async fn dies_within(self, bound: Duration) -> ExitStatus {
+        self.exits_within(bound).await.0
+    }
+
+    /// [`Self::dies_within`], with everything the process wrote.
+    pub async fn exits_within(mut self, bound: Duration) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running child");
         let waited = tokio::time::timeout(bound, async {
             loop {
@@ -178,7 +193,7 @@ impl JobProcess {
         })
         .await;
         match waited {
-            Ok(status) => status,
+            Ok(status) => (status, self.output()),
             Err(_) => {
                 let _ = child.kill();
                 panic!("{}: did not die within {bound:?}", self.job)

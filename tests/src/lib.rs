@@ -29,6 +29,7 @@ pub mod contract;
 pub mod docker_proxy;
 pub mod fake_registry;
 pub mod held_engine;
+pub mod https;
 pub mod job_process;
 pub mod monitoring;
 pub mod redis_topologies;

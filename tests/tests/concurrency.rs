@@ -12,7 +12,7 @@ use shared::domain::labels::LABEL_GAME_ID;
 use system_tests::{docker, TestEnv, ENGINE};
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "concurrency-test-token";
+const TOKEN: &str = "concurrency-test-token-0123456789abcdef0";
 const GAMES: usize = 50;
 /// Per game: this many through the stream and as many through the gateway.
 const PER_SOURCE: usize = 2;

@@ -12,7 +12,7 @@ use shared::operations::StartRequest;
 use system_tests::job_process::JobProcess;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 
-const TOKEN: &str = "crash-kill-token";
+const TOKEN: &str = "crash-kill-token-0123456789abcdef0123456";
 const DIES_WITHIN: Duration = Duration::from_secs(60);
 
 async fn results_for(

@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use system_tests::job_process::JobProcess;
 use system_tests::{docker, inspect, TestEnv, ENGINE};
 
-const TOKEN: &str = "every-source-token";
+const TOKEN: &str = "every-source-token-0123456789abcdef01234";
 const GAMES: usize = 49;
 const PATCHED: &str = "galaxy-test/engine:1.0.1";
 

@@ -20,7 +20,7 @@ use shared::operations::{OperationRequest, Operations};
 use system_tests::{random_suffix, TestEnv, ENGINE};
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "monitoring-test-token";
+const TOKEN: &str = "monitoring-test-token-0123456789abcdef01";
 const HEALTHCHECK_ENGINE: &str = "galaxy-test/engine:healthcheck";
 const START_LINE: &str = "test-engine listening on";
 

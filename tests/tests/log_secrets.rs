@@ -55,7 +55,14 @@ struct Secret {
 fn secret(what: &'static str) -> Secret {
     Secret {
         what,
-        value: format!("{}{}", what.replace(' ', ""), random_suffix()),
+        // Three suffixes: an API token needs 32 characters or more.
+        value: format!(
+            "{}{}{}{}",
+            what.replace(' ', ""),
+            random_suffix(),
+            random_suffix(),
+            random_suffix()
+        ),
     }
 }
 

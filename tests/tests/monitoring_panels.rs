@@ -36,7 +36,7 @@ use production::{
     now_ms, set_engine_health, start_fields, stop_fields, wait_event, wait_results, FAST_PROBES,
 };
 
-const TOKEN: &str = "monitoring-panels-token";
+const TOKEN: &str = "monitoring-panels-token-0123456789abcdef";
 
 /// The seven processes and how they run here: the cron jobs with
 /// `--every`, so that they serve /metrics.

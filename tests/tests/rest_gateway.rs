@@ -18,8 +18,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "t0ken-a";
-const TOKENS: (&str, &str) = ("RTMANAGER_API_TOKENS", "t0ken-a,t0ken-b");
+const TOKEN: &str = "t0ken-a-0123456789abcdef0123456789abcdef";
+const TOKENS: (&str, &str) = (
+    "RTMANAGER_API_TOKENS",
+    "t0ken-a-0123456789abcdef0123456789abcdef,t0ken-b-0123456789abcdef0123456789abcdef",
+);
 
 /// A gateway served in-process on a port-0 listener, with its test env.
 struct Gateway {
@@ -66,9 +69,11 @@ impl Answer {
 /// How a request authenticates.
 #[derive(Clone, Copy)]
 enum Cred {
-    /// `Bearer t0ken-a`
+    /// `Bearer` [`TOKEN`]
     Token,
     None,
+    /// `Bearer` and this token.
+    Bearer(&'static str),
     /// This exact `Authorization` value.
     Raw(&'static str),
 }
@@ -113,6 +118,7 @@ impl Gateway {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         match cred {
             Cred::Token => req = req.header("authorization", format!("Bearer {TOKEN}")),
+            Cred::Bearer(token) => req = req.header("authorization", format!("Bearer {token}")),
             Cred::Raw(v) => req = req.header("authorization", HeaderValue::from_str(v).unwrap()),
             Cred::None => {}
         }
@@ -705,12 +711,12 @@ async fn every_internal_route_needs_a_valid_bearer_token_and_probes_stay_open() 
         Cred::Raw("Bearer"),
         Cred::Raw("Bearer "),
         Cred::Raw("Basic dDBrZW4tYQ=="),
-        Cred::Raw("bearer  t0ken-a "),
-        Cred::Raw("Bearer t0ken-c"),
-        Cred::Raw("Bearer t0ken-"),
-        Cred::Raw("Bearer t0ken-aa"),
-        Cred::Raw("Bearer t0ken-a,t0ken-b"),
-        Cred::Raw("t0ken-a"),
+        Cred::Raw("bearer  t0ken-a-0123456789abcdef0123456789abcdef "),
+        Cred::Raw("Bearer t0ken-c-0123456789abcdef0123456789abcdef"),
+        Cred::Raw("Bearer t0ken-a-0123456789abcdef0123456789abcde"),
+        Cred::Raw("Bearer t0ken-a-0123456789abcdef0123456789abcdeff"),
+        Cred::Raw("Bearer t0ken-a-0123456789abcdef0123456789abcdef,t0ken-b-0123456789abcdef0123456789abcdef"),
+        Cred::Raw("t0ken-a-0123456789abcdef0123456789abcdef"),
     ];
     for (method, path) in internal_routes(&game) {
         for cred in refused {
@@ -733,7 +739,11 @@ async fn every_internal_route_needs_a_valid_bearer_token_and_probes_stay_open() 
         }
     }
     // Both tokens work, and the scheme is case-insensitive.
-    for header in ["Bearer t0ken-a", "bearer t0ken-b", "BEARER t0ken-a"] {
+    for header in [
+        "Bearer t0ken-a-0123456789abcdef0123456789abcdef",
+        "bearer t0ken-b-0123456789abcdef0123456789abcdef",
+        "BEARER t0ken-a-0123456789abcdef0123456789abcdef",
+    ] {
         let a = gw
             .send(
                 Method::GET,
@@ -832,7 +842,11 @@ async fn the_gateway_refuses_to_start_without_tokens_or_with_a_world_readable_fi
         "{err:#}"
     );
 
-    let path = tokens_file(&env.state_root, "# ops\n\ns3cret-file-token\n", 0o644);
+    let path = tokens_file(
+        &env.state_root,
+        "# ops\n\ns3cret-file-token-0123456789abcdef\n",
+        0o644,
+    );
     let mut config = bare.clone();
     config.gateway.api_tokens_file = Some(path.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -853,7 +867,7 @@ async fn the_gateway_refuses_to_start_without_tokens_or_with_a_world_readable_fi
 
     // A file with a bad line names the line, not the token.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(&path, "good-token\nbad token\n").unwrap();
+    std::fs::write(&path, format!("{FILE_1}\nbad token\n")).unwrap();
     let msg = format!(
         "{:#}",
         Auth::from_config(&config.gateway).err().expect("refused")
@@ -871,24 +885,92 @@ async fn the_gateway_refuses_to_start_without_tokens_or_with_a_world_readable_fi
     ));
 }
 
+/// The gateway does not start with a token shorter than 32 characters or
+/// with a shipped placeholder, in the file or the variable; the error names
+/// the entry (file and line, or position), never the token.
+#[tokio::test]
+async fn the_gateway_refuses_to_start_with_a_short_or_placeholder_token_naming_the_entry() {
+    let env = TestEnv::with(&[TOKENS]).await;
+    let bare = without_tokens(&env.config);
+    let path = tokens_file(&env.state_root, "", 0o600);
+    let placeholder = "CHANGE-ME-game-master-token";
+    for (file, variable, names) in [
+        (
+            format!("# ops\n{FILE_1}\nshort-token-0123456789\n"),
+            "",
+            format!(
+                "RTMANAGER_API_TOKENS_FILE {}: token on line 3 is shorter than 32",
+                path.display()
+            ),
+        ),
+        (
+            format!("{FILE_1}\n{placeholder}-0123456789abcdef\n"),
+            "",
+            format!(
+                "RTMANAGER_API_TOKENS_FILE {}: token on line 2 is a placeholder",
+                path.display()
+            ),
+        ),
+        (
+            format!("{FILE_1}\n"),
+            "change-me-admin-token-0123456789abcdef",
+            "RTMANAGER_API_TOKENS: token number 1 is a placeholder".to_owned(),
+        ),
+        (
+            String::new(),
+            "t0ken-a-0123456789abcdef0123456789abcdef,demo-token",
+            "RTMANAGER_API_TOKENS: token number 2 is shorter than 32".to_owned(),
+        ),
+    ] {
+        std::fs::write(&path, &file).unwrap();
+        let mut config = bare.clone();
+        config.gateway.api_tokens_file = (!file.is_empty()).then(|| path.clone());
+        config.gateway.api_tokens = Secret::new(variable);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let started = rest_gateway::run(
+            (&config).into(),
+            env.infra.clone(),
+            listener,
+            CancellationToken::new(),
+        );
+        let err = tokio::time::timeout(Duration::from_secs(30), started)
+            .await
+            .unwrap_or_else(|_| panic!("{names}: the gateway serves instead of refusing to start"))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&names), "{msg}");
+        for secret in ["short-token", placeholder, "change-me-admin", "demo-token"] {
+            assert!(!msg.contains(secret), "{msg} names {secret}");
+        }
+        // Nothing was served.
+        assert!(std::net::TcpStream::connect(addr).is_err(), "{addr} serves");
+    }
+}
+
+const FILE_1: &str = "file-token-1-0123456789abcdef0123456789";
+const FILE_2: &str = "file-token-2-0123456789abcdef0123456789";
+const FILE_3: &str = "file-token-3-0123456789abcdef0123456789";
+const ENV_TOKEN: &str = "env-token-0123456789abcdef0123456789abc";
+
 #[tokio::test]
 async fn the_tokens_file_is_reloaded_and_a_bad_reload_keeps_the_old_tokens() {
     let mut env = TestEnv::with(&[]).await;
-    let path = tokens_file(&env.state_root, "# ops\n\nfile-token-1\n", 0o600);
+    let path = tokens_file(&env.state_root, &format!("# ops\n\n{FILE_1}\n"), 0o600);
     let mut config = without_tokens(&env.config);
     config.gateway.api_tokens_file = Some(path.clone());
-    config.gateway.api_tokens = Secret::new("env-token");
+    config.gateway.api_tokens = Secret::new(ENV_TOKEN);
     let auth = Auth::from_config(&config.gateway).expect("a 0600 file is accepted");
     assert_eq!(auth.token_count(), 2);
     env.config = config;
     let gw = Gateway::serve(env, Some(auth.clone())).await;
-    let status = |header: &'static str| {
+    let status = |token: &'static str| {
         let gw = &gw;
         async move {
             gw.send(
                 Method::GET,
                 "/api/v1/internal/runtimes",
-                Cred::Raw(header),
+                Cred::Bearer(token),
                 &[],
                 None,
             )
@@ -896,30 +978,47 @@ async fn the_tokens_file_is_reloaded_and_a_bad_reload_keeps_the_old_tokens() {
             .status
         }
     };
-    assert_eq!(status("Bearer file-token-1").await, 200);
-    assert_eq!(status("Bearer env-token").await, 200);
-    assert_eq!(status("Bearer file-token-2").await, 401);
+    assert_eq!(status(FILE_1).await, 200);
+    assert_eq!(status(ENV_TOKEN).await, 200);
+    assert_eq!(status(FILE_2).await, 401);
 
     // What SIGHUP does: the file is rotated, then reloaded.
-    std::fs::write(&path, "file-token-2\n").unwrap();
+    std::fs::write(&path, format!("{FILE_2}\n")).unwrap();
     assert_eq!(auth.reload().unwrap(), 2);
-    assert_eq!(status("Bearer file-token-2").await, 200);
-    assert_eq!(status("Bearer file-token-1").await, 401);
-    assert_eq!(status("Bearer env-token").await, 200);
+    assert_eq!(status(FILE_2).await, 200);
+    assert_eq!(status(FILE_1).await, 401);
+    assert_eq!(status(ENV_TOKEN).await, 200);
 
-    // A world-readable or vanished file is refused; the old set stays.
-    std::fs::write(&path, "file-token-3\n").unwrap();
+    // A weak token, a world-readable or a vanished file is refused; the
+    // old set stays.
+    std::fs::write(
+        &path,
+        format!("{FILE_3}\nCHANGE-ME-admin-token-0123456789abcdef\n"),
+    )
+    .unwrap();
+    let weak = auth.reload().unwrap_err().to_string();
+    assert!(
+        weak.contains("on line 2 is a placeholder") && !weak.contains("CHANGE-ME-admin"),
+        "{weak}"
+    );
+    std::fs::write(&path, format!("{FILE_3}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
     assert!(auth.reload().is_err());
     std::fs::remove_file(&path).unwrap();
     assert!(auth.reload().is_err());
-    assert_eq!(status("Bearer file-token-2").await, 200);
-    assert_eq!(status("Bearer file-token-3").await, 401);
+    assert_eq!(status(FILE_2).await, 200);
+    assert_eq!(status(FILE_3).await, 401);
     let metrics = gw.open_get("/metrics").await;
     assert!(
         metrics
             .text
-            .contains("\nrtmanager_api_token_reload_failures_total 2\n"),
+            .contains("\nrtmanager_api_token_reload_failures_total 3\n"),
+        "{}",
+        metrics.text
+    );
+    // Served in-process on a plain listener: TLS is off, and says so.
+    assert!(
+        metrics.text.contains("\nrtmanager_api_tls_disabled 1\n"),
         "{}",
         metrics.text
     );

@@ -13,7 +13,7 @@ use system_tests::free_port;
 use system_tests::job_process::JobProcess;
 use system_tests::{TestEnv, ENGINE};
 
-const TOKEN: &str = "sigterm-test-token";
+const TOKEN: &str = "sigterm-test-token-0123456789abcdef01234";
 
 /// `RTMANAGER_SHUTDOWN_TIMEOUT` + 10 s.
 fn bound(env: &TestEnv) -> Duration {

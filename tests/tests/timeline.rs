@@ -19,7 +19,7 @@ use system_tests::contract::Contract;
 use system_tests::{docker, DockerEventsTask, TestEnv, ENGINE};
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "timeline-test-token";
+const TOKEN: &str = "timeline-test-token-0123456789abcdef0123";
 const START_LINE: &str = "test-engine listening on";
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -3,6 +3,12 @@
 //! - Tokens come from `RTMANAGER_API_TOKENS_FILE` (one per line; blank lines
 //!   and `#` comments ignored; reloaded on SIGHUP) and/or
 //!   `RTMANAGER_API_TOKENS` (comma-separated); both sets are accepted.
+//! - Every token is at least [`MIN_TOKEN_LEN`] (32) characters and is not a
+//!   documented placeholder ([`is_placeholder`]: `CHANGE-ME…`, `REPLACE-ME…`,
+//!   case-insensitive, what the shipped manifests carry). A weak token stops
+//!   the gateway at start-up, and a reload that brings one is refused like
+//!   any bad reload; the error names the entry (file and line, or position
+//!   in the variable), never its value.
 //! - A tokens file readable by every user (`mode & 0o004`) is refused at
 //!   start; on reload the old set is kept and an error logged. The mode is
 //!   read from the opened file (`fstat`), so a swap between check and read
@@ -46,6 +52,16 @@ pub const PROTECTED_PREFIX: &str = "/api/v1/internal";
 /// Longest accepted token (and presented credential), in bytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
+/// Shortest accepted token, in characters (bytes: tokens are ASCII): 32
+/// characters of a random hex or base64 secret are 128 bits or more.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// What the shipped manifests and examples put where a token goes, compared
+/// case-insensitively with `-`, `_` and `.` ignored: a token that starts
+/// with one of these is a placeholder nobody replaced (`CHANGE-ME-admin-token`
+/// in `k8s/config.yaml`). The README's "Authentication" lists them.
+pub const PLACEHOLDER_PREFIXES: &[&str] = &["changeme", "replaceme"];
+
 /// One configured token; never printed.
 #[derive(Clone)]
 pub struct Token(Vec<u8>);
@@ -78,10 +94,84 @@ pub enum AuthError {
         position: String,
     },
     #[error(
+        "{source_name}: token {position} is {weakness}; \
+         use a random secret of at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)"
+    )]
+    WeakToken {
+        source_name: String,
+        position: String,
+        weakness: Weakness,
+    },
+    #[error(
         "no API token configured: set RTMANAGER_API_TOKENS_FILE or RTMANAGER_API_TOKENS \
          (or RTMANAGER_API_AUTH=disabled, the transitional mode without authentication)"
     )]
     NoTokens,
+}
+
+/// Why a well-formed token is still refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weakness {
+    TooShort,
+    Placeholder,
+}
+
+impl std::fmt::Display for Weakness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TooShort => "shorter than 32 characters",
+            Self::Placeholder => {
+                "a placeholder of the shipped examples (CHANGE-ME..., REPLACE-ME...)"
+            }
+        })
+    }
+}
+
+/// Whether `token` starts with a [`PLACEHOLDER_PREFIXES`] entry, ignoring
+/// case and the separators `-`, `_`, `.`.
+pub fn is_placeholder(token: &[u8]) -> bool {
+    let letters: Vec<u8> = token
+        .iter()
+        .filter(|b| !b"-_.".contains(b))
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    PLACEHOLDER_PREFIXES
+        .iter()
+        .any(|prefix| letters.starts_with(prefix.as_bytes()))
+}
+
+/// Why a well-formed token is too weak to accept, if it is.
+fn weakness(token: &[u8]) -> Option<Weakness> {
+    if token.len() < MIN_TOKEN_LEN {
+        Some(Weakness::TooShort)
+    } else if is_placeholder(token) {
+        Some(Weakness::Placeholder)
+    } else {
+        None
+    }
+}
+
+/// A configured token, checked: well-formed, then strong enough; an error
+/// names `source_name` and `position`, never the token.
+fn configured_token(
+    raw: &str,
+    source_name: impl Fn() -> String,
+    position: String,
+) -> Result<Token, AuthError> {
+    if !is_b64token(raw.as_bytes()) {
+        return Err(AuthError::BadToken {
+            source_name: source_name(),
+            position,
+        });
+    }
+    if let Some(weakness) = weakness(raw.as_bytes()) {
+        return Err(AuthError::WeakToken {
+            source_name: source_name(),
+            position,
+            weakness,
+        });
+    }
+    Ok(Token(raw.as_bytes().to_vec()))
 }
 
 /// The token set and the auth mode, shared by every request; cheap to clone.
@@ -121,13 +211,11 @@ fn parse_file_tokens(text: &str, path: &Path) -> Result<Vec<Token>, AuthError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if !is_b64token(line.as_bytes()) {
-            return Err(AuthError::BadToken {
-                source_name: format!("RTMANAGER_API_TOKENS_FILE {}", path.display()),
-                position: format!("on line {}", index + 1),
-            });
-        }
-        tokens.push(Token(line.as_bytes().to_vec()));
+        tokens.push(configured_token(
+            line,
+            || format!("RTMANAGER_API_TOKENS_FILE {}", path.display()),
+            format!("on line {}", index + 1),
+        )?);
     }
     Ok(tokens)
 }
@@ -139,13 +227,11 @@ fn parse_env_tokens(raw: &str) -> Result<Vec<Token>, AuthError> {
         if part.is_empty() {
             continue;
         }
-        if !is_b64token(part.as_bytes()) {
-            return Err(AuthError::BadToken {
-                source_name: "RTMANAGER_API_TOKENS".into(),
-                position: format!("number {}", index + 1),
-            });
-        }
-        tokens.push(Token(part.as_bytes().to_vec()));
+        tokens.push(configured_token(
+            part,
+            || "RTMANAGER_API_TOKENS".into(),
+            format!("number {}", index + 1),
+        )?);
     }
     Ok(tokens)
 }
@@ -222,8 +308,8 @@ impl Auth {
         self.inner.current().len()
     }
 
-    /// Re-reads the tokens file (SIGHUP). On any error, or a file that would
-    /// leave no token at all, the old set stays and the error is returned
+    /// Re-reads the tokens file (SIGHUP). On any error (a weak token
+    /// included), or a file that would leave no token at all, the old set stays and the error is returned
     /// (and counted); the caller logs it.
     pub fn reload(&self) -> Result<usize, AuthError> {
         let result = self.try_reload();
@@ -318,18 +404,6 @@ fn matches_any(presented: &[u8], tokens: &[Token]) -> bool {
     any.into()
 }
 
-/// Re-reads the tokens file on every SIGHUP until the process ends.
-pub fn reload_on_sighup(auth: Auth) -> std::io::Result<()> {
-    use futures_util::StreamExt;
-    let mut signals = signal_hook_tokio::Signals::new([signal_hook::consts::SIGHUP])?;
-    tokio::spawn(async move {
-        while signals.next().await.is_some() {
-            let _ = auth.reload();
-        }
-    });
-    Ok(())
-}
-
 /// Middleware: `/api/v1/internal/*` (known routes or not) needs a token.
 pub async fn require_token(State(auth): State<Auth>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
@@ -369,12 +443,24 @@ mod tests {
         }
     }
 
+    const A: &str = "gm-token-aaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const BB: &str = "gm-token-bbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
     #[test]
     fn every_configured_token_matches_and_nothing_else_does() {
-        let set = tokens(&["t0ken-a", "t0ken-bb"]);
-        assert!(matches_any(b"t0ken-a", &set));
-        assert!(matches_any(b"t0ken-bb", &set));
-        for bad in [&b"t0ken-"[..], b"t0ken-ab", b"t0ken-a\0", b"", b"t0ken-bbb"] {
+        let set = tokens(&[A, BB]);
+        assert!(matches_any(A.as_bytes(), &set));
+        assert!(matches_any(BB.as_bytes(), &set));
+        let (a_plus_one, bb_plus_one) = (format!("{A}a"), format!("{BB}b"));
+        let (a_nul, ab) = (format!("{A}\0"), format!("{}b", &A[..A.len() - 1]));
+        for bad in [
+            &A.as_bytes()[..A.len() - 1],
+            ab.as_bytes(),
+            a_nul.as_bytes(),
+            b"",
+            bb_plus_one.as_bytes(),
+            a_plus_one.as_bytes(),
+        ] {
             assert!(!matches_any(bad, &set));
         }
         assert!(!matches_any(b"x", &[]));
@@ -383,15 +469,70 @@ mod tests {
     #[test]
     fn file_tokens_skip_comments_and_blank_lines_and_name_bad_lines_only() {
         let path = Path::new("/t");
-        let got = parse_file_tokens("# c\n\n  a1 \nb2\n", path).unwrap();
+        let got = parse_file_tokens(&format!("# c\n\n  {A} \n{BB}\n"), path).unwrap();
         assert_eq!(got.len(), 2);
-        let err = parse_file_tokens("ok\nse cret\n", path)
+        let err = parse_file_tokens(&format!("{A}\nse cret-0123456789abcdef0123456789\n"), path)
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2") && !err.contains("cret"), "{err}");
-        let err = parse_env_tokens("a, b c").unwrap_err().to_string();
+        let err = parse_env_tokens(&format!("{A}, b c"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("number 2") && !err.contains("b c"), "{err}");
         assert!(!format!("{:?}", tokens(&["s3cret"])).contains("s3cret"));
+    }
+
+    /// Short tokens and the shipped placeholders are refused at the entry
+    /// they are in, without their value; 32 characters are enough.
+    #[test]
+    fn short_and_placeholder_tokens_are_refused_naming_their_entry() {
+        let path = Path::new("/run/tokens");
+        let short = "0123456789abcdef0123456789abcde"; // 31
+        let exact = "0123456789abcdef0123456789abcdef"; // 32
+        assert_eq!(
+            parse_file_tokens(&format!("{exact}\n"), path)
+                .unwrap()
+                .len(),
+            1
+        );
+        for (text, line, weakness) in [
+            (format!("{A}\n\n{short}\n"), 3, Weakness::TooShort),
+            (
+                "# tokens\nCHANGE-ME-game-master-token-0123456789\n".to_owned(),
+                2,
+                Weakness::Placeholder,
+            ),
+            (format!("change_me_{exact}\n"), 1, Weakness::Placeholder),
+            (format!("{A}\nReplaceMe{exact}\n"), 2, Weakness::Placeholder),
+            ("t0ken-a\n".to_owned(), 1, Weakness::TooShort),
+        ] {
+            let err = parse_file_tokens(&text, path).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, AuthError::WeakToken { weakness: w, .. } if w == weakness),
+                "{message}"
+            );
+            assert!(
+                message.contains("RTMANAGER_API_TOKENS_FILE /run/tokens")
+                    && message.contains(&format!("on line {line}")),
+                "{message}"
+            );
+            let token = text.lines().nth(line - 1).unwrap();
+            assert!(!message.contains(token), "{message}");
+        }
+        let err = parse_env_tokens(&format!("{A},CHANGE-ME-admin-token-0123456789abcdef"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("RTMANAGER_API_TOKENS: token number 2 is a placeholder"),
+            "{err}"
+        );
+        let err = parse_env_tokens("demo-token").unwrap_err().to_string();
+        assert!(err.contains("number 1 is shorter than 32"), "{err}");
+        // Not a placeholder: the words elsewhere, or another word first.
+        for fine in [format!("x-change-me-{exact}"), format!("changes-{exact}")] {
+            assert!(!is_placeholder(fine.as_bytes()), "{fine}");
+        }
     }
 }
 
@@ -410,12 +551,17 @@ mod properties {
 
         #[test]
         fn token_files_parse_or_are_refused_without_echoing_them(
-            text in prop_oneof![any::<String>(), "([A-Za-z0-9._~+/=#-]{0,40}[ \t]*\n?){0,8}"]
+            text in prop_oneof![
+                any::<String>(),
+                "([A-Za-z0-9._~+/=#-]{0,40}[ \t]*\n?){0,8}",
+                "([A-Za-z0-9._~+/-]{28,48}=?\n){0,4}",
+            ]
         ) {
             match parse_file_tokens(&text, Path::new("/run/tokens")) {
                 Ok(tokens) => {
                     for token in &tokens {
                         prop_assert!(is_b64token(&token.0));
+                        prop_assert!(token.0.len() >= MIN_TOKEN_LEN && !is_placeholder(&token.0));
                     }
                 }
                 Err(e) => {
@@ -429,12 +575,22 @@ mod properties {
         }
 
         #[test]
-        fn env_tokens_parse_or_are_refused_without_echoing_them(raw in any::<String>()) {
-            if let Err(e) = parse_env_tokens(&raw) {
-                let message = e.to_string();
-                prop_assert!(message.contains("RTMANAGER_API_TOKENS"), "{}", message);
-                for part in raw.split(',').map(str::trim).filter(|p| p.len() >= 4) {
-                    prop_assert!(!message.contains(part), "{} echoes {:?}", message, part);
+        fn env_tokens_parse_or_are_refused_without_echoing_them(
+            raw in prop_oneof![any::<String>(), "([A-Za-z0-9._~+/-]{28,48}, ?){0,4}"]
+        ) {
+            match parse_env_tokens(&raw) {
+                Ok(tokens) => {
+                    for token in &tokens {
+                        prop_assert!(is_b64token(&token.0));
+                        prop_assert!(token.0.len() >= MIN_TOKEN_LEN && !is_placeholder(&token.0));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    prop_assert!(message.contains("RTMANAGER_API_TOKENS"), "{}", message);
+                    for part in raw.split(',').map(str::trim).filter(|p| p.len() >= 4) {
+                        prop_assert!(!message.contains(part), "{} echoes {:?}", message, part);
+                    }
                 }
             }
         }

@@ -6,6 +6,8 @@
 //! - [`routes`]: the route groups (lifecycle, reads, discovery, observe,
 //!   timeline, probes).
 //! - [`auth`]: bearer tokens (file + env, SIGHUP reload), fail-closed.
+//! - [`tls`]: HTTPS on the API listener (rustls, SIGHUP reload), or plain
+//!   HTTP when no certificate is set.
 //! - [`middleware`]: request id, declared-size check, access log, timeout.
 //! - [`extract`]: strict extractors (game id, JSON body, query, caller).
 //! - [`error`]: the `{"error":{"code","message"}}` envelope.
@@ -38,6 +40,7 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod tls;
 
 /// The property tests' runner: deterministic in CI (seed 10, 512 cases)
 /// unless `PROPTEST_RNG_SEED` or `PROPTEST_CASES` ask otherwise (the README's
@@ -73,6 +76,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::metrics::GatewayMetrics;
 use crate::state::AppState;
+use crate::tls::{ApiTls, TlsListener};
 
 pub use crate::startup::{parse_args, Command, USAGE};
 
@@ -113,9 +117,50 @@ pub fn metrics_app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The API listener: plain HTTP, or HTTPS with the certificate of an
+/// [`ApiTls`].
+pub enum ApiListener {
+    Plain(TcpListener),
+    Tls { listener: TlsListener, tls: ApiTls },
+}
+
+impl ApiListener {
+    /// `tcp` as it is (`tls` is `None`) or with TLS on every connection.
+    pub fn new(tcp: TcpListener, tls: Option<ApiTls>) -> Self {
+        match tls {
+            None => Self::Plain(tcp),
+            Some(tls) => Self::Tls {
+                listener: tls.listen(tcp),
+                tls,
+            },
+        }
+    }
+
+    fn tls(&self) -> Option<&ApiTls> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls { tls, .. } => Some(tls),
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        use axum::serve::Listener;
+        match self {
+            Self::Plain(l) => l.local_addr(),
+            Self::Tls { listener, .. } => listener.local_addr(),
+        }
+    }
+}
+
+impl From<TcpListener> for ApiListener {
+    fn from(tcp: TcpListener) -> Self {
+        Self::Plain(tcp)
+    }
+}
+
 /// Loads the API tokens from `config` (refusing to start without any, unless
-/// auth is explicitly disabled) and serves until `shutdown`. Tests call this
-/// with a listener on port 0.
+/// auth is explicitly disabled) and its TLS files if set, and serves until
+/// `shutdown`. Tests call this with a listener on port 0.
 pub async fn run(
     config: RestGatewayConfig,
     infra: Infra,
@@ -123,6 +168,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let auth = Auth::from_config(&config.gateway).context("API authentication")?;
+    let tls = ApiTls::from_config(&config.gateway).context("API TLS")?;
+    let listener = ApiListener::new(listener, tls);
     serve(config, infra, listener, None, auth, shutdown).await
 }
 
@@ -133,11 +180,12 @@ pub async fn run(
 pub async fn serve(
     config: RestGatewayConfig,
     infra: Infra,
-    listener: TcpListener,
+    listener: impl Into<ApiListener>,
     metrics_listener: Option<TcpListener>,
     auth: Auth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let listener = listener.into();
     let operations =
         shared::bootstrap::operations(&infra, &config.common, &config.lifecycle, &config.state)?;
     let db = infra.db.clone();
@@ -148,7 +196,7 @@ pub async fn serve(
     let relay_loop = infra.liveness.watch("outbox relay", shared::retry::CAP);
     let state = AppState {
         config: Arc::new(config),
-        metrics: GatewayMetrics::new(&auth),
+        metrics: GatewayMetrics::new(&auth, listener.tls()),
         infra,
         operations,
         auth,
@@ -161,23 +209,44 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         tokio::spawn(server.into_future());
     }
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, auth_disabled = state.auth.is_disabled(), "rest-gateway listening");
+    let https = listener.tls().is_some();
+    if !https {
+        tracing::warn!(
+            "RTMANAGER_INTERNAL_HTTP_TLS_CERT_FILE and RTMANAGER_INTERNAL_HTTP_TLS_KEY_FILE are not set: \
+             the API serves plain HTTP and bearer tokens cross the network in clear"
+        );
     }
-    let serving = serve_until_drained(&state, listener, grace);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, https, auth_disabled = state.auth.is_disabled(), "rest-gateway listening");
+    }
     let outbox = state.infra.outbox.clone();
-    outbox
-        .with_watched_relay(&state.infra.redis, relay_loop, serving)
-        .await
+    match listener {
+        ApiListener::Plain(tcp) => {
+            let serving = serve_until_drained(&state, tcp, grace);
+            outbox
+                .with_watched_relay(&state.infra.redis, relay_loop, serving)
+                .await
+        }
+        ApiListener::Tls { listener, .. } => {
+            let serving = serve_until_drained(&state, listener, grace);
+            outbox
+                .with_watched_relay(&state.infra.redis, relay_loop, serving)
+                .await
+        }
+    }
 }
 
 /// Serves until `shutdown`, then lets open connections and running lifecycle
 /// tasks finish within `grace`.
-async fn serve_until_drained(
+async fn serve_until_drained<L>(
     state: &AppState,
-    listener: TcpListener,
+    listener: L,
     grace: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let shutdown = state.shutdown.clone();
     let server = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -3,7 +3,8 @@
 //! A second prometheus-client registry (the shared [`Metrics`] stays
 //! untouched): `rtmanager_api_auth_disabled` (1 in the transitional mode
 //! without tokens), `rtmanager_api_tokens` (tokens accepted now),
-//! `rtmanager_api_token_reload_failures_total`,
+//! `rtmanager_api_token_reload_failures_total`, `rtmanager_api_tls_disabled`
+//! (1 when the API serves plain HTTP), `rtmanager_api_tls_reload_failures_total`,
 //! `rtmanager_http_requests_total{method,route,status}` (route = the route
 //! template, so game ids never become label values),
 //! `rtmanager_discovery_targets` (targets in the last answer of the
@@ -27,6 +28,7 @@ use shared::domain::{LastCronPass, Outcome};
 use shared::telemetry::{FloatGauge, Metrics};
 
 use crate::auth::Auth;
+use crate::tls::ApiTls;
 
 /// Bound on the scrape's read of `cron_passes`.
 const CRON_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,7 +58,8 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    pub fn new(auth: &Auth) -> Self {
+    /// `tls` is the API's (`None`: plain HTTP).
+    pub fn new(auth: &Auth, tls: Option<&ApiTls>) -> Self {
         let mut registry = Registry::with_prefix("rtmanager");
         let (disabled, tokens, reload_failures) = auth.gauges();
         registry.register(
@@ -69,6 +72,18 @@ impl GatewayMetrics {
             "api_token_reload_failures",
             "Token file reloads (SIGHUP) refused; the previous tokens stayed in force",
             reload_failures.clone(),
+        );
+        let tls_disabled = Gauge::<i64>::default();
+        tls_disabled.set(i64::from(tls.is_none()));
+        registry.register(
+            "api_tls_disabled",
+            "1 when the API serves plain HTTP (RTMANAGER_INTERNAL_HTTP_TLS_CERT_FILE and _KEY_FILE unset)",
+            tls_disabled,
+        );
+        registry.register(
+            "api_tls_reload_failures",
+            "TLS certificate reloads (SIGHUP) refused; the previous certificate stayed in force",
+            tls.map_or_else(Counter::default, |tls| tls.reload_failures().clone()),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(

@@ -19,7 +19,9 @@ use shared::config::{MigrationMode, PostgresConfig, ProcessConfig};
 
 use crate::settings::{RestGatewayConfig, SyncFileSdConfig};
 
-use crate::auth::{self, Auth};
+use crate::auth::Auth;
+use crate::tls::ApiTls;
+use crate::ApiListener;
 
 /// `rest-gateway --help`.
 pub const USAGE: &str = "\
@@ -108,8 +110,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     }
     let config: RestGatewayConfig = shared::bootstrap::settings()?;
     let auth = Auth::from_config(&config.gateway).context("API authentication")?;
+    let tls = ApiTls::from_config(&config.gateway).context("API TLS")?;
     let shutdown = shared::shutdown::on_signals().context("installing signal handlers")?;
-    auth::reload_on_sighup(auth.clone()).context("installing the SIGHUP handler")?;
+    reload_on_sighup(auth.clone(), tls.clone()).context("installing the SIGHUP handler")?;
     let infra = shared::bootstrap::connect(&config.common, true).await?;
     infra.metrics.set_build_info(RestGatewayConfig::JOB);
     let addr = config.gateway.listen;
@@ -118,6 +121,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         .with_context(|| format!("binding RTMANAGER_INTERNAL_HTTP_ADDR {addr}"))?;
     let metrics_addr = config.common.process.metrics_addr.as_deref().unwrap_or("");
     let metrics_listener = shared::telemetry::bind_metrics(metrics_addr).await?;
+    let listener = ApiListener::new(listener, tls);
     crate::serve(config, infra, listener, metrics_listener, auth, shutdown).await?;
     tracing::info!("rest-gateway stopped");
     Ok(())
@@ -145,6 +149,22 @@ async fn migrate(env: &Env) -> anyhow::Result<()> {
         applied.len()
     );
     db.close().await;
+    Ok(())
+}
+
+/// Re-reads the tokens file and the TLS files on every SIGHUP until the
+/// process ends; each keeps what it had when its files do not load.
+fn reload_on_sighup(auth: Auth, tls: Option<ApiTls>) -> std::io::Result<()> {
+    use futures_util::StreamExt;
+    let mut signals = signal_hook_tokio::Signals::new([signal_hook::consts::SIGHUP])?;
+    tokio::spawn(async move {
+        while signals.next().await.is_some() {
+            let _ = auth.reload();
+            if let Some(tls) = &tls {
+                let _ = tls.reload();
+            }
+        }
+    });
     Ok(())
 }
 

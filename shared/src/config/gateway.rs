@@ -1,11 +1,13 @@
-//! rest-gateway's section: its listener, bearer tokens and request limits.
+//! rest-gateway's section: its listener (and its TLS files), bearer tokens
+//! and request limits.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ranges, ConfigError, Secret, Section};
+use super::{ranges, ConfigError, Secret, Section, PREFIX};
 
 /// `enabled` (a token is required) or `disabled` (the cut-over's transition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,13 +16,24 @@ pub enum AuthMode {
     Disabled,
 }
 
+/// The API listener's certificate chain and private key, PEM files
+/// (`RTMANAGER_INTERNAL_HTTP_TLS_CERT_FILE`, `RTMANAGER_INTERNAL_HTTP_TLS_KEY_FILE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// rest-gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// `RTMANAGER_INTERNAL_HTTP_ADDR` (`:8096` = all interfaces).
     pub listen: SocketAddr,
+    /// HTTPS only when set (both files); `None`: plain HTTP, as the Go
+    /// service served.
+    pub tls: Option<TlsFiles>,
     /// One bearer token per line; reloaded on SIGHUP.
-    pub api_tokens_file: Option<std::path::PathBuf>,
+    pub api_tokens_file: Option<PathBuf>,
     /// Comma-separated bearer tokens.
     pub api_tokens: Secret,
     pub auth: AuthMode,
@@ -32,6 +45,10 @@ pub struct GatewayConfig {
 pub struct GatewayEnv {
     #[serde(default = "d::internal_http_addr")]
     internal_http_addr: String,
+    #[serde(default)]
+    internal_http_tls_cert_file: String,
+    #[serde(default)]
+    internal_http_tls_key_file: String,
     #[serde(default)]
     api_tokens_file: String,
     #[serde(default)]
@@ -64,10 +81,33 @@ impl Section for GatewayConfig {
         let listen = full
             .parse()
             .map_err(|e| ConfigError::var("INTERNAL_HTTP_ADDR", format!("{addr:?}: {e}")))?;
+        let tls = match (
+            raw.internal_http_tls_cert_file.as_str(),
+            raw.internal_http_tls_key_file.as_str(),
+        ) {
+            ("", "") => None,
+            (cert, key) if !cert.is_empty() && !key.is_empty() => Some(TlsFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            }),
+            (cert, _) => {
+                let (set, unset) = if cert.is_empty() {
+                    ("KEY_FILE", "CERT_FILE")
+                } else {
+                    ("CERT_FILE", "KEY_FILE")
+                };
+                return Err(ConfigError(format!(
+                    "{PREFIX}INTERNAL_HTTP_TLS_CERT_FILE and {PREFIX}INTERNAL_HTTP_TLS_KEY_FILE \
+                     go together (HTTPS with both, plain HTTP with neither): \
+                     {PREFIX}INTERNAL_HTTP_TLS_{set} is set, {PREFIX}INTERNAL_HTTP_TLS_{unset} is not"
+                )));
+            }
+        };
         Ok(Self {
             listen,
+            tls,
             api_tokens_file: (!raw.api_tokens_file.is_empty())
-                .then(|| std::path::PathBuf::from(&raw.api_tokens_file)),
+                .then(|| PathBuf::from(&raw.api_tokens_file)),
             api_tokens: raw.api_tokens,
             auth,
             request_timeout: raw.http_request_timeout,

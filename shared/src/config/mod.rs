@@ -36,7 +36,7 @@ pub use common::{
     CommonConfig, DockerConfig, MigrationMode, PostgresConfig, ProcessConfig, StreamsConfig,
 };
 pub use consumers::ConsumerConfig;
-pub use gateway::{AuthMode, GatewayConfig};
+pub use gateway::{AuthMode, GatewayConfig, TlsFiles};
 pub use jobs::{AddressMode, CleanupConfig, InspectConfig, ProbeConfig};
 pub use lifecycle::{LifecycleConfig, StateConfig};
 pub use redis_settings::{split_host_port, RedisConfig, RedisTls, SentinelConfig};
@@ -419,5 +419,30 @@ mod tests {
         assert!(probe.contains("RTMANAGER_PROBE_INTERVAL"), "{probe}");
         let gateway = env.section::<GatewayConfig>().unwrap_err().to_string();
         assert!(gateway.contains("RTMANAGER_API_AUTH"), "{gateway}");
+    }
+
+    /// The API's TLS files go together: both (HTTPS) or neither (plain
+    /// HTTP); one alone names both variables.
+    #[test]
+    fn the_tls_cert_and_key_files_are_set_together_or_not_at_all() {
+        let cert = "RTMANAGER_INTERNAL_HTTP_TLS_CERT_FILE";
+        let key = "RTMANAGER_INTERNAL_HTTP_TLS_KEY_FILE";
+        let gateway =
+            |extra: &[(&str, &str)]| Env::from_vars(vars(extra)).section::<GatewayConfig>();
+        assert_eq!(gateway(&[]).unwrap().tls, None);
+        assert_eq!(
+            gateway(&[(cert, "/run/tls/tls.crt"), (key, "/run/tls/tls.key")])
+                .unwrap()
+                .tls,
+            Some(TlsFiles {
+                cert: "/run/tls/tls.crt".into(),
+                key: "/run/tls/tls.key".into()
+            })
+        );
+        for one in [cert, key] {
+            let err = gateway(&[(one, "/run/tls/x")]).unwrap_err().to_string();
+            assert!(err.contains(cert) && err.contains(key), "{err}");
+            assert!(err.contains(&format!("{one} is set")), "{err}");
+        }
     }
 }
