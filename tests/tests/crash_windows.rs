@@ -197,8 +197,8 @@ async fn a_start_unaware_its_lease_was_taken_over_answers_success_on_the_adopted
 
 /// A stop that dies between stopping the container and marking the record
 /// (a kill, or the shutdown drain cutting it off). Its intent was committed
-/// before the container was stopped, so no source reports the exit: the
-/// reconciler marks the record stopped without an `inspect_unhealthy`, and
+/// before the container was stopped, so no source reports the exit: an
+/// inspect-only pass publishes nothing for it, the reconciler marks the record stopped without an `inspect_unhealthy`, and
 /// the prober no longer probes the container.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stop_that_dies_after_stopping_the_container_is_reported_by_no_source() {
@@ -244,7 +244,24 @@ async fn a_stop_that_dies_after_stopping_the_container_is_reported_by_no_source(
         "the prober skips a container being stopped"
     );
 
+    // The dead stop's lease goes from its Drop's detached task; an
+    // inspect-only pass that found it held would skip the game and prove
+    // nothing.
+    let leases = LeaseStore::new(env.redis().clone(), Duration::from_secs(30));
+    env.eventually(
+        "the dead stop's lease to go",
+        Duration::from_secs(30),
+        || async { (!leases.is_held(&game).await.unwrap()).then_some(()) },
+    )
+    .await;
     let inspector = inspect_cron::inspector(&(&env.config).into(), &env.infra);
+    // An inspect-only pass (most passes are: the reconcile interval is
+    // longer) sees the record running on an exited container first.
+    let inspected = inspector.pass(false).await.expect("inspect pass");
+    assert!(
+        inspected.busy.is_empty() && inspected.inspected.contains(&container),
+        "the inspect pass looked at the container: {inspected:?}"
+    );
     inspector.pass(true).await.expect("reconcile pass");
     assert_eq!(
         record_container(&env, &game).await,
@@ -268,6 +285,7 @@ async fn a_stop_that_dies_after_stopping_the_container_is_reported_by_no_source(
 /// the attempt time. Another request is another intent.
 #[tokio::test]
 async fn a_failed_start_run_again_for_the_same_request_raises_one_admin_intent() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new().await;
     let operations = system_tests::operations(&env.config, &env.infra).unwrap();
     let game = env.game("twointents");
@@ -301,6 +319,8 @@ fn game_request(game: &GameId, source_ref: &str) -> shared::operations::Operatio
 /// newer stop, and an older stop must not stop a newer start.
 #[tokio::test]
 async fn a_stop_and_a_start_processed_out_of_order_keep_the_newer_request() {
+    // Its stops must not meet another test's armed stop failure point.
+    let _turn = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new().await;
     let ops = system_tests::operations(&env.config, &env.infra).unwrap();
     let game = env.game("outoforder");
