@@ -371,4 +371,21 @@ async fn a_stop_and_a_start_processed_out_of_order_keep_the_newer_request() {
     assert_eq!(inspect(&container).unwrap()["State"]["Running"], true);
     // A newer stop still stops it.
     assert_eq!(code(&stop_at(500, "p4").await), (Outcome::Success, None));
+
+    // Lobby: start at 600, start at 700 (answered from the running record),
+    // stop at 650 processed last: the replayed start is the newer request.
+    assert_eq!(code(&start_at(600, "s4").await), (Outcome::Success, None));
+    assert_eq!(
+        code(&start_at(700, "s5").await),
+        (Outcome::Success, Some(ErrorCode::ReplayNoOp))
+    );
+    let older_stop = stop_at(650, "p5").await;
+    assert_eq!(
+        code(&older_stop),
+        (Outcome::Failure, Some(ErrorCode::Conflict)),
+        "{older_stop:?}"
+    );
+    let (status, container) = record_container(&env, &game).await.unwrap();
+    assert_eq!(status, "running");
+    assert_eq!(inspect(&container).unwrap()["State"]["Running"], true);
 }
