@@ -227,8 +227,10 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     for (call, point) in [
         ("restart", "recreate-after-stop"),
+        ("restart", "docker-after-create"),
         ("restart", "start-after-create"),
         ("patch", "recreate-after-stop"),
+        ("patch", "docker-after-create"),
         ("patch", "start-after-create"),
     ] {
         let game = env.game(&format!("{call}{}", point.replace('-', "")));
@@ -268,6 +270,9 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
         let status = match point {
             // The inner stop was marked; no new container yet: stopped.
             "recreate-after-stop" => "stopped",
+            // The old container removed, the new one created, not started:
+            // the record follows it, stopped.
+            "docker-after-create" => "stopped",
             // The new container runs unwatched: adopted into the record.
             _ => "running",
         };
