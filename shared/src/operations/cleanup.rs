@@ -44,7 +44,7 @@ impl Operations {
         self.record_intent(IntentKind::Removal, &req.game_id, &container, lock)
             .await?;
         if let Err(e) = self.engine.remove(&container).await {
-            self.forget_intent(IntentKind::Removal, &req.game_id, &container, &e)
+            self.forget_intent(IntentKind::Removal, &req.game_id, &container, &e, lock)
                 .await;
             return Err(engine_failure(ErrorCode::Internal, "remove container")(e));
         }

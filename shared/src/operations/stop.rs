@@ -73,7 +73,7 @@ impl Operations {
             .stop(&container, self.settings.stop_timeout)
             .await
         {
-            self.forget_intent(IntentKind::Stop, &req.game_id, &container, &e)
+            self.forget_intent(IntentKind::Stop, &req.game_id, &container, &e, lock)
                 .await;
             return Err(engine_failure(ErrorCode::Internal, "stop container")(e));
         }
