@@ -48,6 +48,7 @@ impl Operations {
                 .await;
             return Err(engine_failure(ErrorCode::Internal, "remove container")(e));
         }
+        crate::failpoints::crash_point("cleanup-after-remove");
         let removed = async {
             let mut tx = self.db.begin().await?;
             tx.fence(lock.fence());

@@ -101,6 +101,7 @@ impl Inspector {
                     container_id,
                 } => (findings, log, Some(container_id)),
             };
+            shared::failpoints::crash_point("inspect-before-commit");
             if lock.is_lost() {
                 return Ok(vec![Finding::Busy(game_id.clone())]);
             }
