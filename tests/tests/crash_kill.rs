@@ -284,3 +284,53 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
         );
     }
 }
+
+/// A start that fails (its image cannot be pulled: there is no registry)
+/// killed between its failure commit and its result: the fresh instance
+/// reclaims the entry and runs it again. One result, and one admin intent
+/// for the one request, though the start failed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_start_killed_before_its_result_is_answered_once_with_one_intent() {
+    let env = TestEnv::with(&[("RTMANAGER_GAME_LEASE_TTL_SECONDS", "5")]).await;
+    let game = env.game("failingstart");
+    let armed = [("FAILPOINTS", "job-before-result=return".to_owned())];
+    let doomed = JobProcess::ready(&env, "start-job", &[], &armed).await;
+    env.xadd(
+        &env.config.start_jobs.stream,
+        &[
+            ("game_id", game.as_str()),
+            ("image_ref", "galaxy-test/absent:9.9.9"),
+        ],
+    )
+    .await;
+    assert!(!doomed.dies_within(DIES_WITHIN).await.success(), "aborted");
+    assert_eq!(
+        intents_for(&env, &game).await,
+        1,
+        "the failure commit staged its intent before the kill"
+    );
+
+    let fresh = JobProcess::ready(&env, "start-job", &[], &[]).await;
+    wait_results(&env, &game, 1).await;
+    assert!(fresh
+        .terminate_within(Duration::from_secs(40))
+        .await
+        .success());
+    let results = results_for(&env, &game).await;
+    assert_eq!(results.len(), 1, "one result: {results:?}");
+    assert_eq!(results[0]["outcome"], "failure", "{results:?}");
+    assert_eq!(results[0]["error_code"], "image_pull_failed", "{results:?}");
+    let failures: Vec<(String, String)> =
+        sqlx::query_as("SELECT op_kind, outcome FROM operation_log WHERE game_id = $1 ORDER BY id")
+            .bind(game.as_str())
+            .fetch_all(env.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(failures.len(), 2, "the start ran twice: {failures:?}");
+    assert_eq!(
+        intents_for(&env, &game).await,
+        1,
+        "one intent per job entry"
+    );
+    assert!(containers_of(&env, &game).is_empty(), "no container");
+}
