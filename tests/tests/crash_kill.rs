@@ -217,7 +217,8 @@ async fn a_stop_job_killed_at_any_step_is_answered_once_and_reported_by_no_sourc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reconcile() {
+async fn a_restart_patch_or_start_of_a_stopped_game_killed_between_its_steps_is_settled_by_the_next_reconcile(
+) {
     let env = TestEnv::with(&[
         ("RTMANAGER_API_TOKENS", TOKEN),
         ("RTMANAGER_GAME_LEASE_TTL_SECONDS", "5"),
@@ -232,9 +233,27 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
         ("patch", "recreate-after-stop"),
         ("patch", "docker-after-create"),
         ("patch", "start-after-create"),
+        // A REST start of a stopped game: it replaces the kept container.
+        ("start", "docker-after-create"),
+        ("start", "start-after-create"),
     ] {
         let game = env.game(&format!("{call}{}", point.replace('-', "")));
         start(&operations, &game).await;
+        if call == "start" {
+            let stopped = operations
+                .stop(
+                    &shared::operations::OperationRequest {
+                        game_id: game.clone(),
+                        op_source: OpSource::AdminRest,
+                        source_ref: "crash".into(),
+                    },
+                    shared::domain::StopReason::AdminRequest,
+                    None,
+                )
+                .await;
+            assert_eq!(stopped.outcome, Outcome::Success, "{stopped:?}");
+        }
+        let old = env.db().get_record(&game).await.unwrap().unwrap();
         let addr = format!("127.0.0.1:{}", system_tests::free_port());
         let extra = [
             ("FAILPOINTS", format!("{point}=return")),
@@ -243,6 +262,7 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
         let doomed = JobProcess::ready(&env, "rest-gateway", &[], &extra).await;
         let body = match call {
             "patch" => serde_json::json!({"image_ref": "galaxy-test/engine:1.0.1"}).to_string(),
+            "start" => serde_json::json!({"image_ref": ENGINE}).to_string(),
             _ => String::new(),
         };
         let cut = http
@@ -277,6 +297,13 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
             _ => "running",
         };
         record_and_docker_agree(&env, &game, status).await;
+        if point != "recreate-after-stop" {
+            let now = env.db().get_record(&game).await.unwrap().unwrap();
+            assert_ne!(
+                now.current_container_id, old.current_container_id,
+                "{call}/{point}: the record follows the new container"
+            );
+        }
         let again = reconcile(&env).await;
         assert!(
             again.adopted.is_empty() && again.disposed.is_empty(),
