@@ -4,6 +4,13 @@
 //! then a fresh instance and one reconcile pass. At every point: each job
 //! entry answered exactly once, one container per game, record and Docker
 //! agree, no admin intent twice, and nothing is left for a second pass.
+//!
+//! The points: a start at each of its steps (before pull, after create,
+//! after start, after commit, before the result); a stop after its intent,
+//! after the Docker stop, after the mark and before the result; a restart
+//! and a patch through the gateway after the inner stop, after create, after
+//! start and after the inner start's commit, and a REST start of a stopped
+//! game after create and after start; a failing start before its result.
 
 use std::time::Duration;
 
@@ -172,7 +179,12 @@ async fn a_stop_job_killed_at_any_step_is_answered_once_and_reported_by_no_sourc
     ])
     .await;
     let operations = system_tests::operations(&env.config, &env.infra).unwrap();
-    for point in ["stop-after-container-stop", "job-before-result"] {
+    for point in [
+        "stop-after-intent",
+        "stop-after-container-stop",
+        "stop-after-mark",
+        "job-before-result",
+    ] {
         let game = env.game(&point.replace('-', ""));
         start(&operations, &game).await;
         let armed = [("FAILPOINTS", format!("{point}=return"))];
@@ -230,9 +242,11 @@ async fn a_restart_patch_or_start_of_a_stopped_game_killed_between_its_steps_is_
         ("restart", "recreate-after-stop"),
         ("restart", "docker-after-create"),
         ("restart", "start-after-create"),
+        ("restart", "start-after-commit"),
         ("patch", "recreate-after-stop"),
         ("patch", "docker-after-create"),
         ("patch", "start-after-create"),
+        ("patch", "start-after-commit"),
         // A REST start of a stopped game: it replaces the kept container.
         ("start", "docker-after-create"),
         ("start", "start-after-create"),
@@ -293,7 +307,8 @@ async fn a_restart_patch_or_start_of_a_stopped_game_killed_between_its_steps_is_
             // The old container removed, the new one created, not started:
             // the record follows it, stopped.
             "docker-after-create" => "stopped",
-            // The new container runs unwatched: adopted into the record.
+            // The new container runs unwatched: adopted into the record;
+            // or (start-after-commit) the record already runs it.
             _ => "running",
         };
         record_and_docker_agree(&env, &game, status).await;
@@ -309,6 +324,24 @@ async fn a_restart_patch_or_start_of_a_stopped_game_killed_between_its_steps_is_
             again.adopted.is_empty() && again.disposed.is_empty(),
             "{call}/{point}: nothing left: {again:?}"
         );
+        // Events: the first start's, and the new container's only when the
+        // inner start committed (an adoption publishes nothing); nothing for
+        // the requested stops.
+        env.flush_outbox().await;
+        let reported: Vec<String> = env
+            .read_stream(&env.config.common.streams.health_events)
+            .await
+            .into_iter()
+            .filter(|(_, f)| f["game_id"] == game.as_str())
+            .map(|(_, f)| f["event_type"].clone())
+            .collect();
+        let starts = if point == "start-after-commit" { 2 } else { 1 };
+        assert_eq!(
+            reported,
+            vec!["container_started"; starts],
+            "{call}/{point}: events"
+        );
+        assert_eq!(intents_for(&env, &game).await, 0, "{call}/{point}");
     }
 }
 
