@@ -21,9 +21,30 @@
 //! `FAILPOINTS=main-loop-stall=3*off->return(600000)` lets a main loop go
 //! round three times, then wedges it for ten minutes.
 //!
-//! The points, by name:
+//! The points, by name (README "Fail points" says which test runs each):
 //! - `prober-after-streak`: healthz-prober, after the Redis streak decided a
 //!   `probe_failed` or `probe_recovered`, before the PostgreSQL commit.
+//! - `start-before-pull`: a start, before the image pull.
+//! - `docker-after-create`: the Docker adapter, between creating a container
+//!   and starting it.
+//! - `start-after-create`: a start, its container created and started,
+//!   before the commit.
+//! - `start-commit-reply-lost` (a plain `fail_point!`): a start's commit
+//!   went through but reports an error.
+//! - `start-after-commit`: a start, after its commit.
+//! - `stop-after-intent`: a stop, its intent committed, before the Docker
+//!   stop.
+//! - `stop-after-container-stop`: a stop, the container stopped, before the
+//!   record is marked.
+//! - `stop-after-mark`: a stop, the record marked, before the answer.
+//! - `cleanup-after-remove`: a cleanup, the container removed, before the
+//!   record is marked.
+//! - `recreate-after-stop`: a restart or patch, between its inner stop and
+//!   its inner start.
+//! - `inspect-before-commit`: inspect-cron, an action's unit of work
+//!   written, before its fenced commit.
+//! - `job-before-result`: start-job and stop-job, after an operation's
+//!   outcome, before its result is committed.
 //! - `main-loop-stall` (a stall point): each long-running process's main
 //!   loop, at the start of an iteration (`Heartbeat::beat`).
 

@@ -4,6 +4,13 @@
 //! then a fresh instance and one reconcile pass. At every point: each job
 //! entry answered exactly once, one container per game, record and Docker
 //! agree, no admin intent twice, and nothing is left for a second pass.
+//!
+//! The points: a start at each of its steps (before pull, after create,
+//! after start, after commit, before the result); a stop after its intent,
+//! after the Docker stop, after the mark and before the result; a restart
+//! and a patch through the gateway after the inner stop, after create, after
+//! start and after the inner start's commit, and a REST start of a stopped
+//! game after create and after start; a failing start before its result.
 
 use std::time::Duration;
 
@@ -172,7 +179,12 @@ async fn a_stop_job_killed_at_any_step_is_answered_once_and_reported_by_no_sourc
     ])
     .await;
     let operations = system_tests::operations(&env.config, &env.infra).unwrap();
-    for point in ["stop-after-container-stop", "job-before-result"] {
+    for point in [
+        "stop-after-intent",
+        "stop-after-container-stop",
+        "stop-after-mark",
+        "job-before-result",
+    ] {
         let game = env.game(&point.replace('-', ""));
         start(&operations, &game).await;
         let armed = [("FAILPOINTS", format!("{point}=return"))];
@@ -217,7 +229,8 @@ async fn a_stop_job_killed_at_any_step_is_answered_once_and_reported_by_no_sourc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reconcile() {
+async fn a_restart_patch_or_start_of_a_stopped_game_killed_between_its_steps_is_settled_by_the_next_reconcile(
+) {
     let env = TestEnv::with(&[
         ("RTMANAGER_API_TOKENS", TOKEN),
         ("RTMANAGER_GAME_LEASE_TTL_SECONDS", "5"),
@@ -227,12 +240,34 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     for (call, point) in [
         ("restart", "recreate-after-stop"),
+        ("restart", "docker-after-create"),
         ("restart", "start-after-create"),
+        ("restart", "start-after-commit"),
         ("patch", "recreate-after-stop"),
+        ("patch", "docker-after-create"),
         ("patch", "start-after-create"),
+        ("patch", "start-after-commit"),
+        // A REST start of a stopped game: it replaces the kept container.
+        ("start", "docker-after-create"),
+        ("start", "start-after-create"),
     ] {
         let game = env.game(&format!("{call}{}", point.replace('-', "")));
         start(&operations, &game).await;
+        if call == "start" {
+            let stopped = operations
+                .stop(
+                    &shared::operations::OperationRequest {
+                        game_id: game.clone(),
+                        op_source: OpSource::AdminRest,
+                        source_ref: "crash".into(),
+                    },
+                    shared::domain::StopReason::AdminRequest,
+                    None,
+                )
+                .await;
+            assert_eq!(stopped.outcome, Outcome::Success, "{stopped:?}");
+        }
+        let old = env.db().get_record(&game).await.unwrap().unwrap();
         let addr = format!("127.0.0.1:{}", system_tests::free_port());
         let extra = [
             ("FAILPOINTS", format!("{point}=return")),
@@ -241,6 +276,7 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
         let doomed = JobProcess::ready(&env, "rest-gateway", &[], &extra).await;
         let body = match call {
             "patch" => serde_json::json!({"image_ref": "galaxy-test/engine:1.0.1"}).to_string(),
+            "start" => serde_json::json!({"image_ref": ENGINE}).to_string(),
             _ => String::new(),
         };
         let cut = http
@@ -268,14 +304,93 @@ async fn a_restart_or_patch_killed_between_its_steps_is_settled_by_the_next_reco
         let status = match point {
             // The inner stop was marked; no new container yet: stopped.
             "recreate-after-stop" => "stopped",
-            // The new container runs unwatched: adopted into the record.
+            // The old container removed, the new one created, not started:
+            // the record follows it, stopped.
+            "docker-after-create" => "stopped",
+            // The new container runs unwatched: adopted into the record;
+            // or (start-after-commit) the record already runs it.
             _ => "running",
         };
         record_and_docker_agree(&env, &game, status).await;
+        if point != "recreate-after-stop" {
+            let now = env.db().get_record(&game).await.unwrap().unwrap();
+            assert_ne!(
+                now.current_container_id, old.current_container_id,
+                "{call}/{point}: the record follows the new container"
+            );
+        }
         let again = reconcile(&env).await;
         assert!(
             again.adopted.is_empty() && again.disposed.is_empty(),
             "{call}/{point}: nothing left: {again:?}"
         );
+        // Events: the first start's, and the new container's only when the
+        // inner start committed (an adoption publishes nothing); nothing for
+        // the requested stops.
+        env.flush_outbox().await;
+        let reported: Vec<String> = env
+            .read_stream(&env.config.common.streams.health_events)
+            .await
+            .into_iter()
+            .filter(|(_, f)| f["game_id"] == game.as_str())
+            .map(|(_, f)| f["event_type"].clone())
+            .collect();
+        let starts = if point == "start-after-commit" { 2 } else { 1 };
+        assert_eq!(
+            reported,
+            vec!["container_started"; starts],
+            "{call}/{point}: events"
+        );
+        assert_eq!(intents_for(&env, &game).await, 0, "{call}/{point}");
     }
+}
+
+/// A start that fails (its image cannot be pulled: there is no registry)
+/// killed between its failure commit and its result: the fresh instance
+/// reclaims the entry and runs it again. One result, and one admin intent
+/// for the one request, though the start failed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_start_killed_before_its_result_is_answered_once_with_one_intent() {
+    let env = TestEnv::with(&[("RTMANAGER_GAME_LEASE_TTL_SECONDS", "5")]).await;
+    let game = env.game("failingstart");
+    let armed = [("FAILPOINTS", "job-before-result=return".to_owned())];
+    let doomed = JobProcess::ready(&env, "start-job", &[], &armed).await;
+    env.xadd(
+        &env.config.start_jobs.stream,
+        &[
+            ("game_id", game.as_str()),
+            ("image_ref", "galaxy-test/absent:9.9.9"),
+        ],
+    )
+    .await;
+    assert!(!doomed.dies_within(DIES_WITHIN).await.success(), "aborted");
+    assert_eq!(
+        intents_for(&env, &game).await,
+        1,
+        "the failure commit staged its intent before the kill"
+    );
+
+    let fresh = JobProcess::ready(&env, "start-job", &[], &[]).await;
+    wait_results(&env, &game, 1).await;
+    assert!(fresh
+        .terminate_within(Duration::from_secs(40))
+        .await
+        .success());
+    let results = results_for(&env, &game).await;
+    assert_eq!(results.len(), 1, "one result: {results:?}");
+    assert_eq!(results[0]["outcome"], "failure", "{results:?}");
+    assert_eq!(results[0]["error_code"], "image_pull_failed", "{results:?}");
+    let failures: Vec<(String, String)> =
+        sqlx::query_as("SELECT op_kind, outcome FROM operation_log WHERE game_id = $1 ORDER BY id")
+            .bind(game.as_str())
+            .fetch_all(env.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(failures.len(), 2, "the start ran twice: {failures:?}");
+    assert_eq!(
+        intents_for(&env, &game).await,
+        1,
+        "one intent per job entry"
+    );
+    assert!(containers_of(&env, &game).is_empty(), "no container");
 }

@@ -197,8 +197,8 @@ async fn a_start_unaware_its_lease_was_taken_over_answers_success_on_the_adopted
 
 /// A stop that dies between stopping the container and marking the record
 /// (a kill, or the shutdown drain cutting it off). Its intent was committed
-/// before the container was stopped, so no source reports the exit: the
-/// reconciler marks the record stopped without an `inspect_unhealthy`, and
+/// before the container was stopped, so no source reports the exit: an
+/// inspect-only pass publishes nothing for it, the reconciler marks the record stopped without an `inspect_unhealthy`, and
 /// the prober no longer probes the container.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stop_that_dies_after_stopping_the_container_is_reported_by_no_source() {
@@ -244,7 +244,24 @@ async fn a_stop_that_dies_after_stopping_the_container_is_reported_by_no_source(
         "the prober skips a container being stopped"
     );
 
+    // The dead stop's lease goes from its Drop's detached task; an
+    // inspect-only pass that found it held would skip the game and prove
+    // nothing.
+    let leases = LeaseStore::new(env.redis().clone(), Duration::from_secs(30));
+    env.eventually(
+        "the dead stop's lease to go",
+        Duration::from_secs(30),
+        || async { (!leases.is_held(&game).await.unwrap()).then_some(()) },
+    )
+    .await;
     let inspector = inspect_cron::inspector(&(&env.config).into(), &env.infra);
+    // An inspect-only pass (most passes are: the reconcile interval is
+    // longer) sees the record running on an exited container first.
+    let inspected = inspector.pass(false).await.expect("inspect pass");
+    assert!(
+        inspected.busy.is_empty() && inspected.inspected.contains(&container),
+        "the inspect pass looked at the container: {inspected:?}"
+    );
     inspector.pass(true).await.expect("reconcile pass");
     assert_eq!(
         record_container(&env, &game).await,
@@ -268,6 +285,7 @@ async fn a_stop_that_dies_after_stopping_the_container_is_reported_by_no_source(
 /// the attempt time. Another request is another intent.
 #[tokio::test]
 async fn a_failed_start_run_again_for_the_same_request_raises_one_admin_intent() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new().await;
     let operations = system_tests::operations(&env.config, &env.infra).unwrap();
     let game = env.game("twointents");
@@ -301,6 +319,8 @@ fn game_request(game: &GameId, source_ref: &str) -> shared::operations::Operatio
 /// newer stop, and an older stop must not stop a newer start.
 #[tokio::test]
 async fn a_stop_and_a_start_processed_out_of_order_keep_the_newer_request() {
+    // Its stops must not meet another test's armed stop failure point.
+    let _turn = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new().await;
     let ops = system_tests::operations(&env.config, &env.infra).unwrap();
     let game = env.game("outoforder");
@@ -351,4 +371,249 @@ async fn a_stop_and_a_start_processed_out_of_order_keep_the_newer_request() {
     assert_eq!(inspect(&container).unwrap()["State"]["Running"], true);
     // A newer stop still stops it.
     assert_eq!(code(&stop_at(500, "p4").await), (Outcome::Success, None));
+
+    // Lobby: start at 600, start at 700 (answered from the running record),
+    // stop at 650 processed last: the replayed start is the newer request.
+    assert_eq!(code(&start_at(600, "s4").await), (Outcome::Success, None));
+    assert_eq!(
+        code(&start_at(700, "s5").await),
+        (Outcome::Success, Some(ErrorCode::ReplayNoOp))
+    );
+    let older_stop = stop_at(650, "p5").await;
+    assert_eq!(
+        code(&older_stop),
+        (Outcome::Failure, Some(ErrorCode::Conflict)),
+        "{older_stop:?}"
+    );
+    let (status, container) = record_container(&env, &game).await.unwrap();
+    assert_eq!(status, "running");
+    assert_eq!(inspect(&container).unwrap()["State"]["Running"], true);
+}
+
+/// Holds the task that reaches `point` (a callback fail point: it runs and
+/// the code goes on) until [`Held::go`], and says when it got there.
+struct Held {
+    point: &'static str,
+    reached: Option<std::sync::mpsc::Receiver<()>>,
+    go: std::sync::mpsc::Sender<()>,
+}
+
+impl Held {
+    fn at(point: &'static str) -> Self {
+        let (reached_tx, reached) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let (reached_tx, go_rx) = (
+            std::sync::Mutex::new(reached_tx),
+            std::sync::Mutex::new(go_rx),
+        );
+        fail::cfg_callback(point, move || {
+            let _ = reached_tx.lock().unwrap().send(());
+            let _ = go_rx.lock().unwrap().recv();
+        })
+        .expect("callback fail point");
+        Self {
+            point,
+            reached: Some(reached),
+            go,
+        }
+    }
+
+    async fn reached(&mut self) {
+        let reached = self.reached.take().expect("waited once");
+        let point = self.point;
+        tokio::task::spawn_blocking(move || reached.recv_timeout(Duration::from_secs(120)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the operation never reached {point}: {e}"));
+    }
+
+    fn go(&self) {
+        fail::remove(self.point);
+        let _ = self.go.send(());
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.go();
+    }
+}
+
+/// Redis loses `game`'s lease (a restart without persistence, a failover)
+/// while its holder is held at a step; a second holder takes it and the
+/// next fencing token. Returns the second holder's lock.
+async fn take_over(env: &TestEnv, game: &GameId) -> shared::game_lock::GameLock {
+    let mut conn = env.redis().manager();
+    let _: i64 = redis::cmd("DEL")
+        .arg(lease_key(game))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let locks = GameLocks::new(
+        LeaseStore::new(env.redis().clone(), Duration::from_secs(30)),
+        env.db().clone(),
+    );
+    locks
+        .try_lock(game)
+        .await
+        .unwrap()
+        .expect("the lease is gone")
+}
+
+/// The game's successful `operation_log` rows of `kind`.
+async fn rows(env: &TestEnv, game: &GameId, kind: &str) -> usize {
+    log_kinds(env, game)
+        .await
+        .iter()
+        .filter(|(k, outcome)| k == kind && outcome == "success")
+        .count()
+}
+
+/// Stop, cleanup, restart, patch and the reconciler, each held just before
+/// its commit while Redis loses the game's lease and a second holder takes
+/// it: each commit is refused under the superseded token (`conflict`, or a
+/// busy game for the reconciler), and nothing of it is written: the record
+/// is as the operation found it and no success row is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_operation_committing_under_a_superseded_fencing_token_writes_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let ops = system_tests::operations(&env.config, &env.infra).unwrap();
+    let request = |game: &GameId| shared::operations::OperationRequest {
+        game_id: game.clone(),
+        op_source: OpSource::AdminRest,
+        source_ref: "superseded".into(),
+    };
+    let started = async |game: &GameId| {
+        let outcome = ops.start(&start_request(game)).await;
+        assert_eq!(outcome.outcome, Outcome::Success, "{outcome:?}");
+        outcome.record.unwrap().current_container_id.unwrap()
+    };
+    let conflict = |what: &str, o: shared::operations::OperationOutcome| {
+        assert_eq!(
+            (o.outcome, o.error_code),
+            (Outcome::Failure, Some(ErrorCode::Conflict)),
+            "{what}: {o:?}"
+        );
+    };
+
+    // The reconciler first (a pass settles every game of the env, and only
+    // this one's commit must meet the held point): a running record whose
+    // container was removed behind our back, held before the dispose
+    // commits.
+    let game = env.game("fencedreconcile");
+    let container = started(&game).await;
+    system_tests::docker(&["rm", "-f", &container]);
+    let mut held = Held::at("inspect-before-commit");
+    let pass = tokio::spawn({
+        let inspector = inspect_cron::inspector(&(&env.config).into(), &env.infra);
+        async move { inspector.pass(true).await }
+    });
+    held.reached().await;
+    let second = take_over(&env, &game).await;
+    held.go();
+    let report = pass.await.unwrap().expect("reconcile pass");
+    assert!(
+        report.busy.contains(&game) && report.disposed.is_empty(),
+        "reconcile: refused: {report:?}"
+    );
+    assert_eq!(
+        record_container(&env, &game).await,
+        Some(("running".to_owned(), container)),
+        "reconcile: the dispose was not written"
+    );
+    assert_eq!(rows(&env, &game, "reconcile_dispose").await, 0, "reconcile");
+    second.release().await;
+
+    // Stop: held after the Docker stop, before the mark.
+    let game = env.game("fencedstop");
+    let container = started(&game).await;
+    let mut held = Held::at("stop-after-container-stop");
+    let op = tokio::spawn({
+        let (ops, req) = (ops.clone(), request(&game));
+        async move {
+            ops.stop(&req, shared::domain::StopReason::Cancelled, None)
+                .await
+        }
+    });
+    held.reached().await;
+    let second = take_over(&env, &game).await;
+    held.go();
+    conflict("stop", op.await.unwrap());
+    assert_eq!(
+        record_container(&env, &game).await,
+        Some(("running".to_owned(), container)),
+        "stop: the mark was not written"
+    );
+    assert_eq!(rows(&env, &game, "stop").await, 0, "stop");
+    second.release().await;
+
+    // Cleanup: held after the Docker remove, before the mark.
+    let game = env.game("fencedcleanup");
+    let container = started(&game).await;
+    let stopped = ops
+        .stop(&request(&game), shared::domain::StopReason::Cancelled, None)
+        .await;
+    assert_eq!(stopped.outcome, Outcome::Success, "{stopped:?}");
+    let mut held = Held::at("cleanup-after-remove");
+    let op = tokio::spawn({
+        let (ops, req) = (ops.clone(), request(&game));
+        async move { ops.cleanup(&req).await }
+    });
+    held.reached().await;
+    let second = take_over(&env, &game).await;
+    held.go();
+    conflict("cleanup", op.await.unwrap());
+    assert_eq!(
+        record_container(&env, &game).await,
+        Some(("stopped".to_owned(), container)),
+        "cleanup: the mark was not written"
+    );
+    assert_eq!(rows(&env, &game, "cleanup_container").await, 0, "cleanup");
+    second.release().await;
+
+    // Restart and patch: held in the inner start, after its new container
+    // was created, before the record commit. The container is left to the
+    // new holder (the reconciler), not removed.
+    for (call, patch) in [
+        ("restart", None),
+        ("patch", Some("galaxy-test/engine:1.0.1")),
+    ] {
+        let game = env.game(&format!("fenced{call}"));
+        let old = started(&game).await;
+        let mut held = Held::at("start-after-create");
+        let op = tokio::spawn({
+            let (ops, req) = (ops.clone(), request(&game));
+            async move {
+                match patch {
+                    Some(image) => ops.patch(&req, image).await,
+                    None => ops.restart(&req).await,
+                }
+            }
+        });
+        held.reached().await;
+        let created = inspect(&game.container_name()).expect("the new container");
+        let created = created["Id"].as_str().unwrap().to_owned();
+        assert_ne!(created, old, "{call}");
+        let second = take_over(&env, &game).await;
+        held.go();
+        conflict(call, op.await.unwrap());
+        let (status, named) = record_container(&env, &game).await.unwrap();
+        assert_eq!(
+            (status.as_str(), named.as_str()),
+            ("stopped", old.as_str()),
+            "{call}: the inner start's record was not written"
+        );
+        assert!(
+            inspect(&created).is_some(),
+            "{call}: the new container is kept for the new holder (a patch does not roll back)"
+        );
+        assert_eq!(
+            rows(&env, &game, "start").await,
+            1,
+            "{call}: the first start's only"
+        );
+        assert_eq!(rows(&env, &game, call).await, 0, "{call}");
+        second.release().await;
+    }
 }

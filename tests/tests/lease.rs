@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use shared::adapters::redis::{lease_key, LeaseStore};
+use system_tests::services::PrivateRedis;
 use system_tests::TestEnv;
 
 #[tokio::test]
@@ -61,6 +62,30 @@ async fn a_cancelled_holder_releases_its_lease() {
     holder.abort();
     env.eventually("the lease released", Duration::from_secs(5), || async {
         (!store.is_held(&game).await.unwrap()).then_some(())
+    })
+    .await;
+}
+
+/// A holder whose renewals keep failing (Redis away) past the TTL marks its
+/// lease lost: wherever Redis is, the lease has expired there, and another
+/// holder may have it. (The renewal keeps trying within the TTL.)
+#[tokio::test]
+async fn a_lease_whose_renewal_keeps_failing_past_its_ttl_is_marked_lost() {
+    let env = TestEnv::new().await;
+    let mut private = PrivateRedis::start();
+    let redis = shared::adapters::redis::RedisClient::connect(
+        &private.addr(),
+        &shared::config::Secret::default(),
+    )
+    .await
+    .unwrap();
+    let game = env.game("renewfails");
+    let store = LeaseStore::new(redis, Duration::from_millis(900));
+    let lease = store.try_acquire(&game).await.unwrap().expect("free lease");
+    assert!(!lease.is_lost());
+    private.stop();
+    env.eventually("the lease marked lost", Duration::from_secs(60), || async {
+        lease.is_lost().then_some(())
     })
     .await;
 }

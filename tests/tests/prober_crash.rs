@@ -2,9 +2,10 @@
 //! PostgreSQL commit of the transition it decided: no `probe_failed` or
 //! `probe_recovered` is lost, and none is published twice.
 //!
-//! The death is placed exactly: the prober binary built with its
-//! `failpoints` feature (`target/failpoints/debug/healthz-prober`, built by
-//! `scripts/test`) and started with
+//! The death is placed exactly: the prober binary with the fail points
+//! (`target/debug/healthz-prober` of the workspace build `cargo build
+//! --workspace --bins` that `scripts/test` runs, where the system tests'
+//! crate enables `shared/failpoints`) started with
 //! `FAILPOINTS=prober-after-streak=return` aborts the process right after
 //! the streak script decided a transition, before anything is committed: no
 //! shutdown, nothing cleaned up, as after a `kill -9` at that step. A fresh prober then

@@ -49,9 +49,19 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = shared::operations::OperationOutcome> + Send + 'static,
 {
-    fail::cfg("start-after-create", "panic").unwrap();
+    dies_at(env, game, "start-after-create", op).await;
+}
+
+/// Runs `op` on `game` with the failure point `point` panicking, as
+/// [`dies_after_create`] does.
+async fn dies_at<F, Fut>(env: &TestEnv, game: &GameId, point: &str, op: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = shared::operations::OperationOutcome> + Send + 'static,
+{
+    fail::cfg(point, "panic").unwrap();
     let died = tokio::spawn(op()).await;
-    fail::remove("start-after-create");
+    fail::remove(point);
     assert!(
         died.unwrap_err().is_panic(),
         "the operation died at the failure point"
@@ -179,8 +189,9 @@ async fn a_leftover_container_that_a_newer_stop_superseded_is_stopped_not_adopte
     for game in [&restarted, &fresh] {
         let (container, running) = container_of(game);
         assert!(!running, "{game}: the superseded container is stopped");
-        let (status, _) = record_of(&env, game).await.expect("a record");
+        let (status, named) = record_of(&env, game).await.expect("a record");
         assert_eq!(status, "stopped", "{game}");
+        assert_eq!(named, container, "{game}: the record names the container");
         let intents = shared::adapters::IntentStore::new(env.db().clone());
         assert!(
             intents
@@ -199,4 +210,68 @@ async fn a_leftover_container_that_a_newer_stop_superseded_is_stopped_not_adopte
     let before = log_rows(&env, &fresh).await.len();
     reconcile(&env).await;
     assert_eq!(log_rows(&env, &fresh).await.len(), before);
+}
+
+/// A restart and a patch that died after creating the new container, before
+/// starting it (the old one already removed under the game's name): the
+/// record is `stopped` on a container that is gone. The pass points it at
+/// the created container, so record and Docker agree, and a cleanup then
+/// removes the container that exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_or_patch_that_died_before_starting_the_new_container_is_pointed_at_it() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let ops = system_tests::operations(&env.config, &env.infra).unwrap();
+    let restarted = env.game("notstartedrestart");
+    let patched = env.game("notstartedpatch");
+    for (game, patch) in [
+        (&restarted, None),
+        (&patched, Some("galaxy-test/engine:1.0.1")),
+    ] {
+        let old = start(&ops, game).await;
+        dies_at(&env, game, "docker-after-create", {
+            let (ops, req) = (ops.clone(), request(game, "recreate"));
+            move || async move {
+                match patch {
+                    Some(image) => ops.patch(&req, image).await,
+                    None => ops.restart(&req).await,
+                }
+            }
+        })
+        .await;
+        let (new, running) = container_of(game);
+        assert_ne!(new, old, "{game}");
+        assert!(!running, "{game}: created, not started");
+        assert!(inspect(&old).is_none(), "{game}: the old one was removed");
+    }
+
+    reconcile(&env).await;
+    for (game, image) in [(&restarted, ENGINE), (&patched, "galaxy-test/engine:1.0.1")] {
+        let (container, running) = container_of(game);
+        assert!(!running, "{game}");
+        assert_eq!(
+            record_of(&env, game).await,
+            Some(("stopped".to_owned(), container)),
+            "{game}: the record names the container that exists"
+        );
+        let record = env.db().get_record(game).await.unwrap().unwrap();
+        assert_eq!(record.current_image_ref.as_deref(), Some(image), "{game}");
+        assert_eq!(
+            log_rows(&env, game).await.last().unwrap(),
+            &("reconcile_adopt".to_owned(), "auto_reconcile".to_owned()),
+            "{game}"
+        );
+    }
+    let before = log_rows(&env, &restarted).await.len();
+    reconcile(&env).await;
+    assert_eq!(
+        log_rows(&env, &restarted).await.len(),
+        before,
+        "settled once"
+    );
+
+    // The cleanup acts on the container that exists.
+    let cleaned = ops.cleanup(&request(&restarted, "cleanup")).await;
+    assert_eq!(cleaned.outcome, Outcome::Success, "{cleaned:?}");
+    assert!(inspect(&restarted.container_name()).is_none(), "removed");
 }

@@ -44,10 +44,11 @@ impl Operations {
         self.record_intent(IntentKind::Removal, &req.game_id, &container, lock)
             .await?;
         if let Err(e) = self.engine.remove(&container).await {
-            self.forget_intent(IntentKind::Removal, &req.game_id, &container, &e)
+            self.forget_intent(IntentKind::Removal, &req.game_id, &container, &e, lock)
                 .await;
             return Err(engine_failure(ErrorCode::Internal, "remove container")(e));
         }
+        crate::failpoints::crash_point("cleanup-after-remove");
         let removed = async {
             let mut tx = self.db.begin().await?;
             tx.fence(lock.fence());

@@ -341,13 +341,16 @@ impl Operations {
     /// have reached it and the container may be stopping or gone by our
     /// hand, and a forgotten intent would let every health source report
     /// that as a failure; the caller answers a failure, so the step is
-    /// asked again anyway.
+    /// asked again anyway. Fenced like the intent: a holder whose lease was
+    /// taken over must not delete an intent the newer holder relies on (a
+    /// fenced forget keeps the intent, the safe side).
     pub(super) async fn forget_intent(
         &self,
         kind: IntentKind,
         game_id: &GameId,
         container_id: &str,
         error: &EngineError,
+        lock: &GameLock,
     ) {
         if matches!(error, EngineError::Unavailable(_)) {
             tracing::info!(game_id = %game_id, container_id, intent = kind.as_str(), "the daemon did not answer; keeping the intent");
@@ -355,6 +358,7 @@ impl Operations {
         }
         let forgotten = async {
             let mut tx = self.db.begin().await?;
+            tx.fence(lock.fence());
             tx.forget_intent(kind, container_id).await?;
             tx.commit().await
         };

@@ -9,7 +9,9 @@
 //! new image is pulled and inspected before the old container is stopped; if
 //! the new container fails to start or exits within
 //! `RTMANAGER_PATCH_START_GRACE`, the game is brought back on the old image
-//! and the failure is reported (`container_start_failed`).
+//! and the failure is reported (`container_start_failed`); not when the
+//! inner start answered `conflict` (another holder owns the game: its lease
+//! was lost or its commit fenced), which is the answer then.
 
 use chrono::Utc;
 
@@ -97,7 +99,10 @@ impl Operations {
             });
         }
         let code = started.error_code.unwrap_or(ErrorCode::Internal);
-        if new_image.is_some() {
+        // A `conflict` means another holder owns the game now (the lease
+        // lost or the commit fenced): what the start left is that holder's
+        // to settle. A rollback would remove the new container under it.
+        if new_image.is_some() && code != ErrorCode::Conflict {
             let why = format!("{code}: {}", started.error_message);
             return self.roll_back(req, &current, lock, why).await;
         }

@@ -6,8 +6,11 @@
 //! stopped/removed, adopted when it is ours and unrecorded, else `conflict`)
 //! -> create and start (`container_start_failed`) -> one unit of work:
 //! record (compare-and-set), operation log, health snapshot and
-//! `container_started`. A failed commit removes the container again. Docker
-//! unreachable is `docker_unavailable` at any step.
+//! `container_started`. A failed commit is re-read before compensating: the
+//! container is removed only when the record does not name it (and kept for
+//! the reconciler when the lease was lost or the commit fenced). A replayed
+//! start moves the game's start request time forward. Docker unreachable is
+//! `docker_unavailable` at any step.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -132,6 +135,12 @@ impl Operations {
         {
             let current = record.current_image_ref.as_deref().unwrap_or("");
             if current == req.image_ref {
+                // This request is answered by the running game: it is the
+                // newest start, so an older stop processed after it must not
+                // stop the game (stop compares against `start_requests`).
+                if let Some(at) = requested_at_ms {
+                    self.put_start_request(&req.game_id, at, lock).await?;
+                }
                 return Ok(Done::replay(Some(record.clone())));
             }
             return Err(fail(
@@ -398,6 +407,22 @@ impl Operations {
             "failpoint: the COMMIT went through, its reply was lost".into()
         )));
         Ok(true)
+    }
+
+    /// Moves the game's start request time forward (only forward), fenced.
+    async fn put_start_request(
+        &self,
+        game_id: &GameId,
+        requested_at_ms: i64,
+        lock: &GameLock,
+    ) -> Result<(), Failure> {
+        let put = async {
+            let mut tx = self.db.begin().await?;
+            tx.fence(lock.fence());
+            tx.put_start_request(game_id, requested_at_ms).await?;
+            tx.commit().await
+        };
+        put.await.map_err(store_failure("record start request"))
     }
 
     async fn rollback(&self, game_id: &GameId, container_id: &str) {

@@ -68,12 +68,13 @@ impl Operations {
         let image = record.current_image_ref.clone().unwrap_or_default();
         self.record_intent(IntentKind::Stop, &req.game_id, &container, lock)
             .await?;
+        crate::failpoints::crash_point("stop-after-intent");
         if let Err(e) = self
             .engine
             .stop(&container, self.settings.stop_timeout)
             .await
         {
-            self.forget_intent(IntentKind::Stop, &req.game_id, &container, &e)
+            self.forget_intent(IntentKind::Stop, &req.game_id, &container, &e, lock)
                 .await;
             return Err(engine_failure(ErrorCode::Internal, "stop container")(e));
         }
@@ -91,6 +92,7 @@ impl Operations {
             // The record moved on (an observed exit got there first): stopped anyway.
             tracing::info!(game_id = %req.game_id, "record already left running during the stop");
         }
+        crate::failpoints::crash_point("stop-after-mark");
         let record = self.load_record(&req.game_id).await?;
         Ok(Done {
             image_ref: image,

@@ -101,6 +101,7 @@ impl Inspector {
                     container_id,
                 } => (findings, log, Some(container_id)),
             };
+            shared::failpoints::crash_point("inspect-before-commit");
             if lock.is_lost() {
                 return Ok(vec![Finding::Busy(game_id.clone())]);
             }
@@ -146,7 +147,7 @@ impl Inspector {
 
     /// The current container of a `running` record is unhealthy:
     /// `inspect_unhealthy`, unless a concurrent pass published this very
-    /// observation.
+    /// observation, or rtmanager recorded a stop or removal of it.
     pub(super) async fn publish_unhealthy(
         &self,
         game_id: &GameId,
@@ -159,6 +160,12 @@ impl Inspector {
         self.settle(game_id, container_id, confirm, async |tx, (), _| {
             if !tx.lock_current_record(game_id, container_id).await? {
                 return Ok(Written::Superseded);
+            }
+            // A stop or removal rtmanager recorded before acting (its
+            // process may have died before marking the record): the exit
+            // is its own, not news. Read under the record's row lock.
+            if requested_stop(tx, container_id).await? {
+                return Ok(Written::Nothing);
             }
             if !tx
                 .store_published(game_id, container_id, observation)

@@ -6,7 +6,13 @@
 //! - an **unwatched** container (running, for a game whose record is
 //!   `stopped` or `removed`: a restart, a patch or a start of a stopped game
 //!   that died after creating the new container under the game's name) is
-//!   adopted into the record: `running` on that container.
+//!   adopted into the record: `running` on that container;
+//! - a **replaced** container (not running, for a game whose record is
+//!   `stopped` or `removed` on a container that is gone: the same crash
+//!   after the old container was removed and the new one created, before it
+//!   was started): the record is pointed at it, `stopped` (compare-and-set
+//!   on the old container id), so record and Docker agree and the next
+//!   start or cleanup acts on the container that exists.
 //!
 //! Unless a stop is newer than the container: a stop tombstone requested
 //! after the container was started (its `com.galaxy.started_at_ms` label),
@@ -109,6 +115,68 @@ impl Inspector {
         .await
     }
 
+    /// A replaced container: see the module doc.
+    pub(super) async fn repoint(
+        &self,
+        record: &RuntimeRecord,
+        container_id: &str,
+        ctx: &PassContext,
+    ) -> Vec<Finding> {
+        let game_id = &record.game_id;
+        let old = record
+            .current_container_id
+            .as_deref()
+            .filter(|c| !c.is_empty());
+        // Confirm under the lease: the container exists and is not running
+        // (else the next pass adopts it as unwatched), the old one is gone.
+        let confirm = async || {
+            let Some(info) = self.inspect(container_id).await? else {
+                return Ok(None);
+            };
+            if info.state.is_running() {
+                return Ok(None);
+            }
+            if let Some(old) = old {
+                if self.inspect(old).await?.is_some() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(info))
+        };
+        self.settle(
+            game_id,
+            container_id,
+            confirm,
+            async |tx, info, started_at| {
+                let image_ref = image_of(&info);
+                if !tx
+                    .repoint_stopped_record(game_id, old, &info.id, &image_ref, started_at)
+                    .await?
+                {
+                    return Ok(Written::Superseded);
+                }
+                let mut repointed = record.clone();
+                repointed.current_image_ref = Some(image_ref);
+                tx.append_operation(&entry(
+                    ctx,
+                    &repointed,
+                    OpKind::ReconcileAdopt,
+                    &info.id,
+                    started_at,
+                ))
+                .await?;
+                let log = move || {
+                    tracing::info!(game_id = %game_id, container_id, old_container_id = old.unwrap_or(""), pass_id = %ctx.pass_id, "record pointed at the container that replaced its gone one; stopped");
+                };
+                Ok(Written::Commit {
+                    findings: vec![Finding::Adopted(game_id.clone())],
+                    log,
+                })
+            },
+        )
+        .await
+    }
+
     /// A stop requested after this container was started, or one recorded
     /// for it: the container must not run.
     async fn newer_stop(
@@ -153,6 +221,21 @@ impl Inspector {
                 }),
             });
         }
+        let old = record
+            .current_container_id
+            .as_deref()
+            .filter(|c| !c.is_empty());
+        if old != Some(container_id.as_str()) {
+            // An unwatched container whose record names the gone one it
+            // replaced: the record follows the container it stops, so record
+            // and Docker agree (and a cleanup removes this one).
+            if !tx
+                .repoint_stopped_record(game_id, old, &container_id, &image_of(info), started_at)
+                .await?
+            {
+                return Ok(Written::Superseded);
+            }
+        }
         tx.record_intent(IntentKind::Stop, game_id, &container_id)
             .await?;
         tx.append_operation(&entry(ctx, record, OpKind::Stop, &container_id, started_at))
@@ -174,12 +257,7 @@ impl Inspector {
         now: DateTime<Utc>,
     ) -> RuntimeRecord {
         let running = info.state.is_running();
-        let image_ref = info
-            .labels
-            .get(LABEL_ENGINE_IMAGE_REF)
-            .filter(|i| !i.is_empty())
-            .cloned()
-            .unwrap_or_else(|| info.image.clone());
+        let image_ref = image_of(info);
         RuntimeRecord {
             game_id: game_id.clone(),
             status: if running {
@@ -210,4 +288,13 @@ impl Inspector {
 fn stopped(record: &mut RuntimeRecord, at: DateTime<Utc>) {
     record.status = RuntimeStatus::Stopped;
     record.stopped_at = Some(at);
+}
+
+/// The image a container was started with: its label, else Docker's.
+fn image_of(info: &ContainerInfo) -> String {
+    info.labels
+        .get(LABEL_ENGINE_IMAGE_REF)
+        .filter(|i| !i.is_empty())
+        .cloned()
+        .unwrap_or_else(|| info.image.clone())
 }

@@ -107,6 +107,15 @@ enum Target {
         record: RuntimeRecord,
         container_id: String,
     },
+    /// A not-running owner-labelled container on our network whose game's
+    /// record is not running and names a container that is not listed (a
+    /// restart or patch, or a start of a stopped game, that died after
+    /// removing the old container and creating this one, before starting
+    /// it; the name is the game's, so there is no other).
+    Replaced {
+        record: RuntimeRecord,
+        container_id: String,
+    },
     /// An owner-labelled container on our network whose game has no record.
     Orphan {
         game_id: GameId,
@@ -236,8 +245,9 @@ impl Inspector {
     /// The containers a pass checks: the current container of each `running`
     /// record (listed, or missing when reconciling), and, when reconciling,
     /// each owner-labelled container that is ours and that no running record
-    /// watches: unrecorded (an orphan) or running for a game whose record is
-    /// not (unwatched). The ones that are not ours (a bad game id label,
+    /// watches: unrecorded (an orphan), running for a game whose record is
+    /// not (unwatched), or not running for a game whose stopped or removed
+    /// record names a container that is gone (replaced). The ones that are not ours (a bad game id label,
     /// another network) go to `ignored`.
     ///
     /// Adoption is scoped to the configured network: the adopted record names
@@ -285,11 +295,22 @@ impl Inspector {
         for container in containers {
             let label = container.labels.get(LABEL_GAME_ID).map(String::as_str);
             if let Some(record) = label.and_then(|g| recorded.get(g)) {
-                if record.status != RuntimeStatus::Running
-                    && container.state.is_running()
-                    && container.networks.contains(&self.settings.network)
+                if record.status == RuntimeStatus::Running
+                    || !container.networks.contains(&self.settings.network)
                 {
+                    continue;
+                }
+                let names_missing = record
+                    .current_container_id
+                    .as_deref()
+                    .is_none_or(|c| c != container.id && !listed.contains(c));
+                if container.state.is_running() {
                     targets.push(Target::Unwatched {
+                        record: (*record).clone(),
+                        container_id: container.id.clone(),
+                    });
+                } else if names_missing {
+                    targets.push(Target::Replaced {
                         record: (*record).clone(),
                         container_id: container.id.clone(),
                     });
@@ -336,6 +357,10 @@ impl Inspector {
                 record,
                 container_id,
             } => self.adopt_unwatched(&record, &container_id, ctx).await,
+            Target::Replaced {
+                record,
+                container_id,
+            } => self.repoint(&record, &container_id, ctx).await,
             Target::Orphan {
                 game_id,
                 container_id,

@@ -146,6 +146,37 @@ impl UnitOfWork {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Points a `stopped` or `removed` record at the game's container that
+    /// replaced the one it names (a restart, patch or start that died after
+    /// removing the old container and creating the new one): `stopped` on
+    /// `new_container_id` with its image. Compare-and-set on the old
+    /// container id and the status: `false` when the record moved on.
+    pub async fn repoint_stopped_record(
+        &mut self,
+        game_id: &GameId,
+        old_container_id: Option<&str>,
+        new_container_id: &str,
+        image_ref: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runtime_records SET current_container_id = $3, current_image_ref = $4, \
+             status = 'stopped', \
+             stopped_at = CASE WHEN status = 'stopped' THEN COALESCE(stopped_at, $5) ELSE $5 END, \
+             removed_at = NULL, last_op_at = $5 \
+         WHERE game_id = $1 AND status IN ('stopped', 'removed') \
+           AND current_container_id IS NOT DISTINCT FROM $2",
+        )
+        .bind(game_id.as_str())
+        .bind(old_container_id)
+        .bind(new_container_id)
+        .bind(image_ref)
+        .bind(at)
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Inserts a record for an adopted container; `false` when one exists.
     pub async fn insert_record_if_absent(
         &mut self,
