@@ -25,6 +25,7 @@ use shared::bootstrap::Infra;
 use shared::config::{Config, Secret};
 use shared::domain::GameId;
 
+pub mod bench;
 pub mod contract;
 pub mod docker_proxy;
 pub mod fake_registry;

@@ -1,0 +1,218 @@
+//! Shared pieces of the benchmark binaries (`tests/src/bin/bench-*.rs`):
+//! the quick switch, order statistics, per-process CPU and memory read from
+//! `/proc`, and the Markdown section each benchmark prints to stdout for
+//! `scripts/bench` to collect into `docs/benchmarks.md`. Progress goes to
+//! stderr. No figure here is ever asserted: benchmarks report, tests check.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `BENCH_QUICK=1` (set by `scripts/bench --quick`): fewer rounds and units.
+pub fn quick() -> bool {
+    std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+/// `full` rounds, or `quick` of them under `--quick`.
+pub fn rounds(full: usize, quick_rounds: usize) -> usize {
+    if quick() {
+        quick_rounds
+    } else {
+        full
+    }
+}
+
+/// A sibling binary of the running one (the benchmarks run from
+/// `target/release`, next to the job binaries `scripts/bench` builds).
+pub fn sibling_binary(name: &str) -> PathBuf {
+    let bin = std::env::current_exe()
+        .expect("benchmark executable path")
+        .parent()
+        .expect("target directory")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: scripts/bench builds it (cargo build --release --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// The `q`-quantile (0..=1) of `samples`, nearest rank.
+pub fn quantile(samples: &[Duration], q: f64) -> Duration {
+    assert!(!samples.is_empty(), "no samples");
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub fn median(samples: &[Duration]) -> Duration {
+    quantile(samples, 0.5)
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+pub fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn clock_ticks() -> f64 {
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// User + system CPU time of process `pid` so far (`/proc/<pid>/stat`
+/// fields 14 and 15), or `None` when it is gone.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after its ')' are plain.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14, stime field 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) / clock_ticks()))
+}
+
+/// Resident set size of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
+pub fn process_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The pid of the process listening on TCP `port` (from `/proc/net/tcp*`
+/// and the `/proc/<pid>/fd` links), used to find the Redis server.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN.
+            let Some(local) = cols.get(1) else { continue };
+            let listening = cols.get(3) == Some(&"0A");
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if listening && local_port == Some(port) {
+                if let Some(inode) = cols.get(9) {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The Redis server of `TEST_REDIS_ADDR` (`host:port`), when local.
+pub fn redis_server_pid() -> Option<u32> {
+    let addr = std::env::var("TEST_REDIS_ADDR").ok()?;
+    let port: u16 = addr.rsplit_once(':')?.1.parse().ok()?;
+    pid_listening_on(port)
+}
+
+/// One row of a benchmark's table: our figure against its peer's, measured
+/// in the same run, the target and whether it is met.
+pub struct Figure {
+    pub name: String,
+    pub ours: String,
+    pub peer: String,
+    /// ours / peer, as measured.
+    pub ratio: f64,
+    pub target: String,
+    /// `None` when the figure has no target (reported only).
+    pub met: Option<bool>,
+}
+
+impl Figure {
+    /// A figure whose target is a maximum ratio.
+    pub fn at_most(name: &str, ours: String, peer: String, ratio: f64, max: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            ours,
+            peer,
+            ratio,
+            target: format!("≤ {max}x"),
+            met: Some(ratio <= max),
+        }
+    }
+
+    /// A figure whose target is a minimum ratio (a throughput).
+    pub fn at_least(name: &str, ours: String, peer: String, ratio: f64, min: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            ours,
+            peer,
+            ratio,
+            target: format!("≥ {min}x"),
+            met: Some(ratio >= min),
+        }
+    }
+
+    /// A figure reported without a target.
+    pub fn info(name: &str, ours: String, peer: String, ratio: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            ours,
+            peer,
+            ratio,
+            target: "—".to_owned(),
+            met: None,
+        }
+    }
+}
+
+/// Prints one benchmark's Markdown section: a heading, what was measured
+/// (`about`), the table of figures, free `notes`, and the command.
+pub fn print_section(title: &str, about: &str, figures: &[Figure], notes: &[String], cmd: &str) {
+    println!("## {title}\n");
+    println!("{about}\n");
+    println!("| figure | ours | peer | ratio | target | met |");
+    println!("|---|---|---|---|---|---|");
+    for f in figures {
+        let met = match f.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "—",
+        };
+        println!(
+            "| {} | {} | {} | {:.2}x | {} | {met} |",
+            f.name, f.ours, f.peer, f.ratio, f.target
+        );
+    }
+    println!();
+    for note in notes {
+        println!("{note}\n");
+    }
+    println!("Reproduce: `{cmd}`\n");
+}
