@@ -25,7 +25,12 @@ struct Load {
 /// wrk's `Requests/sec` and its `--latency` 99% line.
 fn wrk(script: &std::path::Path, url: &str, clients: usize, seconds: u64) -> Load {
     let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{clients}"), &format!("-d{seconds}s"), "--latency"])
+        .args([
+            "-t1",
+            &format!("-c{clients}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+        ])
         .arg("-s")
         .arg(script)
         .arg(url)
@@ -205,20 +210,27 @@ async fn main() {
     let p99 = |v: &[Load]| {
         let mut r: Vec<f64> = v.iter().filter_map(|l| l.p99_ms).collect();
         r.sort_by(f64::total_cmp);
-        r.get(r.len() / 2).map_or("—".to_owned(), |p| format!("{p:.1} ms"))
+        r.get(r.len() / 2)
+            .map_or("—".to_owned(), |p| format!("{p:.1} ms"))
     };
     let rps = |r: f64| format!("{r:.0} req/s");
     let d = bench::median(&discovery);
     let figures = vec![
         Figure::at_least(
-            &format!("GET runtimes/{{id}}, {CLIENTS} clients, rate (p99 {})", p99(&show)),
+            &format!(
+                "GET runtimes/{{id}}, {CLIENTS} clients, rate (p99 {})",
+                p99(&show)
+            ),
             rps(med(&show)),
             format!("{:.0} tx/s", med(&show_peer)),
             med(&show) / med(&show_peer),
             0.6,
         ),
         Figure::at_least(
-            &format!("GET monitoring/targets ({games} games), 1 client, rate (p99 {})", p99(&tg)),
+            &format!(
+                "GET monitoring/targets ({games} games), 1 client, rate (p99 {})",
+                p99(&tg)
+            ),
             rps(med(&tg)),
             format!("{:.0} tx/s", med(&tg_peer)),
             med(&tg) / med(&tg_peer),

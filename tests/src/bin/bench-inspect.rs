@@ -42,12 +42,7 @@ async fn bare_pass(docker: &Docker, suffix: &str, concurrency: usize) -> usize {
         .expect("list");
     let ours: Vec<String> = listed
         .into_iter()
-        .filter(|c| {
-            c.names
-                .iter()
-                .flatten()
-                .any(|n| n.ends_with(suffix))
-        })
+        .filter(|c| c.names.iter().flatten().any(|n| n.ends_with(suffix)))
         .filter_map(|c| c.id)
         .collect();
     futures_util::stream::iter(ours)
@@ -86,7 +81,10 @@ async fn main() {
         .count()
         .await;
     assert_eq!(failures, 0, "every start succeeds");
-    eprintln!("{containers} containers started in {:?}", started_at.elapsed());
+    eprintln!(
+        "{containers} containers started in {:?}",
+        started_at.elapsed()
+    );
     env.flush_outbox().await;
 
     let inspector = inspect_cron::inspector(&(&env.config).into(), &env.infra);

@@ -110,7 +110,13 @@ async fn main() {
         let ratio = delivered.as_secs_f64() / raw.as_secs_f64();
         let name = format!("{label}: outbox commit + relay delivery vs bare XADD, per event");
         figures.push(if games.len() == WRITERS {
-            Figure::at_most(&name, bench::us(per(delivered)), bench::us(per(raw)), ratio, 3.0)
+            Figure::at_most(
+                &name,
+                bench::us(per(delivered)),
+                bench::us(per(raw)),
+                ratio,
+                3.0,
+            )
         } else {
             Figure::info(&name, bench::us(per(delivered)), bench::us(per(raw)), ratio)
         });
@@ -121,17 +127,15 @@ async fn main() {
             committed.as_secs_f64() / raw.as_secs_f64(),
         ));
     }
-    let notes = vec![
-        format!(
-            "{events} events per run, median of {repetitions} alternating runs per side. The \
+    let notes = vec![format!(
+        "{events} events per run, median of {repetitions} alternating runs per side. The \
              time per event is the run's wall time / events (for 16 writers: the aggregate \
              throughput). The outbox commits each event in its own transaction with \
              synchronous commit (the server default here) and delivers with one relay after \
              the writers are done; the bare side is one `XADD` per event on `<health \
              stream>:raw`. Not done: a profile of where the outbox time goes (`perf`, \
              callgrind)."
-        ),
-    ];
+    )];
     bench::print_section(
         "6. Outbox",
         "Health events through the PostgreSQL outbox and relay against a bare `XADD`.",

@@ -102,9 +102,7 @@ async fn serve_healthz() {
     // counted listen-queue overflows and a run lost probes.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-    socket
-        .bind("0.0.0.0:0".parse().unwrap())
-        .expect("bind");
+    socket.bind("0.0.0.0:0".parse().unwrap()).expect("bind");
     let listener = socket.listen(65_535).expect("listen");
     println!("{}", listener.local_addr().unwrap().port());
     std::io::stdout().flush().unwrap();
@@ -502,7 +500,12 @@ async fn exporter_round(env: &TestEnv, target_port: u16) -> ExporterRun {
             k * 7 % 250 + 1
         );
         if let Ok(answer) = http.get(url).send().await {
-            if answer.text().await.unwrap_or_default().contains("probe_success 1") {
+            if answer
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains("probe_success 1")
+            {
                 checked_ok += 1;
             }
         }

@@ -161,7 +161,14 @@ async fn main() {
     remove(&docker, &container).await;
     let bare_dir = |i: usize| env.state_root.join(format!("bare{i}"));
     let name = |i: usize| format!("rtm-bench-bare{i}-{}", env.id);
-    let (_, id) = bare(&docker, &body, &name(9999), &bare_dir(9999), &container_path).await;
+    let (_, id) = bare(
+        &docker,
+        &body,
+        &name(9999),
+        &bare_dir(9999),
+        &container_path,
+    )
+    .await;
     remove(&docker, &id).await;
 
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
@@ -270,7 +277,9 @@ fn timeline(
         else {
             continue;
         };
-        let offset = (at.with_timezone(&chrono::Utc) - xadd_at).num_microseconds().unwrap_or(0);
+        let offset = (at.with_timezone(&chrono::Utc) - xadd_at)
+            .num_microseconds()
+            .unwrap_or(0);
         if offset < 0 || offset as f64 > took.as_secs_f64() * 1e6 + 50_000.0 {
             continue;
         }
