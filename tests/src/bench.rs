@@ -216,3 +216,12 @@ pub fn print_section(title: &str, about: &str, figures: &[Figure], notes: &[Stri
     }
     println!("Reproduce: `{cmd}`\n");
 }
+
+/// Logs to stderr, warnings and up, before a [`crate::TestEnv`] would set up
+/// its own subscriber (which writes to stdout, where the report goes).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter("warn")
+        .try_init();
+}

@@ -97,6 +97,7 @@ fn median_by<T: Copy + Ord>(samples: &[Sample], f: impl Fn(&Sample) -> T) -> T {
 
 #[tokio::main]
 async fn main() {
+    bench::init_logging();
     let rounds = bench::rounds(3, 1);
     let env = TestEnv::new().await;
     let jobs: [(&str, &[&str]); 7] = [

@@ -96,6 +96,7 @@ fn pgbench(env: &TestEnv, script: &std::path::Path, clients: usize, seconds: u64
 
 #[tokio::main]
 async fn main() {
+    bench::init_logging();
     let games = bench::rounds(10_000, 2_000);
     let seconds = bench::rounds(10, 4) as u64;
     let repetitions = bench::rounds(3, 1);

@@ -55,6 +55,7 @@ async fn bare_pass(docker: &Docker, suffix: &str, concurrency: usize) -> usize {
 
 #[tokio::main]
 async fn main() {
+    bench::init_logging();
     let containers = bench::rounds(1000, 50);
     let repetitions = bench::rounds(5, 3);
     let env = TestEnv::new().await;

@@ -66,8 +66,8 @@ async fn bare(env: &TestEnv, games: &[GameId], per_writer: i64) -> Duration {
 async fn outbox(env: &TestEnv, games: &[GameId], per_writer: i64) -> (Duration, Duration) {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for game in games.iter().cloned() {
-        let outbox = env.infra.outbox.clone();
+    for game in games {
+        let (game, outbox) = (game.clone(), env.infra.outbox.clone());
         tasks.spawn(async move {
             for i in 0..per_writer {
                 outbox
@@ -85,6 +85,7 @@ async fn outbox(env: &TestEnv, games: &[GameId], per_writer: i64) -> (Duration, 
 
 #[tokio::main]
 async fn main() {
+    bench::init_logging();
     let events: i64 = bench::rounds(2000, 800) as i64;
     let repetitions = bench::rounds(3, 1);
     let env = TestEnv::with(&[("RTMANAGER_POSTGRES_MAX_CONNECTIONS", "16")]).await;

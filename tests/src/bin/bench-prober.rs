@@ -43,6 +43,7 @@ const REPETITIONS: usize = 5;
 
 fn main() {
     raise_open_file_limit();
+    bench::init_logging();
     pin_self_to_cpu0();
     let serve = std::env::args().nth(1).as_deref() == Some("serve");
     let runtime = tokio::runtime::Builder::new_multi_thread()

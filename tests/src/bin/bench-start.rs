@@ -146,6 +146,7 @@ async fn remove(docker: &Docker, id: &str) {
 
 #[tokio::main]
 async fn main() {
+    bench::init_logging();
     let rounds = bench::rounds(30, 10);
     let env = TestEnv::new().await;
     let docker = Docker::connect_with_local_defaults().expect("docker");
