@@ -28,6 +28,8 @@ Usage: rest-gateway                       serve the internal REST API on RTMANAG
                                           write the monitoring targets for Prometheus file_sd, once
                                           (--textfile: also the sync's metrics, node_exporter textfile format)
        rest-gateway redrive-outbox --all|--id N  release parked outbox rows to the relay (after fixing Redis)
+       rest-gateway healthcheck           GET the running gateway's own /healthz on RTMANAGER_METRICS_ADDR;
+                                          exit 0 if it answers 2xx (the container health check)
        rest-gateway --help
 ";
 
@@ -42,6 +44,8 @@ pub enum Command {
     },
     /// `redrive-outbox --all|--id N`: parked rows go back to the relays.
     RedriveOutbox(Redrive),
+    /// `healthcheck`: [`shared::healthcheck`], the container health check.
+    Healthcheck,
     Help,
 }
 
@@ -52,6 +56,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Comm
     match args.as_slice() {
         [] => Ok(Command::Serve),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
+        [shared::healthcheck::ARG] => Ok(Command::Healthcheck),
         ["sync-file-sd", rest @ ..] => sync_file_sd_args(rest),
         ["redrive-outbox", "--all"] => Ok(Command::RedriveOutbox(Redrive::All)),
         ["redrive-outbox", "--id", id] => match id.parse() {
@@ -87,6 +92,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     if command == Command::Help {
         print!("{USAGE}");
         return Ok(());
+    }
+    if command == Command::Healthcheck {
+        return shared::healthcheck::run().await;
     }
     let env = Env::from_process();
     if let Command::SyncFileSd { out, textfile } = command {
@@ -145,6 +153,7 @@ mod tests {
     fn arguments_select_serve_sync_or_help() {
         assert_eq!(args(&[]).unwrap(), Command::Serve);
         assert_eq!(args(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(args(&["healthcheck"]).unwrap(), Command::Healthcheck);
         assert_eq!(
             args(&["sync-file-sd", "--out", "/t/x.json"]).unwrap(),
             Command::SyncFileSd {
@@ -184,6 +193,7 @@ mod tests {
             &["serve", "x"],
             &["redrive-outbox"],
             &["redrive-outbox", "--id", "x"],
+            &["healthcheck", "x"],
         ] {
             assert!(args(bad).is_err(), "{bad:?}");
         }
