@@ -584,6 +584,11 @@ fn every_kubernetes_workload_is_wired_as_its_code_reads_it_with_least_privilege(
             };
             vars.insert(var, value);
         }
+        if kind(doc) == "StatefulSet" && !vars.contains_key("RTMANAGER_SHARD_INDEX") {
+            // Unset, the shard is the ordinal of the pod's host name, which
+            // this test's process cannot take: the last pod's, as given.
+            vars.insert("RTMANAGER_SHARD_INDEX".into(), (replicas - 1).to_string());
+        }
         let uses_docker = parse_settings(job, &stand.env(&vars), &args)
             .unwrap_or_else(|e| panic!("{file}: its settings do not start it: {e}"));
         let mounts: Vec<&Value> = container["volumeMounts"]
