@@ -246,6 +246,12 @@ impl ContainerEngine for NoEngine {
     async fn inspect_image(&self, _: &str) -> Result<ImageInfo, EngineError> {
         Self::unused()
     }
+    async fn containers_of_image(&self, _: &str) -> Result<Vec<String>, EngineError> {
+        Self::unused()
+    }
+    async fn remove_image(&self, _: &str) -> Result<(), EngineError> {
+        Self::unused()
+    }
     async fn inspect_container(&self, _: &str) -> Result<Option<ContainerInfo>, EngineError> {
         Self::unused()
     }
