@@ -16,8 +16,8 @@
 --        -f compose/postgres-init.sql
 --
 -- Passwords: the psql variables owner_password and service_password, else
--- the environment variables RTMANAGER_OWNER_PASSWORD and
--- RTMANAGER_SERVICE_PASSWORD of the psql process (the postgres image's
+-- the environment variables POSTGRES_OWNER_PASSWORD and
+-- POSTGRES_SERVICE_PASSWORD of the psql process (the postgres image's
 -- container environment; psql 15 or newer reads them). Without either the
 -- roles are created without a password (trust or certificate auth only),
 -- and the operator sets one later:
@@ -29,11 +29,11 @@
 
 \if :{?owner_password}
 \else
-  \getenv owner_password RTMANAGER_OWNER_PASSWORD
+  \getenv owner_password POSTGRES_OWNER_PASSWORD
 \endif
 \if :{?service_password}
 \else
-  \getenv service_password RTMANAGER_SERVICE_PASSWORD
+  \getenv service_password POSTGRES_SERVICE_PASSWORD
 \endif
 
 SELECT 'CREATE ROLE rtmanager_owner LOGIN'

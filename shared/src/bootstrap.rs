@@ -20,7 +20,7 @@ use crate::config::{
 use crate::liveness::Liveness;
 use crate::operations::{OperationDeps, Operations};
 use crate::outbox::Outbox;
-use crate::ports::ContainerEngine;
+use crate::ports::{ContainerEngine, NoEngine};
 use crate::readiness::Readiness;
 use crate::telemetry::{Endpoints, MeteredEngine, Metrics};
 
@@ -38,8 +38,8 @@ pub struct Infra {
     /// The main loops `/healthz` watches; each job's loop registers itself.
     pub liveness: Liveness,
     /// The checks `/readyz` runs: `postgres`, `redis` and `docker` from the
-    /// start (a process that does not use Docker removes it); a consumer adds
-    /// `consumer_group`.
+    /// start (`docker` only where the process uses Docker, [`DockerUse`]); a
+    /// consumer adds `consumer_group`.
     pub readiness: Readiness,
 }
 
@@ -54,9 +54,44 @@ impl Infra {
     }
 }
 
+/// What a process needs of Docker at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerUse {
+    /// Nothing: no socket is opened (it need not exist), [`Infra::engine`]
+    /// is a [`NoEngine`] and `/readyz` has no `docker` check.
+    Unused,
+    /// The daemon, pinged at start-up.
+    Daemon,
+    /// The daemon and the network `RTMANAGER_DOCKER_NETWORK` (the jobs that
+    /// create or stop engines).
+    DaemonAndNetwork,
+}
+
+impl DockerUse {
+    /// The daemon, with the network checked when `check_network` is set;
+    /// nothing when the job's settings say it does not use Docker.
+    pub fn of<C: JobConfig>(config: &C, check_network: bool) -> Self {
+        match (config.uses_docker(), check_network) {
+            (false, _) => Self::Unused,
+            (true, false) => Self::Daemon,
+            (true, true) => Self::DaemonAndNetwork,
+        }
+    }
+}
+
 /// Connects PostgreSQL (and runs migrations), Redis and Docker, and checks the
 /// Docker network when `check_network` is set.
 pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Result<Infra> {
+    let docker = if check_network {
+        DockerUse::DaemonAndNetwork
+    } else {
+        DockerUse::Daemon
+    };
+    connect_using(config, docker).await
+}
+
+/// [`connect`], with Docker as `docker` says.
+pub async fn connect_using(config: &CommonConfig, docker: DockerUse) -> anyhow::Result<Infra> {
     let db = Database::connect(
         config.postgres.dsn.expose(),
         config.postgres.max_connections,
@@ -77,6 +112,49 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
         ])
         .map_err(anyhow::Error::msg)?;
     }
+    let engine: Arc<dyn ContainerEngine> = match docker {
+        DockerUse::Unused => Arc::new(NoEngine),
+        DockerUse::Daemon | DockerUse::DaemonAndNetwork => {
+            Arc::new(connect_docker(config, docker == DockerUse::DaemonAndNetwork).await?)
+        }
+    };
+    let metrics = Metrics::new();
+    tokio::spawn(report_redis_master(redis.master(), metrics.clone()));
+    let outbox = Outbox::new(db.clone(), config.streams.clone(), metrics.clone());
+    let engine: Arc<dyn ContainerEngine> = Arc::new(MeteredEngine::new(engine, metrics.clone()));
+    let readiness = Readiness::new(metrics.clone());
+    let (pg, rd, dk) = (db.clone(), redis.clone(), engine.clone());
+    readiness.add("postgres", move || {
+        let db = pg.clone();
+        async move { db.ping().await }
+    });
+    readiness.add("redis", move || {
+        let redis = rd.clone();
+        async move { redis.ping().await }
+    });
+    if docker != DockerUse::Unused {
+        readiness.add("docker", move || {
+            let engine = dk.clone();
+            async move { engine.ping().await }
+        });
+    }
+    Ok(Infra {
+        db,
+        redis,
+        engine,
+        outbox,
+        liveness: Liveness::new(config.process.liveness_stall_factor),
+        readiness,
+        metrics,
+    })
+}
+
+/// Opens the Docker client and pings the daemon; checks the network when
+/// `check_network` is set.
+async fn connect_docker(
+    config: &CommonConfig,
+    check_network: bool,
+) -> anyhow::Result<DockerEngine> {
     let engine = DockerEngine::connect(&config.docker.host).with_context(|| {
         format!(
             "connecting to Docker at {} (RTMANAGER_DOCKER_HOST)",
@@ -95,34 +173,7 @@ pub async fn connect(config: &CommonConfig, check_network: bool) -> anyhow::Resu
             config.docker.network
         );
     }
-    let metrics = Metrics::new();
-    tokio::spawn(report_redis_master(redis.master(), metrics.clone()));
-    let outbox = Outbox::new(db.clone(), config.streams.clone(), metrics.clone());
-    let engine: Arc<dyn ContainerEngine> =
-        Arc::new(MeteredEngine::new(Arc::new(engine), metrics.clone()));
-    let readiness = Readiness::new(metrics.clone());
-    let (pg, rd, dk) = (db.clone(), redis.clone(), engine.clone());
-    readiness.add("postgres", move || {
-        let db = pg.clone();
-        async move { db.ping().await }
-    });
-    readiness.add("redis", move || {
-        let redis = rd.clone();
-        async move { redis.ping().await }
-    });
-    readiness.add("docker", move || {
-        let engine = dk.clone();
-        async move { engine.ping().await }
-    });
-    Ok(Infra {
-        db,
-        redis,
-        engine,
-        outbox,
-        liveness: Liveness::new(config.process.liveness_stall_factor),
-        readiness,
-        metrics,
-    })
+    Ok(engine)
 }
 
 /// `RTMANAGER_POSTGRES_MIGRATIONS`: `auto` runs the pending migrations,
@@ -133,7 +184,7 @@ pub async fn prepare_schema(db: &Database, mode: MigrationMode) -> anyhow::Resul
     let state = match mode {
         MigrationMode::Auto => db.migrate().await.map_err(|e| match e {
             MigrateError::PermissionDenied(why) => anyhow::anyhow!(
-                "running database migrations: the role of RTMANAGER_POSTGRES_PRIMARY_DSN may                  not change the schema ({why}); run `rest-gateway migrate` as the schema's                  owner and set RTMANAGER_POSTGRES_MIGRATIONS=off for this role"
+                "running database migrations: the role of RTMANAGER_POSTGRES_PRIMARY_DSN may not change the schema ({why}); run `rest-gateway migrate` as the schema's owner and set RTMANAGER_POSTGRES_MIGRATIONS=off for this role"
             ),
             MigrateError::Failed(why) => anyhow::anyhow!("running database migrations: {why}"),
         })?,
@@ -149,7 +200,7 @@ pub async fn prepare_schema(db: &Database, mode: MigrationMode) -> anyhow::Resul
                     .map(|(version, name)| format!("{version} ({name})"))
                     .collect();
                 anyhow::bail!(
-                    "RTMANAGER_POSTGRES_MIGRATIONS=off, and the schema lacks migration(s) {}:                      run `rest-gateway migrate` with the owner's RTMANAGER_POSTGRES_PRIMARY_DSN                      first",
+                    "RTMANAGER_POSTGRES_MIGRATIONS=off, and the schema lacks migration(s) {}: run `rest-gateway migrate` with the owner's RTMANAGER_POSTGRES_PRIMARY_DSN first",
                     missing.join(", ")
                 );
             }
@@ -159,7 +210,7 @@ pub async fn prepare_schema(db: &Database, mode: MigrationMode) -> anyhow::Resul
     if !state.newer.is_empty() {
         tracing::info!(
             versions = ?state.newer,
-            "the schema is newer than this binary (migrations it does not know are applied);              running against it"
+            "the schema is newer than this binary (migrations it does not know are applied); running against it"
         );
     }
     Ok(())
@@ -251,7 +302,7 @@ pub async fn process_with<C: JobConfig>(
     let config: C = settings()?;
     let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
     let common = config.common();
-    let infra = connect(common, check_network).await?;
+    let infra = connect_using(common, DockerUse::of(&config, check_network)).await?;
     infra.metrics.set_build_info(C::JOB);
     infra.readiness.stop_on(shutdown.clone());
     let metrics_addr = match (&common.process.metrics_addr, serve_metrics) {

@@ -19,6 +19,8 @@
 //! - [`config`]: `RTMANAGER_*` settings.
 //! - [`telemetry`]: JSON logs, Prometheus metrics, the `/metrics`,
 //!   `/healthz` and `/readyz` listener.
+//! - [`healthcheck`]: `<job> healthcheck`, the container health check that
+//!   calls the process's own `/healthz`.
 //! - [`liveness`]: the main loops' heartbeats behind `/healthz`.
 //! - [`readiness`]: the dependency checks behind `/readyz`.
 //! - [`failpoints`]: crash points for tests (the `failpoints` feature only).
@@ -30,6 +32,7 @@ pub mod config;
 pub mod domain;
 pub mod failpoints;
 pub mod game_lock;
+pub mod healthcheck;
 pub mod liveness;
 pub mod operations;
 pub mod outbox;

@@ -216,3 +216,73 @@ pub struct HealthInfo {
     /// Output of the most recent check run; empty when none ran yet.
     pub last_output: String,
 }
+
+/// The engine of a process that was started without Docker (a `hostname`-mode
+/// prober): no socket was opened, and every call answers
+/// [`EngineError::Unavailable`] saying so. Nothing such a process runs calls
+/// it; it stands in the wiring so the process needs no daemon to start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEngine;
+
+impl NoEngine {
+    fn unused<T>() -> Result<T, EngineError> {
+        Err(EngineError::Unavailable(
+            "this process was started without Docker (it does not use it)".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl ContainerEngine for NoEngine {
+    async fn ping(&self) -> Result<(), EngineError> {
+        Self::unused()
+    }
+    async fn network_exists(&self, _: &str) -> Result<bool, EngineError> {
+        Self::unused()
+    }
+    async fn ensure_image(&self, _: &str, _: PullPolicy) -> Result<(), EngineError> {
+        Self::unused()
+    }
+    async fn inspect_image(&self, _: &str) -> Result<ImageInfo, EngineError> {
+        Self::unused()
+    }
+    async fn containers_of_image(&self, _: &str) -> Result<Vec<String>, EngineError> {
+        Self::unused()
+    }
+    async fn remove_image(&self, _: &str) -> Result<(), EngineError> {
+        Self::unused()
+    }
+    async fn inspect_container(&self, _: &str) -> Result<Option<ContainerInfo>, EngineError> {
+        Self::unused()
+    }
+    async fn run(&self, _: &ContainerSpec) -> Result<ContainerInfo, EngineError> {
+        Self::unused()
+    }
+    async fn start(&self, _: &str) -> Result<(), EngineError> {
+        Self::unused()
+    }
+    async fn remove(&self, _: &str) -> Result<(), EngineError> {
+        Self::unused()
+    }
+    async fn stop(&self, _: &str, _: std::time::Duration) -> Result<(), EngineError> {
+        Self::unused()
+    }
+    async fn list_managed(&self) -> Result<Vec<ContainerSummary>, EngineError> {
+        Self::unused()
+    }
+    async fn subscribe_events(&self, _: Option<i64>) -> Result<EngineEvents, EngineError> {
+        Self::unused()
+    }
+    async fn daemon_id(&self) -> Result<String, EngineError> {
+        Self::unused()
+    }
+    async fn stats_snapshot(&self, _: &str) -> Result<ContainerStats, EngineError> {
+        Self::unused()
+    }
+    fn logs(&self, _: &str, _: &LogOptions) -> LogChunks {
+        Box::pin(futures_util::stream::once(async { Self::unused() }))
+    }
+    async fn health_info(&self, _: &str) -> Result<Option<HealthInfo>, EngineError> {
+        Self::unused()
+    }
+}

@@ -178,6 +178,8 @@ fn test_config(targets: &Targets) -> String {
                 let http_sd = job.get_mut("http_sd_configs").expect("http_sd_configs");
                 http_sd[0]["url"] = Yaml::from(targets.discovery_url.as_str());
                 http_sd[0]["refresh_interval"] = Yaml::from("1s");
+                // The test's gateway serves plain HTTP (no certificate).
+                http_sd[0].as_mapping_mut().unwrap().remove("tls_config");
                 http_sd[0]["authorization"]["credentials_file"] =
                     Yaml::from(targets.token_file.to_str().unwrap());
                 // The engines' names resolve only in Docker's DNS: their

@@ -165,7 +165,9 @@ impl PassReport {
 
 pub const USAGE: &str = "usage: cleanup-cron [--every [DURATION]]\n\n\
 One cleanup pass, then exit 0 (for cron or a Kubernetes CronJob).\n\
---every [DURATION]  loop; DURATION defaults to RTMANAGER_CLEANUP_INTERVAL (1h)";
+--every [DURATION]  loop; DURATION defaults to RTMANAGER_CLEANUP_INTERVAL (1h), and\n\
+                    serve /metrics, /healthz and /readyz on RTMANAGER_METRICS_ADDR\n\
+healthcheck         GET this process's own /healthz (a running --every loop); exit 0 if it answers 2xx";
 
 /// What the command line asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,9 @@ use cleanup_cron::Schedule;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if shared::healthcheck::requested() {
+        return shared::healthcheck::run().await;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let every = match cleanup_cron::parse_args(&args)? {
         Schedule::Help => {

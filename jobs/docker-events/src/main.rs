@@ -2,6 +2,9 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if shared::healthcheck::requested() {
+        return shared::healthcheck::run().await;
+    }
     let (config, infra, shutdown) =
         shared::bootstrap::process::<docker_events::DockerEventsConfig>(false).await?;
     docker_events::run(config, infra, shutdown).await?;

@@ -33,9 +33,15 @@ use tokio_util::sync::CancellationToken;
 shared::job_config! {
     /// What healthz-prober reads: the common sections and the probe section.
     pub struct HealthzProberConfig {
-        job = "healthz-prober";
+        job = "healthz-prober", docker = uses_docker;
         probe: ProbeConfig = probe,
     }
+}
+
+/// Only `container_ip` mode talks to Docker (it inspects each engine for its
+/// address); a `hostname`-mode prober starts without a socket.
+pub fn uses_docker(config: &HealthzProberConfig) -> bool {
+    config.probe.address_mode == shared::config::AddressMode::ContainerIp
 }
 
 /// Builds the prober from connected adapters.
@@ -60,10 +66,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let prober = prober(&config, &infra)?;
-    // hostname mode probes without Docker: not ready or not is not Docker's.
-    if config.probe.address_mode == shared::config::AddressMode::Hostname {
-        infra.readiness.remove("docker");
-    }
     infra
         .outbox
         .with_relay(&infra.redis, prober.run(shutdown))

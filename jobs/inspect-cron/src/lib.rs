@@ -43,7 +43,10 @@ usage: inspect-cron [--every [<duration>]]
 
   (no option)          one pass (inspect and reconcile), then exit
   --every [<duration>] a pass per interval until SIGTERM (e.g. 30s, 2m);
-                       without a value, RTMANAGER_INSPECT_INTERVAL
+                       without a value, RTMANAGER_INSPECT_INTERVAL; serves
+                       /metrics, /healthz and /readyz on RTMANAGER_METRICS_ADDR
+  healthcheck          GET the running --every process's own /healthz; exit 0
+                       if it answers 2xx (the container health check)
   -h, --help           this text
 
 Settings are RTMANAGER_* environment variables (see the README).

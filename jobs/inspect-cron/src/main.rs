@@ -6,6 +6,9 @@ use inspect_cron::{Cli, Schedule};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if shared::healthcheck::requested() {
+        return shared::healthcheck::run().await;
+    }
     let schedule = match inspect_cron::parse_args(std::env::args().skip(1))? {
         Cli::Help => {
             print!("{}", inspect_cron::USAGE);

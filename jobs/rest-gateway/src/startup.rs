@@ -31,6 +31,8 @@ Usage: rest-gateway                       serve the internal REST API on RTMANAG
                                           (--textfile: also the sync's metrics, node_exporter textfile format)
        rest-gateway redrive-outbox --all|--id N  release parked outbox rows to the relay (after fixing Redis)
        rest-gateway migrate               apply the database migrations (as the schema's owner role) and exit
+       rest-gateway healthcheck           GET the running gateway's own /healthz on RTMANAGER_METRICS_ADDR;
+                                          exit 0 if it answers 2xx (the container health check)
        rest-gateway --help
 ";
 
@@ -48,6 +50,8 @@ pub enum Command {
     /// `migrate`: the deploy step that applies the migrations with the
     /// owner's DSN, for jobs running with `RTMANAGER_POSTGRES_MIGRATIONS=off`.
     Migrate,
+    /// `healthcheck`: [`shared::healthcheck`], the container health check.
+    Healthcheck,
     Help,
 }
 
@@ -59,6 +63,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Comm
         [] => Ok(Command::Serve),
         ["-h" | "--help" | "help"] => Ok(Command::Help),
         ["migrate"] => Ok(Command::Migrate),
+        [shared::healthcheck::ARG] => Ok(Command::Healthcheck),
         ["sync-file-sd", rest @ ..] => sync_file_sd_args(rest),
         ["redrive-outbox", "--all"] => Ok(Command::RedriveOutbox(Redrive::All)),
         ["redrive-outbox", "--id", id] => match id.parse() {
@@ -94,6 +99,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     if command == Command::Help {
         print!("{USAGE}");
         return Ok(());
+    }
+    if command == Command::Healthcheck {
+        return shared::healthcheck::run().await;
     }
     let env = Env::from_process();
     if let Command::SyncFileSd { out, textfile } = command {
@@ -199,6 +207,7 @@ mod tests {
         assert_eq!(args(&[]).unwrap(), Command::Serve);
         assert_eq!(args(&["--help"]).unwrap(), Command::Help);
         assert_eq!(args(&["migrate"]).unwrap(), Command::Migrate);
+        assert_eq!(args(&["healthcheck"]).unwrap(), Command::Healthcheck);
         assert_eq!(
             args(&["sync-file-sd", "--out", "/t/x.json"]).unwrap(),
             Command::SyncFileSd {
@@ -239,6 +248,7 @@ mod tests {
             &["redrive-outbox"],
             &["redrive-outbox", "--id", "x"],
             &["migrate", "now"],
+            &["healthcheck", "x"],
         ] {
             assert!(args(bad).is_err(), "{bad:?}");
         }

@@ -274,14 +274,27 @@ mod tests {
         (files, made)
     }
 
-    fn dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "rtm-tls-unit-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+    /// A directory of the test's own, removed when dropped (a failing test
+    /// too: `scripts/test` checks that nothing is left in /tmp).
+    struct TestDir(PathBuf);
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for TestDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn dir(test: &str) -> TestDir {
+        let dir = std::env::temp_dir().join(format!("rtm-tls-unit-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        TestDir(dir)
     }
 
     fn message(files: &TlsFiles) -> String {
@@ -290,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_matching_pair_loads_and_every_bad_file_is_refused_naming_its_variable() {
-        let dir = dir();
+        let dir = dir("load");
         let (good, _) = write_pair(&dir, "a");
         let (other, _) = write_pair(&dir, "b");
         assert!(ApiTls::load(&good).is_ok());
@@ -345,13 +358,11 @@ mod tests {
         });
         assert!(msg.starts_with(KEY_VAR), "{msg}");
         assert!(!msg.contains("c2VjcmV0"), "{msg}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_bad_reload_keeps_the_pair_in_force_and_is_counted() {
-        let dir = dir().join("reload");
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir("reload");
         let (files, first) = write_pair(&dir, "live");
         let tls = ApiTls::load(&files).unwrap();
         let served = |tls: &ApiTls| {
@@ -370,6 +381,5 @@ mod tests {
         tls.reload().unwrap();
         assert_eq!(served(&tls), second.cert.der().as_ref());
         assert_eq!(tls.reload_failures().get(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,6 +2,9 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if shared::healthcheck::requested() {
+        return shared::healthcheck::run().await;
+    }
     let (config, infra, shutdown) =
         shared::bootstrap::process::<stop_job::StopJobConfig>(true).await?;
     stop_job::run(config, infra, shutdown).await?;

@@ -115,6 +115,12 @@ pub trait JobConfig: Sized {
     const JOB: &'static str;
     fn from_env(env: &Env) -> Result<Self, ConfigError>;
     fn common(&self) -> &CommonConfig;
+    /// Whether the process talks to Docker with these settings. Without it,
+    /// start-up opens no socket and `/readyz` has no `docker` check (a
+    /// `hostname`-mode prober). The macro's optional `job = "..", docker = fn;` sets it.
+    fn uses_docker(&self) -> bool {
+        true
+    }
 }
 
 /// Flat on purpose: envy breaks numeric fields under `#[serde(flatten)]`.
@@ -214,7 +220,7 @@ impl Config {
 #[macro_export]
 macro_rules! job_config {
     ($(#[$m:meta])* pub struct $name:ident {
-        job = $job:literal;
+        job = $job:literal $(, docker = $docker:path)?;
         $($(#[$fm:meta])* $field:ident: $ty:ty = $all:ident $(($read:path))?),* $(,)?
     }) => {
         $(#[$m])*
@@ -239,6 +245,11 @@ macro_rules! job_config {
             fn common(&self) -> &$crate::config::CommonConfig {
                 &self.common
             }
+
+            fn uses_docker(&self) -> bool {
+                let config = self;
+                $crate::job_config!(@docker config $($docker)?)
+            }
         }
 
         impl From<&$crate::config::Config> for $name {
@@ -250,6 +261,8 @@ macro_rules! job_config {
             }
         }
     };
+    (@docker $config:ident) => { true };
+    (@docker $config:ident $docker:path) => { $docker($config) };
     (@read $env:ident) => { $env.section()? };
     (@read $env:ident $read:path) => { $read($env)? };
 }
