@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::lobby::LobbyClient;
 use crate::adapters::postgres::{Database, MigrateError};
-use crate::adapters::redis::{slots, RedisMaster, Topology};
+use crate::adapters::redis::RedisMaster;
 use crate::adapters::{LeaseStore, RedisClient};
 use crate::config::{
     CommonConfig, Env, JobConfig, LifecycleConfig, MigrationMode, RedisConfig, StateConfig,
@@ -100,9 +100,9 @@ pub async fn connect_using(config: &CommonConfig, docker: DockerUse) -> anyhow::
     .context("connecting to PostgreSQL (RTMANAGER_POSTGRES_PRIMARY_DSN)")?;
     prepare_schema(&db, config.postgres.migrations).await?;
     let redis = connect_redis(&config.redis).await?;
-    if redis.topology() == Topology::Cluster {
-        let s = &config.streams;
-        slots::refuse_cluster_unsafe([
+    let s = &config.streams;
+    redis
+        .refuse_cluster_unsafe_streams([
             ("RTMANAGER_JOB_RESULTS_STREAM", s.job_results.as_str()),
             ("RTMANAGER_HEALTH_EVENTS_STREAM", s.health_events.as_str()),
             (
@@ -111,7 +111,6 @@ pub async fn connect_using(config: &CommonConfig, docker: DockerUse) -> anyhow::
             ),
         ])
         .map_err(anyhow::Error::msg)?;
-    }
     let engine: Arc<dyn ContainerEngine> = match docker {
         DockerUse::Unused => Arc::new(NoEngine),
         DockerUse::Daemon | DockerUse::DaemonAndNetwork => {

@@ -338,14 +338,11 @@ pub async fn consume<H: JobHandler>(
     settings: ConsumerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if infra.redis.topology() == crate::adapters::redis::Topology::Cluster {
-        let var = format!("the dead-letter stream of {}", settings.stream);
-        crate::adapters::redis::slots::refuse_cluster_unsafe([(
-            var.as_str(),
-            settings.dead_letter_stream.as_str(),
-        )])
+    let var = format!("the dead-letter stream of {}", settings.stream);
+    infra
+        .redis
+        .refuse_cluster_unsafe_streams([(var.as_str(), settings.dead_letter_stream.as_str())])
         .map_err(anyhow::Error::msg)?;
-    }
     let consumer = StreamConsumer::new(
         infra.redis.clone(),
         infra.db.clone(),

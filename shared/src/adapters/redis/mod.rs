@@ -329,6 +329,19 @@ impl RedisClient {
         }
     }
 
+    /// On a Cluster, refuses the first of `streams` (variable, name) whose
+    /// delivery marker cannot share its slot ([`slots::refuse_cluster_unsafe`]);
+    /// any other topology takes every name.
+    pub fn refuse_cluster_unsafe_streams<'a>(
+        &self,
+        streams: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), String> {
+        match self.topology() {
+            Topology::Cluster => slots::refuse_cluster_unsafe(streams),
+            Topology::Single | Topology::Sentinel => Ok(()),
+        }
+    }
+
     /// A dedicated connection for blocking reads of up to `block`.
     async fn blocking(&self, block: Duration) -> Result<RedisConnection, RedisError> {
         let timeout = block + COMMAND_TIMEOUT;
