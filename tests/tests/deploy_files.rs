@@ -74,30 +74,8 @@ impl Stand {
             system_tests::random_suffix()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=rest-gateway",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&crt)
-            .output()
-            .expect("openssl (to make a certificate for the gateway's settings)");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
+        // A real pair: the gateway's TLS loader reads it as the settings name it.
+        system_tests::https::TestCa::new("deploy-files").issue(&dir, "tls");
         write_private(&dir.join("tokens"), &format!("{STRONG_TOKEN}\n"));
         write_private(&dir.join("password"), "a-redis-password\n");
         Self { dir }
