@@ -24,9 +24,10 @@
 //! `RTMANAGER_PROBE_REFRESH_INTERVAL`; this instance is
 //! `RTMANAGER_SHARD_INDEX` or its StatefulSet ordinal. A game that stops,
 //! leaves the shard or is removed is dropped at the next refresh; a refresh
-//! that fails keeps the previous set. The same read brings each game's health
-//! snapshot, the committed streak a missing Redis streak is seeded from
-//! ([`crate::target::TargetState::seed`]).
+//! that fails keeps the previous set. A streak Redis does not have is seeded
+//! from the game's health snapshot read then, one query per missing streak
+//! (`committed_open_failure`; the refresh's copy is only its fallback,
+//! [`crate::target::TargetState::seed`]).
 //!
 //! # Concurrency
 //! Each target has its own task, waking at its slots

@@ -40,11 +40,12 @@
 //! Redis may lose a streak (`FLUSHALL`, a failover without persistence). The
 //! published state of a streak is also in PostgreSQL, though: the health
 //! snapshot committed with each event (`probe_failed` until its
-//! `probe_recovered`). So the script seeds a missing hash from it (passed with
-//! each observation, from the target refresh), and after the loss an open
-//! `probe_failed` is still closed by one `probe_recovered`, and a still
-//! failing engine is not reported twice ([`TargetState::seed`](crate::target::TargetState::seed) says why a
-//! snapshot up to one refresh old does).
+//! `probe_recovered`). So the script answers `missing` for a hash it does not
+//! have, the prober reads that game's snapshot as PostgreSQL holds it now and
+//! observes again with it as the seed; after the loss an open `probe_failed`
+//! is still closed by one `probe_recovered`, and a still failing engine is not
+//! reported twice (with PostgreSQL away too, the refresh's copy stands in:
+//! [`TargetState::seed`](crate::target::TargetState::seed)).
 //!
 //! A new container (restart, patch) starts a new streak: its failures are
 //! counted from zero. An open `probe_failed` is not forgotten, though: the

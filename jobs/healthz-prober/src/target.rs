@@ -6,9 +6,8 @@
 //! skipped slots are not failures, so they never count towards a streak.
 //!
 //! A target also carries what PostgreSQL committed of its probe streak (the
-//! health snapshot, read with the record): the streak to fall back on when
-//! Redis lost it. Reading it with the refresh costs no round trip per probe;
-//! why a snapshot up to one refresh old is good enough: [`TargetState::seed`].
+//! health snapshot, read with the record): the fallback seed of a streak
+//! Redis lost, when the fresh one-game read fails ([`TargetState::seed`]).
 
 use chrono::{DateTime, Utc};
 use shared::adapters::postgres::{CommittedStreak, OpenProbeFailure, ProbeTarget};
@@ -112,19 +111,15 @@ pub struct TargetState {
 }
 
 impl TargetState {
-    /// The published `probe_failed` to seed a missing Redis streak with: the
-    /// newer of the target's snapshot and this task's own last commit.
+    /// The fallback seed of a missing Redis streak, used only when reading
+    /// the game's committed streak from PostgreSQL fails
+    /// (`Prober::committed_open_failure`): the newer of the target's snapshot
+    /// and this task's own last commit.
     ///
-    /// The snapshot is up to one refresh interval old, which is safe: Redis
-    /// only misses a streak after data loss (or a day without probes), and a
-    /// transition published since the last refresh was committed either by
-    /// this task, which remembers it, or by another prober (a restart, an
-    /// overlapping shard) and then is in Redis unless Redis lost it within
-    /// that interval. Only then is the seed stale, for one decision: a lost
-    /// `probe_failed` is published again if the engine still fails (the
-    /// snapshot already says so), or, if it is healthy again, the snapshot
-    /// keeps saying `probe_failed` until the next streak closes; a lost
-    /// `probe_recovered` is published again at the next healthy probe.
+    /// It is up to one refresh interval old: a transition another prober
+    /// (a restart, an overlapping shard) committed since the last refresh is
+    /// missing from it, so with PostgreSQL away at that moment one decision
+    /// can repeat a `probe_failed` or miss a `probe_recovered`.
     pub fn seed<'a>(&'a self, target: &'a Target) -> Option<&'a OpenProbeFailure> {
         let newest = match &self.committed {
             Some(own) if own.occurred_at_ms > target.committed.occurred_at_ms => own,
