@@ -429,6 +429,23 @@ impl Leftovers {
     }
 
     fn remove_docker_objects(&self) {
+        self.remove_containers();
+        let suffix = format!("-{}:", self.id);
+        let images: Vec<String> = self
+            .docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|image| image.contains(&suffix))
+            .map(str::to_owned)
+            .collect();
+        for image in &images {
+            self.docker(&["rmi", "--no-prune", image]);
+        }
+        self.remove_network();
+    }
+
+    /// The env's containers: named after its game ids, or on its network.
+    fn remove_containers(&self) {
         let named = format!("name=-{}$", self.id);
         let attached = format!("network={}", self.network);
         let mut containers: Vec<String> = [named, attached]
@@ -447,28 +464,30 @@ impl Leftovers {
             args.extend(containers.iter().map(String::as_str));
             self.docker(&args);
         }
-        let suffix = format!("-{}:", self.id);
-        let images: Vec<String> = self
-            .docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
-            .unwrap_or_default()
-            .lines()
-            .filter(|image| image.contains(&suffix))
-            .map(str::to_owned)
-            .collect();
-        for image in &images {
-            self.docker(&["rmi", "--no-prune", image]);
-        }
-        let exists = self
-            .docker(&[
-                "network",
-                "ls",
-                "-q",
-                "--filter",
-                &format!("name=^{}$", self.network),
-            ])
-            .is_some_and(|out| !out.trim().is_empty());
-        if exists {
-            self.docker(&["network", "rm", &self.network]);
+    }
+
+    /// Removes the network, retrying: a job task of the test may still be
+    /// running while the env drops (a spawned task outlives the test's
+    /// locals) and attach a container it creates after `remove_containers`
+    /// ran; `network rm` then fails with active endpoints, and the job's own
+    /// rollback removed that container only later (CI saw the network left
+    /// behind alone). Each retry removes what got attached since.
+    fn remove_network(&self) {
+        let by_name = format!("name=^{}$", self.network);
+        for attempt in 0..40 {
+            let exists = self
+                .docker(&["network", "ls", "-q", "--filter", &by_name])
+                .is_some_and(|out| !out.trim().is_empty());
+            if !exists {
+                return;
+            }
+            if attempt > 0 {
+                self.remove_containers();
+            }
+            if self.docker(&["network", "rm", &self.network]).is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
         }
     }
 
@@ -604,6 +623,9 @@ impl Drop for Leftovers {
                 });
             });
         });
+        // A job task still running may have attached a container after all;
+        // with its records gone its rollback has removed it by now.
+        self.remove_network();
         let _ = std::fs::remove_dir_all(&self.state_root);
     }
 }
