@@ -228,7 +228,12 @@ async fn pass_ticking(
 ) -> anyhow::Result<PassReport> {
     let pass_id = format!("cleanup-{}", chrono_ms());
     let mut report = PassReport::default();
-    for game_id in infra.db.expired_stopped(config.cleanup.retention).await? {
+    // A read that waits for the pool (PostgreSQL away) is bounded by its
+    // acquire timeout: waiting, not stuck.
+    let expired = heartbeat
+        .idle(infra.db.expired_stopped(config.cleanup.retention))
+        .await?;
+    for game_id in expired {
         let request = OperationRequest {
             game_id: game_id.clone(),
             op_source: OpSource::AutoTtl,
@@ -389,7 +394,10 @@ pub async fn run(
                 Err(e) => Err(format!("{e:#}")),
             };
             let record = CronPass::finished(CronJob::CleanupCron, started, counts);
-            if let Err(e) = infra.db.record_cron_pass(&record).await {
+            // Bounded by the pool's acquire timeout like the pass's reads:
+            // with PostgreSQL away, the failed pass's wait and this one's
+            // together reached the stall limit (10 s) outside any idle.
+            if let Err(e) = heartbeat.idle(infra.db.record_cron_pass(&record)).await {
                 tracing::warn!(error = %e, "recording the cleanup pass in cron_passes failed");
             }
             match (outcome, every) {

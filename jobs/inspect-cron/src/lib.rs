@@ -183,7 +183,14 @@ impl Passes<'_> {
         let outcome = finish_pass(inspector, reconcile, self.shutdown, self.grace).await;
         self.metrics.pass(began.elapsed().as_secs_f64(), &outcome);
         let pass = CronPass::finished(CronJob::InspectCron, started, metrics::counts(&outcome));
-        if let Err(e) = self.infra.db.record_cron_pass(&pass).await {
+        // Bounded by the pool's acquire timeout: with PostgreSQL away, a
+        // failed pass's read and this write waited 5 s each, reaching the
+        // stall limit outside any idle.
+        if let Err(e) = inspector
+            .heartbeat()
+            .idle(self.infra.db.record_cron_pass(&pass))
+            .await
+        {
             tracing::warn!(error = %e, "recording the inspect pass in cron_passes failed");
         }
         outcome

@@ -82,6 +82,12 @@ impl Inspector {
         }
     }
 
+    /// The heartbeat a pass ticks (a detached one unless
+    /// [`Self::with_heartbeat`] gave one).
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
+    }
+
     /// Ticks `heartbeat` as each container of a pass is checked.
     pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
         self.heartbeat = heartbeat;
