@@ -90,6 +90,26 @@ pub fn process_rss(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Resident memory of Docker itself (`dockerd`, `containerd` and every
+/// `containerd-shim*`), summed over its processes: what the engine costs
+/// per container, apart from the container's own processes.
+pub fn docker_daemons_rss() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| {
+                let comm = comm.trim();
+                comm == "dockerd" || comm == "containerd" || comm.starts_with("containerd-shim")
+            })
+        })
+        .filter_map(process_rss)
+        .sum()
+}
+
 /// The pid of the process listening on TCP `port` (from `/proc/net/tcp*`
 /// and the `/proc/<pid>/fd` links), used to find the Redis server.
 pub fn pid_listening_on(port: u16) -> Option<u32> {
@@ -215,6 +235,13 @@ pub fn print_section(title: &str, about: &str, figures: &[Figure], notes: &[Stri
         println!("{note}\n");
     }
     println!("Reproduce: `{cmd}`\n");
+}
+
+/// One per-unit cost for the scale model (`bench-scale`, section 8): a line
+/// `SCALE <key> <value> <unit>` on stderr, which `scripts/bench` collects
+/// from every benchmark of the run.
+pub fn scale(key: &str, value: f64, unit: &str) {
+    eprintln!("SCALE {key} {value:.3} {unit}");
 }
 
 /// Logs to stderr, warnings and up, before a [`crate::TestEnv`] would set up

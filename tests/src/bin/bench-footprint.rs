@@ -42,8 +42,68 @@ struct Sample {
     ready: Duration,
     rss: u64,
     anon: u64,
-    file: u64,
     threads: u64,
+    /// Resident bytes of the binary's own mappings, by kind, and of the
+    /// other files (libc, the loader), from `/proc/<pid>/smaps`.
+    text: u64,
+    rodata: u64,
+    data: u64,
+    libs: u64,
+    /// Proportional set size: the file pages shared with other processes
+    /// of the same binary count once among them.
+    pss: u64,
+}
+
+/// What `/proc/<pid>/smaps` says is resident: the binary's executable,
+/// read-only and writable mappings, the other files, and the PSS total.
+fn smaps(pid: u32) -> (u64, u64, u64, u64, u64) {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let exe = exe.to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut code, mut rodata, mut data, mut libs, mut pss) = (0, 0, 0, 0, 0);
+    // The mapping each Rss line belongs to: 0 own code, 1 own read-only,
+    // 2 own writable, 3 another file, 4 anonymous.
+    let mut kind = 4;
+    let kib = |line: &str| -> u64 {
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    for line in text.lines() {
+        let mut cols = line.split_whitespace();
+        let first = cols.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let perms = cols.next().unwrap_or("");
+            let path = cols.nth(3).unwrap_or("");
+            kind = if path == exe {
+                if perms.contains('x') {
+                    0
+                } else if perms.contains('w') {
+                    2
+                } else {
+                    1
+                }
+            } else if path.starts_with('/') {
+                3
+            } else {
+                4
+            };
+        } else if first == "Rss:" {
+            let v = kib(line);
+            match kind {
+                0 => code += v,
+                1 => rodata += v,
+                2 => data += v,
+                3 => libs += v,
+                _ => {}
+            }
+        } else if first == "Pss:" {
+            pss += kib(line);
+        }
+    }
+    (code, rodata, data, libs, pss)
 }
 
 fn status_field(pid: u32, field: &str) -> u64 {
@@ -76,13 +136,33 @@ async fn sample(mut cmd: Command, addr: &str, what: &str) -> Sample {
     let ready = started.elapsed();
     tokio::time::sleep(IDLE).await;
     let pid = child.id();
+    let (text, rodata, data, libs, pss) = smaps(pid);
     Sample {
+        text,
+        rodata,
+        data,
+        libs,
+        pss,
         ready,
         rss: bench::process_rss(pid).expect("rss"),
         anon: status_field(pid, "RssAnon:") * 1024,
-        file: status_field(pid, "RssFile:") * 1024,
         threads: status_field(pid, "Threads:"),
     }
+}
+
+/// One line of the where-the-bytes-are table: medians of `samples`.
+fn row(name: &str, samples: &[Sample]) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        mib(median_by(samples, |s| s.rss)),
+        mib(median_by(samples, |s| s.pss)),
+        mib(median_by(samples, |s| s.anon)),
+        mib(median_by(samples, |s| s.text)),
+        mib(median_by(samples, |s| s.rodata)),
+        mib(median_by(samples, |s| s.data)),
+        mib(median_by(samples, |s| s.libs)),
+        median_by(samples, |s| s.threads)
+    )
 }
 
 fn mib(bytes: u64) -> String {
@@ -145,7 +225,7 @@ async fn main() {
     }
     let peer_size = size(&peer_bin);
     let mut breakdown = String::from(
-        "| process | RSS | anonymous | file-backed (binary, libc) | threads |\n|---|---|---|---|---|\n",
+        "| process | RSS | PSS | anonymous | binary: code | binary: read-only | binary: writable | other files (libc, loader) | threads |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for (job, bin_size, ours, peer) in &rows {
         let (rss, peer_rss) = (median_by(ours, |s| s.rss), median_by(peer, |s| s.rss));
@@ -170,27 +250,23 @@ async fn main() {
             mib(peer_size),
             *bin_size as f64 / peer_size as f64,
         ));
-        breakdown.push_str(&format!(
-            "| {job} | {} | {} | {} | {} |\n",
-            mib(rss),
-            mib(median_by(ours, |s| s.anon)),
-            mib(median_by(ours, |s| s.file)),
-            median_by(ours, |s| s.threads)
-        ));
+        breakdown.push_str(&row(job, ours));
         peer_all.extend(peer.iter().copied());
     }
-    breakdown.push_str(&format!(
-        "| bench-bare-hyper (peer) | {} | {} | {} | {} |\n",
-        mib(median_by(&peer_all, |s| s.rss)),
-        mib(median_by(&peer_all, |s| s.anon)),
-        mib(median_by(&peer_all, |s| s.file)),
-        median_by(&peer_all, |s| s.threads)
-    ));
+    breakdown.push_str(&row("bench-bare-hyper (peer)", &peer_all));
+    let idle_all: u64 = rows.iter().map(|(_, _, ours, _)| median_by(ours, |s| s.rss)).sum();
+    bench::scale(
+        "idle_rss_mib_all_seven",
+        idle_all as f64 / 1048576.0,
+        "MiB",
+    );
     notes.push(format!(
         "Median of {rounds} start(s) each, every start of a job followed by one of the peer. \
          Ready = `/healthz` answers 200 (for the jobs: after migrations check, Redis, \
          PostgreSQL and Docker are reached); idle RSS read {} s after ready. The crons run \
-         with `--every 1h`. Where the bytes are (from `/proc/<pid>/status`):\n\n{breakdown}",
+         with `--every 1h`. Where the bytes are (`/proc/<pid>/status` and `smaps`; the \
+         binary's columns are its own mappings' resident pages, PSS counts a page shared \
+         with another process by its share):\n\n{breakdown}",
         IDLE.as_secs()
     ));
     bench::print_section(

@@ -331,6 +331,21 @@ async fn bench() {
             ratio(prober_cold.wall, bare_cold.wall),
         ),
     ];
+    bench::scale(
+        "prober_cpu_us_per_probe_warm",
+        per(with_redis(prober_warm), TARGETS).as_secs_f64() * 1e6,
+        "us",
+    );
+    bench::scale(
+        "prober_probes_per_s_warm",
+        TARGETS as f64 / prober_warm.wall.as_secs_f64(),
+        "probes/s",
+    );
+    bench::scale(
+        "redis_cpu_us_per_probe",
+        per(prober_warm.redis_cpu, TARGETS).as_secs_f64() * 1e6,
+        "us",
+    );
     let notes = vec![
         format!(
             "{TARGETS} targets (distinct loopback hosts `127.1.x.y`, one local hyper server with a \

@@ -189,12 +189,30 @@ impl Inspector {
     pub async fn pass(&self, reconcile: bool) -> Result<PassReport, PassError> {
         let started = Utc::now();
         let pass_id = new_pass_id(started);
-        let containers = self.engine.list_managed().await?;
-        let records = self
-            .db
-            .list_records((!reconcile).then_some(RuntimeStatus::Running))
-            .await?;
-        let memory = self.db.observation_memory().await?;
+        let list = async { self.engine.list_managed().await.map_err(PassError::from) };
+        let reads = async {
+            tokio::try_join!(
+                async {
+                    self.db
+                        .list_records((!reconcile).then_some(RuntimeStatus::Running))
+                        .await
+                        .map_err(PassError::from)
+                },
+                async { self.db.observation_memory().await.map_err(PassError::from) },
+            )
+        };
+        // A reconcile reads the records after the listing: a start that
+        // commits in between then shows as a listed container whose record
+        // it did not read (left alone), never as a record whose container
+        // the listing missed (which it would settle as gone). An
+        // inspect-only pass acts on listed containers only, so its three
+        // reads go at once: one round trip of latency instead of three.
+        let (containers, (records, memory)) = if reconcile {
+            let containers = list.await?;
+            (containers, reads.await?)
+        } else {
+            tokio::try_join!(list, reads)?
+        };
 
         let mut report = PassReport {
             pass_id: pass_id.clone(),
@@ -208,21 +226,25 @@ impl Inspector {
             reconcile,
             memory,
         };
-        let findings: Vec<Vec<Finding>> = futures_util::stream::iter(targets)
+        let checks = futures_util::stream::iter(targets)
             .map(|target| async {
                 let found = self.check(target, &ctx).await;
                 self.heartbeat.tick();
                 found
             })
             .buffer_unordered(self.settings.concurrency)
-            .collect()
-            .await;
+            .collect::<Vec<Vec<Finding>>>();
+        // The prune runs beside the checks: it removes only the
+        // observations of containers this pass did not list, older than the
+        // pass, which no check of this pass writes.
+        let listed_ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
+        let (findings, pruned) =
+            tokio::join!(checks, self.db.prune_observations(&listed_ids, started));
+        if let Err(e) = pruned {
+            tracing::warn!(error = %e, "pruning inspect observations failed; retried next pass");
+        }
         for finding in findings.into_iter().flatten() {
             report.record(finding);
-        }
-        let listed_ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
-        if let Err(e) = self.db.prune_observations(&listed_ids, started).await {
-            tracing::warn!(error = %e, "pruning inspect observations failed; retried next pass");
         }
         report.sort();
         tracing::info!(
