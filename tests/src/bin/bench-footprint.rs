@@ -254,12 +254,11 @@ async fn main() {
         peer_all.extend(peer.iter().copied());
     }
     breakdown.push_str(&row("bench-bare-hyper (peer)", &peer_all));
-    let idle_all: u64 = rows.iter().map(|(_, _, ours, _)| median_by(ours, |s| s.rss)).sum();
-    bench::scale(
-        "idle_rss_mib_all_seven",
-        idle_all as f64 / 1048576.0,
-        "MiB",
-    );
+    let idle_all: u64 = rows
+        .iter()
+        .map(|(_, _, ours, _)| median_by(ours, |s| s.rss))
+        .sum();
+    bench::scale("idle_rss_mib_all_seven", idle_all as f64 / 1048576.0, "MiB");
     notes.push(format!(
         "Median of {rounds} start(s) each, every start of a job followed by one of the peer. \
          Ready = `/healthz` answers 200 (for the jobs: after migrations check, Redis, \

@@ -17,13 +17,13 @@ use shared::config::Config;
 /// the engines' network takes one, so one network holds at most 1,023
 /// games beside the bridge's own port.
 const BRIDGE_PORTS: f64 = 1023.0;
-/// Memory of a Docker host kept for the OS, Docker and the seven processes
-/// of its deployment, not for games.
+/// Memory of a Docker host kept for the OS, Docker and the processes of
+/// its deployment, not for games.
 const HOST_RESERVE_GIB: f64 = 2.0;
 /// The platforms the issue asks about.
 const PLATFORMS: [f64; 2] = [10_000.0, 100_000.0];
-/// The deployment's processes that hold a PostgreSQL pool (all seven).
-const POOLED_PROCESSES: f64 = 7.0;
+/// A deployment's processes with one prober shard, each with its own pool.
+const DEPLOYMENT_PROCESSES: f64 = 9.0;
 /// PostgreSQL's default `max_connections`.
 const PG_DEFAULT_MAX_CONNECTIONS: f64 = 100.0;
 
@@ -63,7 +63,10 @@ struct Defaults {
 
 fn defaults() -> Defaults {
     let vars = [
-        ("RTMANAGER_POSTGRES_PRIMARY_DSN", "postgres://model@localhost/model"),
+        (
+            "RTMANAGER_POSTGRES_PRIMARY_DSN",
+            "postgres://model@localhost/model",
+        ),
         ("RTMANAGER_REDIS_MASTER_ADDR", "localhost:6379"),
         ("RTMANAGER_DOCKER_NETWORK", "model"),
         ("RTMANAGER_GAME_STATE_ROOT", "/model"),
@@ -95,7 +98,7 @@ fn count(v: f64) -> String {
     let digits = v.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -136,9 +139,7 @@ fn main() {
          {} connections per process, engine memory limit {} MiB |",
         d.probe_interval_s, d.inspect_interval_s, d.start_concurrency, d.pool, d.memory_mib
     );
-    println!(
-        "| this machine | {cores} cores, {host_gib:.1} GiB |\n"
-    );
+    println!("| this machine | {cores} cores, {host_gib:.1} GiB |\n");
 
     // One instance of each process.
     println!("### What one instance sustains\n");
@@ -186,7 +187,10 @@ fn main() {
         }
         (None, _) => println!("| start-job | {UNMEASURED} | — |"),
     }
-    match (costs.get("events_per_s"), costs.get("events_cpu_us_per_event")) {
+    match (
+        costs.get("events_per_s"),
+        costs.get("events_cpu_us_per_event"),
+    ) {
         (Some(rate), cpu) => println!(
             "| docker-events | {} events/s sustained (a mass death) | the measured batch{} |",
             count(rate),
@@ -250,7 +254,9 @@ fn main() {
     println!("### A platform of 10,000 and 100,000 concurrent games\n");
     println!(
         "One Docker host per deployment (a schema's records live on one daemon, see the \
-         README's known limits). Two cases: engines using their {} MiB default limit \
+         README's known limits); a deployment runs start-job, stop-job, docker-events (and a \
+         standby), inspect-cron, its prober shards, cleanup-cron and rest-gateway (two for \
+         availability): nine processes with one shard. Two cases: engines using their {} MiB default limit \
          ({} games per host), and small engines filling the bridge ({} per host).\n",
         d.memory_mib,
         count(per_host_at_limit),
@@ -280,22 +286,22 @@ fn main() {
     };
     let hosts = |games: f64, per_host: f64| (games / per_host).ceil();
     row("Docker hosts = deployments", &|g, p| count(hosts(g, p)));
-    row(
-        "instances per deployment",
-        &|g, p| {
-            let per_host_games = (g / hosts(g, p)).ceil();
-            let shards = shard_games.map_or(1.0, |s| (per_host_games / s).ceil().max(1.0));
-            format!(
-                "start-job, stop-job, docker-events (+1 standby), inspect-cron, {} healthz-prober, cleanup-cron, rest-gateway (2 for availability)",
-                count(shards)
-            )
-        },
-    );
-    row("processes in all", &|g, p| count(hosts(g, p) * 9.0));
-    row(
-        "PostgreSQL connections (every pool full)",
-        &|g, p| count(hosts(g, p) * POOLED_PROCESSES * d.pool),
-    );
+    row("healthz-prober shards per deployment", &|g, p| {
+        let per_host_games = (g / hosts(g, p)).ceil();
+        shard_games.map_or(UNMEASURED.to_owned(), |s| {
+            count((per_host_games / s).ceil().max(1.0))
+        })
+    });
+    // Nine processes with one shard, each with its own pool.
+    let processes = |g: f64, p: f64| {
+        let per_host_games = (g / hosts(g, p)).ceil();
+        let shards = shard_games.map_or(1.0, |s| (per_host_games / s).ceil().max(1.0));
+        hosts(g, p) * (8.0 + shards)
+    };
+    row("processes in all", &|g, p| count(processes(g, p)));
+    row("PostgreSQL connections (every pool full)", &|g, p| {
+        count(processes(g, p) * d.pool)
+    });
     row("probes/s (Redis)", &|g, _| {
         let rate = g / d.probe_interval_s;
         match costs.get("redis_cpu_us_per_probe") {
@@ -312,7 +318,7 @@ fn main() {
     });
     println!();
 
-    let small = hosts(PLATFORMS[0], BRIDGE_PORTS) * POOLED_PROCESSES * d.pool;
+    let small = processes(PLATFORMS[0], BRIDGE_PORTS) * d.pool;
     println!("### What runs out first\n");
     println!(
         "1. **A Docker host's memory**, at the default limit: {} games a host, well before \
@@ -321,12 +327,12 @@ fn main() {
         count(BRIDGE_PORTS)
     );
     println!(
-        "2. **PostgreSQL connections**, as deployments multiply: each deployment's seven \
+        "2. **PostgreSQL connections**, as deployments multiply: each deployment's nine \
          pools hold up to {} connections, so even the bridge-bound 10,000 games need {} \
          (PostgreSQL's default `max_connections` is {}). Lower `RTMANAGER_POSTGRES_MAX_CONNECTIONS` \
-         (a process of an idle deployment uses one or two), run a transaction pooler in \
+        , run a transaction pooler in \
          front, or give groups of deployments their own server.",
-        count(POOLED_PROCESSES * d.pool),
+        count(DEPLOYMENT_PROCESSES * d.pool),
         count(small),
         count(PG_DEFAULT_MAX_CONNECTIONS)
     );

@@ -207,12 +207,19 @@ impl Inspector {
         // the listing missed (which it would settle as gone). An
         // inspect-only pass acts on listed containers only, so its three
         // reads go at once: one round trip of latency instead of three.
-        let (containers, (records, memory)) = if reconcile {
-            let containers = list.await?;
-            (containers, reads.await?)
-        } else {
-            tokio::try_join!(list, reads)?
-        };
+        // Each read is bounded (Docker's and the pool's timeouts): waiting
+        // for a dependency that is away is not a stall.
+        let (containers, (records, memory)) = self
+            .heartbeat
+            .idle(async {
+                if reconcile {
+                    let containers = list.await?;
+                    Ok::<_, PassError>((containers, reads.await?))
+                } else {
+                    tokio::try_join!(list, reads)
+                }
+            })
+            .await?;
 
         let mut report = PassReport {
             pass_id: pass_id.clone(),
