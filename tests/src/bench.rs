@@ -82,6 +82,21 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) / clock_ticks()))
 }
 
+/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`): a
+/// bare loop on a thread of its own (a current-thread runtime) counts
+/// exactly its own work.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Resident set size of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn process_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
