@@ -267,3 +267,155 @@ pub fn init_logging() {
         .with_env_filter("warn")
         .try_init();
 }
+
+/// The processes whose parent is `parent` (`/proc/<pid>/stat` field 4).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_owned();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// The port of a `postgres://…@host:port/db` URL.
+pub fn url_port(url: &str) -> Option<u16> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The PostgreSQL server listening on `port`, when local: its postmaster and
+/// every process it started (backends, WAL writer, checkpointer, ...), as
+/// they are now.
+pub fn postgres_pids(port: u16) -> Vec<u32> {
+    let Some(postmaster) = pid_listening_on(port) else {
+        return Vec::new();
+    };
+    let mut pids = vec![postmaster];
+    pids.extend(children_of(postmaster));
+    pids
+}
+
+/// CPU time so far of the processes of `pids` still there.
+pub fn cpu_of(pids: &[u32]) -> Duration {
+    pids.iter().filter_map(|p| process_cpu(*p)).sum()
+}
+
+/// User + system CPU time of the child processes this one has waited for
+/// (`getrusage(RUSAGE_CHILDREN)`): wrk's and pgbench's, around a run.
+pub fn waited_children_cpu() -> Duration {
+    #[allow(unsafe_code)]
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A `perf record` (software `cpu-clock` event, which works in VMs without
+/// hardware counters) of some processes, for a profile of where their CPU
+/// goes. `None` when `perf` is missing or refuses.
+pub struct Profile {
+    child: std::process::Child,
+    data: PathBuf,
+}
+
+/// What [`Profile::finish`] read: self-time shares (percent of all samples)
+/// by command name, and the top symbols (`command dso symbol`).
+pub struct ProfileReport {
+    pub by_command: Vec<(String, f64)>,
+    pub top: Vec<(String, f64)>,
+}
+
+impl Profile {
+    pub fn start(pids: &[u32], data: PathBuf) -> Option<Self> {
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let child = std::process::Command::new("perf")
+            .args(["record", "-q", "-e", "cpu-clock", "-F", "997", "-p"])
+            .arg(list.join(","))
+            .arg("-o")
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        // perf attaches within a few milliseconds.
+        std::thread::sleep(Duration::from_millis(300));
+        Some(Self { child, data })
+    }
+
+    /// Stops the recording (SIGINT, as perf expects) and reads its report.
+    pub fn finish(mut self) -> Option<ProfileReport> {
+        #[allow(unsafe_code)]
+        // SAFETY: signalling our own child, not yet waited for.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        self.child.wait().ok()?;
+        let report = |sort: &str| -> Option<Vec<(String, f64)>> {
+            let out = std::process::Command::new("perf")
+                .args(["report", "-q", "--stdio", "--no-children", "--sort", sort])
+                .arg("-i")
+                .arg(&self.data)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            Some(
+                text.lines()
+                    .filter_map(|l| {
+                        let l = l.trim();
+                        let (pct, rest) = l.split_once('%')?;
+                        let pct: f64 = pct.trim().parse().ok()?;
+                        let name = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+                        Some((name, pct))
+                    })
+                    .collect(),
+            )
+        };
+        let by_command = report("comm")?;
+        let top = report("comm,dso,sym")?;
+        let _ = std::fs::remove_file(&self.data);
+        if by_command.is_empty() {
+            return None;
+        }
+        Some(ProfileReport { by_command, top })
+    }
+}
+
+impl ProfileReport {
+    /// `comm a% · comm b% …` and the top `n` symbols, as Markdown lines.
+    pub fn markdown(&self, n: usize) -> String {
+        let commands: Vec<String> = self
+            .by_command
+            .iter()
+            .filter(|(_, p)| *p >= 1.0)
+            .map(|(c, p)| format!("`{c}` {p:.0}%"))
+            .collect();
+        let top: Vec<String> = self
+            .top
+            .iter()
+            .take(n)
+            .map(|(s, p)| format!("{p:.1}% `{s}`"))
+            .collect();
+        format!(
+            "CPU samples by process: {}. Top self-time symbols: {}.",
+            commands.join(", "),
+            top.join("; ")
+        )
+    }
+}

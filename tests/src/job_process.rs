@@ -59,6 +59,11 @@ impl JobProcess {
         }
     }
 
+    /// The process id, while it has not been waited for.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `GET /metrics`; `None` while the listener is not up.
     pub async fn metrics(&self) -> Option<String> {
         let mut stream = tokio::net::TcpStream::connect(&self.metrics_addr)

@@ -206,11 +206,23 @@ pub struct PrivatePostgres {
     /// `ssl=on` with these certificate and key files (copies the server
     /// owns, in its directory).
     tls: Option<(PathBuf, PathBuf)>,
+    /// PostgreSQL's default durability (`fsync` on, synchronous commit) and
+    /// `pg_stat_statements` loaded, for the benchmarks; the tests' clusters
+    /// run with `fsync=off`.
+    durable: bool,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Self {
-        Self::launch(None, None)
+        Self::launch(None, None, false)
+    }
+
+    /// A cluster with PostgreSQL's default durability (`fsync` on,
+    /// `synchronous_commit` on: every commit waits for its WAL flush) and
+    /// `pg_stat_statements` preloaded: what a benchmark of the write path
+    /// measures against.
+    pub fn durable() -> Self {
+        Self::launch(None, None, true)
     }
 
     /// Its port on 127.0.0.1.
@@ -221,16 +233,16 @@ impl PrivatePostgres {
     /// TCP connections must authenticate (SCRAM) as `postgres` with
     /// `password`, as in production; [`url`](Self::url) carries it.
     pub fn with_password(password: &str) -> Self {
-        Self::launch(Some(password), None)
+        Self::launch(Some(password), None, false)
     }
 
     /// `ssl=on` with `ca`'s server certificate (plain connections are still
     /// accepted: the client's `sslmode` decides).
     pub fn with_tls(ca: &crate::tls::TestCa) -> Self {
-        Self::launch(None, Some(ca))
+        Self::launch(None, Some(ca), false)
     }
 
-    fn launch(password: Option<&str>, ca: Option<&crate::tls::TestCa>) -> Self {
+    fn launch(password: Option<&str>, ca: Option<&crate::tls::TestCa>, durable: bool) -> Self {
         let dir = fresh_dir("pg");
         let tls = ca.map(|ca| {
             let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
@@ -248,6 +260,7 @@ impl PrivatePostgres {
             bin: pg_bindir(),
             password: password.map(str::to_owned),
             tls,
+            durable,
         };
         if running_as_root() {
             let chowned = Command::new("chown")
@@ -320,10 +333,15 @@ impl PrivatePostgres {
     /// Starts the cluster (again), on the same port and data.
     pub fn start_again(&self) {
         let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
             self.port,
             self.dir.display()
         );
+        options.push_str(if self.durable {
+            " -c shared_preload_libraries=pg_stat_statements"
+        } else {
+            " -c fsync=off"
+        });
         if let Some((cert, key)) = &self.tls {
             options.push_str(&format!(
                 " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",

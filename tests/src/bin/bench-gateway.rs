@@ -20,6 +20,37 @@ const CLIENTS: usize = 10;
 struct Load {
     rate: f64,
     p99_ms: Option<f64>,
+    /// Requests (wrk) or transactions (pgbench) done.
+    count: f64,
+    /// CPU per request or transaction: the load generator's own; the
+    /// gateway's (zero under pgbench); PostgreSQL's (all its processes).
+    cpu_client: Duration,
+    cpu_gateway: Duration,
+    cpu_pg: Duration,
+}
+
+/// The processes a run's CPU is counted for: the gateway and PostgreSQL.
+struct Counted {
+    gateway: u32,
+    postgres: Vec<u32>,
+}
+
+impl Counted {
+    /// Runs `run` (which waits for its load generator) and fills in the CPU
+    /// each side spent per unit of its count.
+    fn measure(&self, run: impl FnOnce() -> Load) -> Load {
+        let (c0, g0, p0) = (
+            bench::waited_children_cpu(),
+            bench::process_cpu(self.gateway).unwrap_or_default(),
+            bench::cpu_of(&self.postgres),
+        );
+        let mut load = run();
+        let n = load.count.max(1.0);
+        load.cpu_client = (bench::waited_children_cpu() - c0).div_f64(n);
+        load.cpu_gateway = (bench::process_cpu(self.gateway).unwrap_or_default() - g0).div_f64(n);
+        load.cpu_pg = (bench::cpu_of(&self.postgres) - p0).div_f64(n);
+        load
+    }
 }
 
 /// wrk's `Requests/sec` and its `--latency` 99% line.
@@ -49,7 +80,20 @@ fn wrk(script: &std::path::Path, url: &str, clients: usize, seconds: u64) -> Loa
         .lines()
         .find_map(|l| l.trim().strip_prefix("99%"))
         .and_then(|v| parse_wrk_duration(v.trim()));
-    Load { rate, p99_ms }
+    // "  12345 requests in 4.00s, 5.6MB read"
+    let count = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or(0.0);
+    Load {
+        rate,
+        p99_ms,
+        count,
+        cpu_client: Duration::ZERO,
+        cpu_gateway: Duration::ZERO,
+        cpu_pg: Duration::ZERO,
+    }
 }
 
 fn parse_wrk_duration(v: &str) -> Option<f64> {
@@ -91,7 +135,19 @@ fn pgbench(env: &TestEnv, script: &std::path::Path, clients: usize, seconds: u64
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("pgbench's tps: {text}"));
-    Load { rate, p99_ms: None }
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    Load {
+        rate,
+        p99_ms: None,
+        count,
+        cpu_client: Duration::ZERO,
+        cpu_gateway: Duration::ZERO,
+        cpu_pg: Duration::ZERO,
+    }
 }
 
 #[tokio::main]
@@ -155,18 +211,30 @@ async fn main() {
         ),
     )
     .expect("wrk script");
-    // The gateway's own statements (shared/src/adapters/postgres): the record,
-    // then its health snapshot; and the monitoring rows.
+    // The gateway's own statement (shared/src/adapters/postgres): the record
+    // with its health snapshot, one round trip; and, for comparison, the two
+    // statements the route ran in turn before (record, then snapshot).
+    let key = format!("'g' || :k || '{suffix}'");
     let show_sql = dir.join("show.sql");
     std::fs::write(
         &show_sql,
         format!(
+            "\\set k random(0, {})\n{};\n",
+            games - 1,
+            shared::adapters::postgres::reads::RECORD_WITH_HEALTH.replace("$1", &key)
+        ),
+    )
+    .expect("pgbench script");
+    let two_sql = dir.join("show-two.sql");
+    std::fs::write(
+        &two_sql,
+        format!(
             "\\set k random(0, {})\n\
              SELECT game_id, status, current_container_id, current_image_ref, engine_endpoint, \
              state_path, docker_network, started_at, stopped_at, removed_at, last_op_at, created_at \
-             FROM runtime_records WHERE game_id = 'g' || :k || '{suffix}';\n\
+             FROM runtime_records WHERE game_id = {key};\n\
              SELECT status, event_type, container_id, details, occurred_at FROM health_snapshots \
-             WHERE game_id = 'g' || :k || '{suffix}';\n",
+             WHERE game_id = {key};\n",
             games - 1
         ),
     )
@@ -178,13 +246,28 @@ async fn main() {
     std::fs::write(&targets_sql, format!("{monitoring};\n")).expect("pgbench script");
 
     let url = format!("http://{addr}");
-    let (mut show, mut show_peer, mut tg, mut tg_peer) = (vec![], vec![], vec![], vec![]);
+    let pg_port = bench::url_port(&std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL"))
+        .expect("TEST_DATABASE_URL's port");
+    let counted = Counted {
+        gateway: gateway.pid().expect("the gateway's pid"),
+        postgres: bench::postgres_pids(pg_port),
+    };
+    let (mut show, mut show_peer, mut two_peer, mut tg, mut tg_peer) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..repetitions {
-        show.push(wrk(&show_lua, &url, CLIENTS, seconds));
-        show_peer.push(pgbench(&env, &show_sql, CLIENTS, seconds));
+        show.push(counted.measure(|| wrk(&show_lua, &url, CLIENTS, seconds)));
+        show_peer.push(counted.measure(|| pgbench(&env, &show_sql, CLIENTS, seconds)));
+        two_peer.push(counted.measure(|| pgbench(&env, &two_sql, CLIENTS, seconds)));
         tg.push(wrk(&targets_lua, &url, 1, seconds));
         tg_peer.push(pgbench(&env, &targets_sql, 1, seconds));
     }
+    // One more GET run under perf: where the gateway's and PostgreSQL's CPU goes.
+    let mut profiled = counted.postgres.clone();
+    profiled.push(counted.gateway);
+    let profile = bench::Profile::start(&profiled, dir.join("gateway.perf")).and_then(|p| {
+        wrk(&show_lua, &url, CLIENTS, seconds);
+        p.finish()
+    });
     // One discovery request, timed alone, a few times.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut discovery = Vec::new();
@@ -208,6 +291,12 @@ async fn main() {
         r.sort_by(f64::total_cmp);
         r[r.len() / 2]
     };
+    // The CPU figures of the median-rate run.
+    let mid = |v: &[Load]| -> (Duration, Duration, Duration) {
+        let m = med(v);
+        let l = v.iter().find(|l| l.rate == m).expect("the median run");
+        (l.cpu_client, l.cpu_gateway, l.cpu_pg)
+    };
     let p99 = |v: &[Load]| {
         let mut r: Vec<f64> = v.iter().filter_map(|l| l.p99_ms).collect();
         r.sort_by(f64::total_cmp);
@@ -216,6 +305,10 @@ async fn main() {
     };
     let rps = |r: f64| format!("{r:.0} req/s");
     let d = bench::median(&discovery);
+    let (wrk_cpu, gw_cpu, pg_cpu_http) = mid(&show);
+    let (pgbench_cpu, _, pg_cpu_tx) = mid(&show_peer);
+    let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     let figures = vec![
         Figure::at_least(
             &format!(
@@ -226,6 +319,30 @@ async fn main() {
             format!("{:.0} tx/s", med(&show_peer)),
             med(&show) / med(&show_peer),
             0.6,
+        ),
+        Figure::info(
+            "GET runtimes/{id} against pgbench running the route's former 2 statements",
+            rps(med(&show)),
+            format!("{:.0} tx/s", med(&two_peer)),
+            med(&show) / med(&two_peer),
+        ),
+        Figure::info(
+            "CPU per GET: the gateway process vs PostgreSQL's per pgbench transaction",
+            us(gw_cpu),
+            us(pg_cpu_tx),
+            ratio(gw_cpu, pg_cpu_tx),
+        ),
+        Figure::info(
+            "CPU per GET: PostgreSQL under the gateway vs under pgbench (per transaction)",
+            us(pg_cpu_http),
+            us(pg_cpu_tx),
+            ratio(pg_cpu_http, pg_cpu_tx),
+        ),
+        Figure::info(
+            "CPU per GET: the load generator, wrk vs pgbench",
+            us(wrk_cpu),
+            us(pgbench_cpu),
+            ratio(wrk_cpu, pgbench_cpu),
         ),
         Figure::at_least(
             &format!(
@@ -246,20 +363,46 @@ async fn main() {
             met: Some(d < Duration::from_millis(50)),
         },
     ];
-    let notes = vec![format!(
+    eprintln!("SCALE gateway_get_per_s {:.0} req/s", med(&show));
+    eprintln!(
+        "SCALE gateway_cpu_us_per_get {:.1} us",
+        gw_cpu.as_secs_f64() * 1e6
+    );
+    eprintln!("SCALE pg_tx_per_s {:.0} tx/s", med(&show_peer));
+    let discovery_key = if games == 10_000 {
+        "discovery_ms_10k".to_owned()
+    } else {
+        // A smaller inventory (--quick): the plain key, the count in the log.
+        eprintln!("discovery ran with {games} games");
+        "discovery_ms".to_owned()
+    };
+    eprintln!("SCALE {discovery_key} {:.1} ms", d.as_secs_f64() * 1e3);
+    let mut notes = vec![format!(
         "{games} running records (with no health snapshot), the gateway's pool \
          {pool} connections; wrk `-t1 -c{CLIENTS}` for {seconds} s cycling the games, pgbench \
-         `-n -M prepared -c{CLIENTS} -j1 -T{seconds}` with the same two statements the \
-         route runs (record, then health snapshot); the targets route against pgbench running \
+         `-n -M prepared -c{CLIENTS} -j1 -T{seconds}` with the statement the route runs (the \
+         record LEFT JOIN its health snapshot, one round trip), and again with the two \
+         statements it ran in turn before; the targets route against pgbench running \
          the monitoring rows statement (the route also checks each game's lease in Redis, \
          pipelined, which pgbench does not). Median of {repetitions} alternating runs. \
-         wrk, pgbench, the gateway and PostgreSQL share the 2 cores (not pinned).{}",
+         CPU per request: user + system time of the gateway process and of every PostgreSQL \
+         process (from /proc) and of wrk and pgbench (getrusage of waited children) over the \
+         run, divided by the requests or transactions it did. \
+         wrk, pgbench, the gateway and PostgreSQL share the 2 cores (not pinned): every \
+         microsecond the gateway and wrk spend is one PostgreSQL cannot.{}",
         if games < 10_000 {
-            " --quick: fewer games than the 10,000 of the target."
+            " --quick: fewer games than the 10,000 of the target (full mode runs 10,000)."
         } else {
             ""
         }
     )];
+    notes.push(match profile {
+        Some(r) => format!(
+            "`perf record -e cpu-clock` of the gateway and PostgreSQL during one more GET run: {}",
+            r.markdown(10)
+        ),
+        None => "No profile: `perf record` is missing or failed here.".to_owned(),
+    });
     bench::print_section(
         "5. Gateway",
         "The REST gateway under `wrk` against `pgbench` running the gateway's own queries.",

@@ -132,35 +132,20 @@ impl From<HealthSnapshotRow> for HealthView {
     }
 }
 
-/// The game's latest health snapshot, if any.
-pub async fn health_snapshot(
-    state: &AppState,
-    game: &GameId,
-) -> Result<Option<HealthView>, ApiError> {
-    let snapshot = state
-        .infra
-        .db
-        .health_snapshot(game)
-        .await
-        .map_err(db_err("read health snapshot"))?;
-    Ok(snapshot.map(HealthView::from))
-}
-
 async fn show(
     State(state): State<AppState>,
     GamePath(game): GamePath,
 ) -> Result<Json<RecordWithHealth>, ApiError> {
-    let record = state
+    let (record, health) = state
         .infra
         .db
-        .get_record(&game)
+        .record_with_health(&game)
         .await
         .map_err(db_err("read runtime record"))?
         .ok_or_else(|| ApiError::not_found(format!("no runtime record for game {game}")))?;
-    let health = health_snapshot(&state, &game).await?;
     Ok(Json(RecordWithHealth {
         record: RecordView::from(&record),
-        health,
+        health: health.map(HealthView::from),
     }))
 }
 

@@ -1,5 +1,5 @@
 //! Read-only queries of the gateway and monitoring discovery: the paged
-//! record listing, a game's health snapshot, the paged operation log, a
+//! record listing, a game's record with its health snapshot, the paged operation log, a
 //! game's paged timeline, the readiness probe's migration check and the
 //! discovery inventory. They answer
 //! domain types or the plain read models below; the gateway shapes the JSON.
@@ -187,6 +187,17 @@ const TIMELINE_PAGE: &str = "SELECT * FROM ( \
       ORDER BY i.recorded_at DESC, i.container_id || '/' || i.kind DESC LIMIT $6) \
    ) entries ORDER BY at DESC, rank DESC, seq DESC, tie DESC LIMIT $6";
 
+/// A game's record and its health snapshot (`health_*`, all NULL without
+/// one): [`Database::record_with_health`]; `pub` for the gateway benchmark,
+/// whose `pgbench` peer runs it.
+pub const RECORD_WITH_HEALTH: &str = "SELECT r.game_id, r.status, r.current_container_id, \
+    r.current_image_ref, r.engine_endpoint, r.state_path, r.docker_network, r.started_at, \
+    r.stopped_at, r.removed_at, r.last_op_at, r.created_at, h.status AS health_status, \
+    h.event_type AS health_event_type, h.container_id AS health_container_id, \
+    h.details AS health_details, h.occurred_at AS health_occurred_at \
+    FROM runtime_records r LEFT JOIN health_snapshots h ON h.game_id = r.game_id \
+    WHERE r.game_id = $1";
+
 /// Discovery's inventory (`$1`: statuses, `$2`: failures since). The two
 /// LATERAL subqueries are one index probe each per game, so the cost does
 /// not grow with a game's log: the latest operation by
@@ -233,28 +244,33 @@ impl Database {
         Ok(Page::of(records, limit, |r| r.game_id.clone()))
     }
 
-    /// The game's health snapshot, if one was ever written.
-    pub async fn health_snapshot(
+    /// The game's record with its health snapshot (if one was ever written),
+    /// in one round trip: `GET runtimes/{id}`.
+    pub async fn record_with_health(
         &self,
         game_id: &GameId,
-    ) -> Result<Option<HealthSnapshotRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT status, event_type, container_id, details, occurred_at \
-             FROM health_snapshots WHERE game_id = $1",
-        )
-        .bind(game_id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| -> Result<HealthSnapshotRow, StoreError> {
-            Ok(HealthSnapshotRow {
-                status: r.try_get("status")?,
-                event_type: r.try_get("event_type")?,
-                container_id: r.try_get("container_id")?,
-                details: r.try_get::<sqlx::types::Json<Value>, _>("details")?.0,
-                occurred_at: r.try_get("occurred_at")?,
-            })
-        })
-        .transpose()
+    ) -> Result<Option<(RuntimeRecord, Option<HealthSnapshotRow>)>, StoreError> {
+        let Some(row) = sqlx::query(RECORD_WITH_HEALTH)
+            .bind(game_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let record = record_from_row(&row)?;
+        let health = match row.try_get::<Option<String>, _>("health_status")? {
+            None => None,
+            Some(status) => Some(HealthSnapshotRow {
+                status,
+                event_type: row.try_get("health_event_type")?,
+                container_id: row.try_get("health_container_id")?,
+                details: row
+                    .try_get::<sqlx::types::Json<Value>, _>("health_details")?
+                    .0,
+                occurred_at: row.try_get("health_occurred_at")?,
+            }),
+        };
+        Ok(Some((record, health)))
     }
 
     /// The game's operation log, newest first, from the first id below
