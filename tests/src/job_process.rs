@@ -102,11 +102,6 @@ impl JobProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The process id, while it runs (for its CPU time in `/proc`).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
