@@ -336,7 +336,7 @@ async fn breakdown(env: &TestEnv, pg: &PrivatePostgres, games: &[GameId], events
     ];
     let samples: u64 = waits.values().sum();
     let mut waits: Vec<(String, u64)> = waits.into_iter().collect();
-    waits.sort_by(|a, b| b.1.cmp(&a.1));
+    waits.sort_by_key(|w| std::cmp::Reverse(w.1));
     let shares: Vec<String> = waits
         .iter()
         .take(7)
