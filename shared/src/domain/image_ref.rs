@@ -341,7 +341,7 @@ mod tests {
         let long_tag = "t".repeat(128);
         let sha = "0".repeat(64);
         for raw in [
-            format!("{long_path}"),
+            long_path.clone(),
             format!("{long_path}b"),
             format!("x/{long_path}bcdefg"),
             format!("game:{long_tag}"),
