@@ -46,7 +46,7 @@ use crate::domain::{
 };
 use crate::liveness::Heartbeat;
 use crate::retry;
-use crate::telemetry::{EventLabels, Metrics, StreamLabels};
+use crate::telemetry::{steps, EventLabels, Metrics, StreamLabels};
 
 const BATCH: i64 = 256;
 /// Idle poll: catches rows committed by another process (or before a crash).
@@ -402,6 +402,14 @@ impl Relay {
                 .await
             {
                 Ok(()) => {
+                    tracing::debug!(
+                        target: steps::TARGET,
+                        outbox_id = row.id,
+                        stream = %row.stream,
+                        game_id = row.game_id.as_deref().unwrap_or(""),
+                        delivered_at_us = steps::now_us(),
+                        "outbox row delivered"
+                    );
                     delivered.push(row.id);
                     self.metrics
                         .outbox_delivered

@@ -14,6 +14,7 @@ use crate::domain::{
 };
 use crate::game_lock::{GameLock, LockError};
 use crate::ports::EngineError;
+use crate::telemetry::steps;
 use crate::telemetry::OperationLabels;
 
 /// A step failure on its way to becoming an [`OperationOutcome`].
@@ -174,16 +175,22 @@ impl Operations {
         body: impl AsyncFnOnce(&GameLock, DateTime<Utc>) -> Result<Done, Failure>,
     ) -> OperationOutcome {
         let started_at = Utc::now();
-        let result = match self.lock(&req.game_id).await {
+        let locked = self.lock(&req.game_id).await;
+        steps::mark("lease");
+        let result = match locked {
             Ok(lock) => {
                 let result = body(&lock, started_at).await;
                 lock.release().await;
+                steps::mark("release");
                 result
             }
             Err(f) => Err(f),
         };
-        self.finish(req, op, requested_image, started_at, result)
-            .await
+        let outcome = self
+            .finish(req, op, requested_image, started_at, result)
+            .await;
+        steps::mark("finish");
+        outcome
     }
 
     /// Records the outcome: its operation-log row (unless the operation's own

@@ -28,6 +28,7 @@ use crate::domain::{
 };
 use crate::game_lock::GameLock;
 use crate::ports::{BindMount, ContainerInfo, ContainerSpec, PullPolicy};
+use crate::telemetry::steps;
 
 /// How engine containers are made.
 #[derive(Debug, Clone)]
@@ -129,6 +130,7 @@ impl Operations {
     ) -> Result<Done, Failure> {
         let settings = &self.settings.start;
         let existing = self.load_record(&req.game_id).await?;
+        steps::mark("record");
         if let Some(record) = existing
             .as_ref()
             .filter(|r| r.status == RuntimeStatus::Running)
@@ -181,6 +183,7 @@ impl Operations {
             .inspect_image(&image.for_docker())
             .await
             .map_err(engine_failure(ErrorCode::ImagePullFailed, "inspect image"))?;
+        steps::mark("inspects");
         let (limits, rejected) =
             ResourceLimits::from_image_labels(&image_info.labels, settings.default_limits);
         for bad in rejected {
@@ -193,13 +196,16 @@ impl Operations {
             )
             .with_detail(e)
         })?;
+        steps::mark("state_dir");
 
-        let container = match self
+        let settled = self
             .settle_existing_container(req, existing.as_ref())
-            .await?
-        {
+            .await?;
+        steps::mark("existing");
+        let container = match settled {
             Some(adopted) => adopted,
             None => {
+                // The adapter marks `create`, `start` and `inspect_started`.
                 let spec = container_spec(settings, req, &image, &state_path, limits, started_at);
                 self.engine.run(&spec).await.map_err(engine_failure(
                     ErrorCode::ContainerStartFailed,
@@ -238,6 +244,7 @@ impl Operations {
         let committed = self
             .commit_start(req, requested_at_ms, started_at, &record, lock)
             .await;
+        steps::mark("commit");
         crate::failpoints::crash_point("start-after-commit");
         // Only a failed COMMIT can have written our rows; a lost
         // compare-and-set wrote nothing of ours.

@@ -6,16 +6,35 @@ use std::collections::HashMap;
 
 use crate::adapters::postgres::StoreError;
 use crate::domain::OutboxMessage;
+use crate::telemetry::steps;
 
 use super::{JobDisposition, JobHandler, StreamConsumer};
 
 impl<H: JobHandler> StreamConsumer<H> {
+    /// Answers one entry; with step lines wanted ([`steps`]), logs how long
+    /// each of its steps took.
     pub(super) async fn process(
         &self,
         id: &str,
         fields: &HashMap<String, String>,
         reclaimed: bool,
     ) {
+        let ((), timed) = steps::timed(self.answer_entry(id, fields, reclaimed)).await;
+        if let Some(timed) = timed {
+            tracing::debug!(
+                target: steps::TARGET,
+                stream = %self.settings.stream,
+                entry_id = id,
+                game_id = fields.get("game_id").map_or("", String::as_str),
+                began_at_us = timed.began_at_us,
+                total_us = timed.total().as_micros() as u64,
+                steps_us = %timed.render(),
+                "job steps"
+            );
+        }
+    }
+
+    async fn answer_entry(&self, id: &str, fields: &HashMap<String, String>, reclaimed: bool) {
         let job_key = format!("{}:{}", self.settings.stream, id);
         self.metrics
             .jobs_consumed
@@ -23,7 +42,9 @@ impl<H: JobHandler> StreamConsumer<H> {
             .inc();
         let dead_key = format!("dead:{job_key}");
         let answered = [format!("result:{job_key}"), dead_key.clone()];
-        match self.outbox.has_any_key(&answered).await {
+        let earlier = self.outbox.has_any_key(&answered).await;
+        steps::mark("answered_check");
+        match earlier {
             Ok(false) => {}
             Ok(true) => {
                 // Already answered before a crash or a lost ack: just ack.
@@ -92,8 +113,11 @@ impl<H: JobHandler> StreamConsumer<H> {
                 messages
             }
         };
-        if self.record_answer(id, &messages).await {
+        let recorded = self.record_answer(id, &messages).await;
+        steps::mark("result");
+        if recorded {
             self.ack(id).await;
+            steps::mark("ack");
         }
     }
 

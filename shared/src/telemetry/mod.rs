@@ -9,6 +9,7 @@
 //! - [`engine`]: the Docker calls' latency and errors, timed around the
 //!   container-engine port.
 //! - [`http`]: the listener of `/metrics`, `/healthz` and `/readyz`.
+//! - [`steps`]: per-step timing of one job (a debug line per answered job).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 
 pub mod engine;
 pub mod http;
+pub mod steps;
 
 pub use engine::MeteredEngine;
 pub use http::{serve_metrics, Endpoints};

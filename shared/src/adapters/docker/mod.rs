@@ -20,6 +20,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use crate::domain::labels::{LABEL_OWNER, LABEL_OWNER_VALUE};
 use crate::domain::ContainerState;
+use crate::telemetry::steps;
 
 mod decode;
 mod events;
@@ -210,6 +211,7 @@ impl ContainerEngine for DockerEngine {
             .create_container(Some(options), body)
             .await
             .map_err(map_error)?;
+        steps::mark("create");
         crate::failpoints::crash_point("docker-after-create");
         if let Err(start_err) = self.docker.start_container(&created.id, None).await {
             // Never leave a created-but-not-started container behind.
@@ -219,7 +221,10 @@ impl ContainerEngine for DockerEngine {
                 other => EngineError::Rejected(format!("start container: {other}")),
             });
         }
-        match self.inspect_container(&created.id).await {
+        steps::mark("start");
+        let inspected = self.inspect_container(&created.id).await;
+        steps::mark("inspect_started");
+        match inspected {
             Ok(Some(info)) => Ok(info),
             Ok(None) => Err(EngineError::Rejected(format!(
                 "container {} vanished right after start",
