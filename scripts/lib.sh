@@ -432,8 +432,10 @@ check_test_leftovers() {
     instances="$(awk 'NF > 1 {print $2}' "$ledger" | sort -u)"
     tmp="${TMPDIR:-/tmp}"
     tmp="${tmp%/}"
+    local reported=""
     _rtm_left_report() {
         found=1
+        reported+=" $*"
         printf '[rtm] left behind: %s\n' "$*" >&2
     }
     # _rtm_left_id_of NAME: the env id NAME ends in (`…-<id>`), if it is one of ours.
@@ -555,6 +557,14 @@ check_test_leftovers() {
     fi
 
     if ((found)); then
+        # Which test made what was left, and what its cleanup said
+        # (tests/src/lib.rs writes both; a passing test's output is not shown).
+        local made_id made_by
+        while read -r made_id made_by; do
+            [[ -n "$made_id" && "$reported" == *"$made_id"* ]] &&
+                printf '[rtm]   env %s was made by %s\n' "$made_id" "$made_by" >&2
+        done < <(cat "$ledger.names" 2>/dev/null)
+        [[ -s "$ledger.errors" ]] && sed 's/^/[rtm]   cleanup error: /' "$ledger.errors" >&2
         _rtm_err "the tests left the above behind (test envs: $ledger)"
         return 1
     fi

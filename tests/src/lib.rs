@@ -115,6 +115,17 @@ impl TestEnv {
         let docker_host = services.docker_host.clone();
         let state_root = std::env::temp_dir().join(format!("rtm-test-{id}"));
         ledger(&id);
+        ledger_file(
+            ".names",
+            &format!(
+                "{id} {}::{}",
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                    .unwrap_or_default(),
+                std::thread::current().name().unwrap_or("?")
+            ),
+        );
         // From here on, whatever fails (a panic in this function too) leaves
         // nothing behind: the guard removes all of it.
         let mut leftovers = Leftovers {
@@ -376,9 +387,20 @@ impl TestEnv {
 /// Appends `line` to `RTM_TEST_LEDGER` when it is set: `scripts/test` checks
 /// at the end of the run that nothing an env of the ledger made is left.
 fn ledger(line: &str) {
+    ledger_file("", line);
+}
+
+/// Appends `line` to `$RTM_TEST_LEDGER{suffix}`: `.names` says which test
+/// made each env, `.errors` what its cleanup could not remove and why, so
+/// the leftover check can name the test (a passing test's output is not
+/// shown).
+fn ledger_file(suffix: &str, line: &str) {
     let Some(path) = std::env::var_os("RTM_TEST_LEDGER") else {
         return;
     };
+    let mut path = path;
+    path.push(suffix);
+    let path = PathBuf::from(path);
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -473,22 +495,53 @@ impl Leftovers {
     /// rollback removed that container only later (CI saw the network left
     /// behind alone). Each retry removes what got attached since.
     fn remove_network(&self) {
-        let by_name = format!("name=^{}$", self.network);
+        let mut last_error = String::new();
         for attempt in 0..40 {
-            let exists = self
-                .docker(&["network", "ls", "-q", "--filter", &by_name])
-                .is_some_and(|out| !out.trim().is_empty());
-            if !exists {
-                return;
-            }
             if attempt > 0 {
                 self.remove_containers();
             }
-            if self.docker(&["network", "rm", &self.network]).is_some() {
+            let mut cmd = Command::new("docker");
+            if let Some(host) = &self.docker_host {
+                cmd.args(["-H", host]);
+            }
+            let out = match cmd.args(["network", "rm", &self.network]).output() {
+                Ok(out) => out,
+                Err(e) => {
+                    last_error = e.to_string();
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    continue;
+                }
+            };
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // Gone already (removed, or never made): nothing to do.
+            if out.status.success() || stderr.contains("not found") {
                 return;
+            }
+            last_error = stderr.trim().to_owned();
+            // An endpoint whose container is gone (removed while its start
+            // was wiring the network, a known Docker race) keeps the network
+            // "in use" until the daemon tidies up: disconnect it by force.
+            if let Some(endpoints) = self.docker(&[
+                "network",
+                "inspect",
+                "--format",
+                "{{range .Containers}}{{.Name}} {{end}}",
+                &self.network,
+            ]) {
+                for endpoint in endpoints.split_whitespace() {
+                    self.docker(&["network", "disconnect", "-f", &self.network, endpoint]);
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
+        eprintln!(
+            "test env {}: network {} left: {last_error}",
+            self.id, self.network
+        );
+        ledger_file(
+            ".errors",
+            &format!("{} network rm {}: {last_error}", self.id, self.network),
+        );
     }
 
     /// Whether `key` is one of this env's: its streams (and the delivery
