@@ -307,9 +307,25 @@ pub fn postgres_pids(port: u16) -> Vec<u32> {
     pids
 }
 
-/// CPU time so far of the processes of `pids` still there.
+/// CPU time so far of the processes of `pids` still there, each with the
+/// CPU of its children it has reaped (`/proc/<pid>/stat` fields 14 to 17):
+/// a PostgreSQL backend that exits moves into its postmaster's count
+/// instead of leaving the sum, which so only grows (a fall panicked a
+/// subtraction), and backends that came and went since the list was made
+/// are counted once reaped.
 pub fn cpu_of(pids: &[u32]) -> Duration {
-    pids.iter().filter_map(|p| process_cpu(*p)).sum()
+    pids.iter().filter_map(|p| process_cpu_and_reaped(*p)).sum()
+}
+
+fn process_cpu_and_reaped(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3: utime, stime, cutime, cstime are 14 to 17.
+    let ticks: f64 = (11..15)
+        .map(|i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum::<Option<f64>>()?;
+    Some(Duration::from_secs_f64(ticks / clock_ticks()))
 }
 
 /// User + system CPU time of the child processes this one has waited for

@@ -46,9 +46,12 @@ impl Counted {
         );
         let mut load = run();
         let n = load.count.max(1.0);
-        load.cpu_client = (bench::waited_children_cpu() - c0).div_f64(n);
-        load.cpu_gateway = (bench::process_cpu(self.gateway).unwrap_or_default() - g0).div_f64(n);
-        load.cpu_pg = (bench::cpu_of(&self.postgres) - p0).div_f64(n);
+        load.cpu_client = bench::waited_children_cpu().saturating_sub(c0).div_f64(n);
+        load.cpu_gateway = bench::process_cpu(self.gateway)
+            .unwrap_or_default()
+            .saturating_sub(g0)
+            .div_f64(n);
+        load.cpu_pg = bench::cpu_of(&self.postgres).saturating_sub(p0).div_f64(n);
         load
     }
 }

@@ -252,7 +252,7 @@ async fn breakdown(env: &TestEnv, pg: &PrivatePostgres, games: &[GameId], events
     };
     let wall = commit_only(env, games, per_writer).await;
     let (pg_cpu, me_cpu) = (
-        bench::cpu_of(&pids) - pg0,
+        bench::cpu_of(&pids).saturating_sub(pg0),
         bench::process_cpu(me).unwrap_or_default() - me0,
     );
     stop.store(true, Ordering::Relaxed);

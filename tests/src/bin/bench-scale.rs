@@ -329,8 +329,8 @@ fn main() {
     println!(
         "2. **PostgreSQL connections**, as deployments multiply: each deployment's nine \
          pools hold up to {} connections, so even the bridge-bound 10,000 games need {} \
-         (PostgreSQL's default `max_connections` is {}). Lower `RTMANAGER_POSTGRES_MAX_CONNECTIONS` \
-        , run a transaction pooler in \
+         (PostgreSQL's default `max_connections` is {}). Lower `RTMANAGER_POSTGRES_MAX_CONNECTIONS`, \
+        run a transaction pooler in \
          front, or give groups of deployments their own server.",
         count(DEPLOYMENT_PROCESSES * d.pool),
         count(small),
